@@ -1,0 +1,140 @@
+//! The one error type of the HTTP API. Every error is JSON with a stable `error` code;
+//! 4xx bodies say exactly what is wrong, 5xx bodies hide internals (which are logged).
+
+use crate::schema::{SchemaError, Violation};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("event does not match the schema of {type_name}")]
+    Validation {
+        type_name: String,
+        errors: Vec<Violation>,
+    },
+    #[error("unknown event type `{name}`")]
+    UnknownType {
+        name: String,
+        suggestions: Vec<String>,
+    },
+    #[error("body is not valid JSON at line {line}, column {column}: {message}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("content type {got:?} is not accepted here; send {expected}")]
+    UnsupportedMediaType {
+        got: Option<String>,
+        expected: &'static str,
+    },
+    #[error("not a valid CloudEvent: {message}")]
+    InvalidCloudEvent {
+        missing: Vec<&'static str>,
+        message: String,
+    },
+    #[error("batch line is not an object with `type` and `data`: {message}")]
+    InvalidBatchLine { message: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "validation_failed",
+            ApiError::UnknownType { .. } => "unknown_event_type",
+            ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::InvalidCloudEvent { .. } => "invalid_cloudevent",
+            ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation { .. }
+            | ApiError::MalformedJson { .. }
+            | ApiError::InvalidCloudEvent { .. }
+            | ApiError::InvalidBatchLine { .. }
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownType { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body; also used for the per-item results of batches.
+    pub fn body(&self) -> Value {
+        let mut v = json!({ "error": self.code() });
+        let m = v.as_object_mut().expect("object");
+        match self {
+            ApiError::Validation { type_name, errors } => {
+                m.insert("type".into(), json!(type_name));
+                m.insert("errors".into(), json!(errors));
+            }
+            ApiError::UnknownType { name, suggestions } => {
+                m.insert("type".into(), json!(name));
+                m.insert("did_you_mean".into(), json!(suggestions));
+            }
+            ApiError::MalformedJson { line, column, .. } => {
+                m.insert("line".into(), json!(line));
+                m.insert("column".into(), json!(column));
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                m.insert("limit_bytes".into(), json!(limit));
+            }
+            ApiError::UnsupportedMediaType { expected, .. } => {
+                m.insert("expected".into(), json!(expected));
+            }
+            ApiError::InvalidCloudEvent { missing, .. } if !missing.is_empty() => {
+                m.insert("missing".into(), json!(missing));
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                m.insert(
+                    "message".into(),
+                    json!("internal error; see the router's log"),
+                );
+                return v;
+            }
+            _ => {}
+        }
+        m.insert("message".into(), json!(self.to_string()));
+        v
+    }
+}
+
+impl From<SchemaError> for ApiError {
+    fn from(e: SchemaError) -> Self {
+        match e {
+            SchemaError::UnknownType { name, suggestions } => {
+                ApiError::UnknownType { name, suggestions }
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,87 @@
+//! `POST /v1/events/{type}`: one event in its native documented form.
+
+use super::{body, ApiError, AppState};
+use crate::router::Event;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a producer may say about an event besides its data.
+#[derive(Debug, Default)]
+pub struct Envelope {
+    /// The producer's id (CloudEvents `id`); a UUIDv7 is made when absent.
+    pub id: Option<String>,
+    pub source: Option<String>,
+    /// RFC 3339; now when absent.
+    pub time: Option<String>,
+}
+
+/// Validates and accepts one event: the single path every ingestion mode goes through.
+pub fn accept(
+    state: &AppState,
+    type_name: &str,
+    data: Value,
+    envelope: Envelope,
+) -> Result<String, ApiError> {
+    let ty = state.registry.get(type_name)?;
+    if let Err(errors) = ty.validate(&data) {
+        return Err(ApiError::Validation {
+            type_name: ty.name.to_string(),
+            errors,
+        });
+    }
+    let id = envelope
+        .id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let event = Event {
+        id: id.clone(),
+        type_name: ty.name.clone(),
+        time: envelope.time.unwrap_or_else(now_rfc3339),
+        priority: ty.priority_of(&data),
+        source: envelope.source,
+        data,
+    };
+    state.pipeline.accept(event);
+    Ok(id)
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("now is formattable")
+}
+
+pub async fn post_native(
+    State(state): State<Arc<AppState>>,
+    Path(type_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = async {
+        // Unknown types are refused before the body is read.
+        state.registry.get(&type_name)?;
+        if body::MediaType::of(&headers) != body::MediaType::Json {
+            return Err(ApiError::UnsupportedMediaType {
+                got: body::content_type(&headers),
+                expected: "application/json",
+            });
+        }
+        let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
+        let data = body::parse_json(&bytes)?;
+        accept(&state, &type_name, data, Envelope::default())
+    }
+    .await;
+    Ok(state.answer(result))
+}
+
+/// `202 {"id": ...}`.
+pub fn accepted(id: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "id": id })),
+    )
+        .into_response()
+}

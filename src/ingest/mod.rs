@@ -1,0 +1,88 @@
+//! The HTTP front door: `app(state) -> Router` (testable without a socket) and [`serve`],
+//! which takes a bound listener and a shutdown future so tests can bind port 0.
+//!
+//! | endpoint | module |
+//! |---|---|
+//! | `POST /v1/events/{type}` | [`events`] |
+//! | `POST /v1/events` (CloudEvents, NDJSON) | [`cloudevents`], [`ndjson`] |
+//! | `GET /v1/schemas[/{type}]` | [`schemas`] |
+//! | `GET /v1/subscribe?types=` | [`subscribe`] |
+//! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
+
+mod body;
+mod cloudevents;
+mod error;
+mod events;
+mod ndjson;
+mod ops;
+mod schemas;
+mod subscribe;
+
+pub use error::ApiError;
+
+use crate::config::IngestConfig;
+use crate::metrics::Metrics;
+use crate::router::Pipeline;
+use crate::schema::Registry;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Everything a request handler needs, shared behind one `Arc`.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+    pub limits: IngestConfig,
+}
+
+impl AppState {
+    /// Counts one ingestion outcome (accepted or rejected by code) and passes it on.
+    fn count(&self, result: Result<String, ApiError>) -> Result<String, ApiError> {
+        match &result {
+            Ok(_) => self.metrics.accepted.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                self.metrics.rejected.inc(e.code());
+                0
+            }
+        };
+        result
+    }
+
+    /// The response to a single-event request.
+    fn answer(&self, result: Result<String, ApiError>) -> Response {
+        match self.count(result) {
+            Ok(id) => events::accepted(&id),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/events", post(cloudevents::post))
+        .route("/v1/events/{*type}", post(events::post_native))
+        .route("/v1/schemas", get(schemas::list))
+        .route("/v1/schemas/{*type}", get(schemas::get))
+        .route("/v1/subscribe", get(subscribe::subscribe))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

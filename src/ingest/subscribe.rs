@@ -1,0 +1,63 @@
+//! `GET /v1/subscribe?types=<glob>`: a WebSocket streaming every routed event whose type
+//! matches, as JSON text frames (`id`, `type`, `time`, `priority`, `source`, `data`).
+//!
+//! Subscribers read from the bounded broadcast ring of [`crate::router::bus`]: one that
+//! falls more than `subscribers.buffer` events behind skips the oldest ones and receives a
+//! `{"error":"lagged","missed":N}` frame in their place; ingestion never waits for it.
+
+use super::{ApiError, AppState};
+use crate::router::pattern::TypePattern;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Deserialize)]
+pub struct Params {
+    #[serde(default)]
+    types: String,
+}
+
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Params>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let pattern = TypePattern::parse(&params.types)
+        .map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?;
+    Ok(ws.on_upgrade(move |socket| stream(state, pattern, socket)))
+}
+
+async fn stream(state: Arc<AppState>, pattern: TypePattern, socket: WebSocket) {
+    let mut rx = state.pipeline.bus.subscribe();
+    let (mut tx, mut incoming) = socket.split();
+    tracing::debug!(types = pattern.as_str(), "subscriber connected");
+    loop {
+        tokio::select! {
+            frame = rx.recv() => {
+                let msg = match frame {
+                    Ok(f) if pattern.matches(&f.type_name) => Message::Text(f.json.clone()),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => {
+                        state.metrics.subscriber_lagged.fetch_add(missed, Ordering::Relaxed);
+                        Message::Text(format!(r#"{{"error":"lagged","missed":{missed}}}"#).into())
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            msg = incoming.next() => match msg {
+                // Pings are answered by axum; anything else from the client is ignored.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    tracing::debug!(types = pattern.as_str(), "subscriber left");
+}

@@ -1,0 +1,45 @@
+//! Compiled validators: every event type's schema compiled once at start-up, looked up by
+//! name on the hot path without allocating, and validation reports with exact paths.
+
+mod registry;
+
+pub use registry::{EventType, Registry, Strictness};
+
+use serde::Serialize;
+
+/// Priority given to an event whose type documents none and which carries none itself.
+pub const DEFAULT_PRIORITY: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("unknown event type `{name}`{}", suggest(.suggestions))]
+    UnknownType {
+        name: String,
+        suggestions: Vec<String>,
+    },
+    #[error("schema of `{name}` does not compile: {message}")]
+    Invalid { name: String, message: String },
+    #[error("{path}: {message}")]
+    Load { path: String, message: String },
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
+fn suggest(s: &[String]) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", s.join(", "))
+    }
+}
+
+/// One reason an event does not match its schema.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer of the failing value in the event (`""` is the whole event).
+    pub instance_path: String,
+    /// JSON pointer of the schema keyword that failed.
+    pub schema_path: String,
+    /// What was expected, in words.
+    pub message: String,
+}

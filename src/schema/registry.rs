@@ -1,0 +1,238 @@
+use super::{SchemaError, Violation, DEFAULT_PRIORITY};
+use crate::catalog::{generate::schema_files, Catalog};
+use bytes::Bytes;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which event types accept fields their schema does not list.
+///
+/// Generated schemas are strict (`additionalProperties: false`); a deployment can open
+/// chosen types (globs such as `idem/*`) when its producers send extra fields.
+#[derive(Debug, Clone, Default)]
+pub struct Strictness {
+    open: Option<GlobSet>,
+}
+
+impl Strictness {
+    pub fn allow_unknown_fields(patterns: &[String]) -> Result<Self, globset::Error> {
+        if patterns.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            b.add(Glob::new(p)?);
+        }
+        Ok(Self {
+            open: Some(b.build()?),
+        })
+    }
+
+    fn is_open(&self, type_name: &str) -> bool {
+        self.open.as_ref().is_some_and(|g| g.is_match(type_name))
+    }
+}
+
+/// One event type, ready for the hot path.
+pub struct EventType {
+    /// The canonical name, `<family>/<name>`.
+    pub name: Arc<str>,
+    /// The schema as compiled (after [`Strictness`]), for `GET /v1/schemas/{type}`.
+    pub schema: Value,
+    /// `schema` serialised once, so serving it never re-encodes.
+    pub schema_json: Bytes,
+    /// The catalogue's `x-priority`, if documented.
+    pub default_priority: Option<u8>,
+    validator: jsonschema::Validator,
+}
+
+impl EventType {
+    /// Validates `event`; on failure, every violation (not just the first).
+    pub fn validate(&self, event: &Value) -> Result<(), Vec<Violation>> {
+        // `is_valid` short-circuits and allocates nothing: the common case stays cheap.
+        if self.validator.is_valid(event) {
+            return Ok(());
+        }
+        Err(self
+            .validator
+            .iter_errors(event)
+            .map(|e| Violation {
+                instance_path: e.instance_path().as_str().to_string(),
+                schema_path: e.schema_path().as_str().to_string(),
+                message: e.to_string(),
+            })
+            .collect())
+    }
+
+    /// The event's priority: its own `meta.priority` (Infrahub), else the documented one.
+    pub fn priority_of(&self, event: &Value) -> u8 {
+        event
+            .pointer("/meta/priority")
+            .and_then(Value::as_u64)
+            .filter(|p| (1..=5).contains(p))
+            .map(|p| p as u8)
+            .or(self.default_priority)
+            .unwrap_or(DEFAULT_PRIORITY)
+    }
+}
+
+/// All event types by name, plus family aliases (`resoto` for `fixinventory`).
+#[derive(Default)]
+pub struct Registry {
+    types: HashMap<Box<str>, Arc<EventType>>,
+    order: Vec<Arc<EventType>>,
+    family_aliases: HashMap<String, String>,
+}
+
+impl Registry {
+    pub fn from_catalog(catalog: &Catalog, strictness: &Strictness) -> Result<Self, SchemaError> {
+        let mut r = Registry::default();
+        for f in &catalog.families {
+            for a in &f.aliases {
+                r.family_aliases.insert(a.clone(), f.name.clone());
+            }
+        }
+        for def in &catalog.events {
+            r.insert(def.type_name(), def.schema.clone(), strictness)?;
+        }
+        Ok(r)
+    }
+
+    /// Loads `<dir>/<family>/<name>.schema.json` files (for example ones a user generated
+    /// from their own tables), keeping the catalogue's aliases.
+    pub fn from_schema_dir(
+        dir: &Path,
+        aliases: &Catalog,
+        strictness: &Strictness,
+    ) -> Result<Self, SchemaError> {
+        let mut r = Self::from_catalog(
+            &Catalog {
+                families: aliases.families.clone(),
+                events: vec![],
+            },
+            strictness,
+        )?;
+        let load = |p: &Path, m: String| SchemaError::Load {
+            path: p.display().to_string(),
+            message: m,
+        };
+        for path in schema_files(dir).map_err(|e| load(dir, e.to_string()))? {
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let name = rel.trim_end_matches(".schema.json").to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| load(&path, e.to_string()))?;
+            let schema: Value =
+                serde_json::from_str(&text).map_err(|e| load(&path, e.to_string()))?;
+            r.insert(name, schema, strictness)?;
+        }
+        Ok(r)
+    }
+
+    fn insert(
+        &mut self,
+        name: String,
+        mut schema: Value,
+        strictness: &Strictness,
+    ) -> Result<(), SchemaError> {
+        if strictness.is_open(&name) {
+            open_objects(&mut schema);
+        }
+        let validator = jsonschema::draft202012::options()
+            .build(&schema)
+            .map_err(|e| SchemaError::Invalid {
+                name: name.clone(),
+                message: e.to_string(),
+            })?;
+        let default_priority = schema
+            .get("x-priority")
+            .and_then(Value::as_u64)
+            .and_then(|p| u8::try_from(p).ok());
+        let t = Arc::new(EventType {
+            name: name.as_str().into(),
+            schema_json: Bytes::from(
+                serde_json::to_vec(&schema).expect("a JSON value always serialises"),
+            ),
+            schema,
+            default_priority,
+            validator,
+        });
+        self.order.push(t.clone());
+        self.types.insert(name.into_boxed_str(), t);
+        Ok(())
+    }
+
+    /// The type called `name` (or an alias of it); unknown names come with close matches.
+    pub fn get(&self, name: &str) -> Result<&Arc<EventType>, SchemaError> {
+        if let Some(t) = self.types.get(name) {
+            return Ok(t);
+        }
+        if let Some((fam, rest)) = name.split_once('/') {
+            if let Some(t) = self
+                .family_aliases
+                .get(fam)
+                .and_then(|f| self.types.get(format!("{f}/{rest}").as_str()))
+            {
+                return Ok(t);
+            }
+        }
+        Err(SchemaError::UnknownType {
+            name: name.to_string(),
+            suggestions: self.close_names(name),
+        })
+    }
+
+    /// Up to three known names that look like `name` (typos, or a name without its family).
+    pub fn close_names(&self, name: &str) -> Vec<String> {
+        let mut scored: Vec<(f64, &str)> = self
+            .order
+            .iter()
+            .map(|t| {
+                let full = strsim::jaro_winkler(name, &t.name);
+                let short = t
+                    .name
+                    .split_once('/')
+                    .map_or(0.0, |(_, n)| strsim::jaro_winkler(name, n));
+                (full.max(short), &*t.name)
+            })
+            .filter(|(s, _)| *s > 0.8)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .into_iter()
+            .take(3)
+            .map(|(_, n)| n.to_string())
+            .collect()
+    }
+
+    /// All types in catalogue order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<EventType>> {
+        self.order.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Drops every `additionalProperties: false`, so unknown fields pass (typed ones still check).
+fn open_objects(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("additionalProperties") == Some(&Value::Bool(false)) {
+                m.remove("additionalProperties");
+            }
+            m.values_mut().for_each(open_objects);
+        }
+        Value::Array(a) => a.iter_mut().for_each(open_objects),
+        _ => {}
+    }
+}
