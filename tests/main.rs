@@ -1,1 +1,11 @@
+//! The one integration-test binary (so the heavy dependencies link once).
+//! Every test talks to real things: a real server on 127.0.0.1:0, real HTTP and WebSocket
+//! clients, the real `eventyard` binary.
 
+mod support;
+
+mod catalog;
+mod cli;
+mod corpus;
+mod http;
+mod subscribe;
