@@ -14,11 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "eventyard",
-    version,
-    about = "A WebAssembly-extensible event router with schema-validated ingestion"
-)]
+#[command(name = "eventyard", version, about = "A WebAssembly-extensible event router with schema-validated ingestion")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -84,30 +80,18 @@ pub enum SchemasCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
-        Command::Schemas {
-            command: SchemasCommand::Generate { source, out, check },
-        } => schemas_generate(source, out, check),
-        Command::Schemas {
-            command: SchemasCommand::List { source },
-        } => {
+        Command::Schemas { command: SchemasCommand::Generate { source, out, check } } => {
+            schemas_generate(source, out, check)
+        }
+        Command::Schemas { command: SchemasCommand::List { source } } => {
             for def in catalog(source.as_ref())?.events {
                 println!("{}", def.type_name());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate {
-            type_name,
-            file,
-            source,
-            allow_unknown_fields,
-            json,
-        } => validate(
-            &type_name,
-            &file,
-            source.as_ref(),
-            allow_unknown_fields,
-            json,
-        ),
+        Command::Validate { type_name, file, source, allow_unknown_fields, json } => {
+            validate(&type_name, &file, source.as_ref(), allow_unknown_fields, json)
+        }
     }
 }
 
@@ -131,8 +115,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -150,28 +134,18 @@ fn catalog(source: Option<&PathBuf>) -> anyhow::Result<Catalog> {
 fn schemas_generate(source: PathBuf, out: PathBuf, check: bool) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::from_dir(&source)?;
     if check {
-        let drift = generate::check(&catalog, &out)
-            .with_context(|| format!("reading {}", out.display()))?;
+        let drift = generate::check(&catalog, &out).with_context(|| format!("reading {}", out.display()))?;
         if drift.is_empty() {
-            println!(
-                "{} schemas in {} match {}",
-                catalog.events.len(),
-                out.display(),
-                source.display()
-            );
+            println!("{} schemas in {} match {}", catalog.events.len(), out.display(), source.display());
             return Ok(ExitCode::SUCCESS);
         }
         for d in &drift {
             eprintln!("{d}");
         }
-        eprintln!(
-            "{} file(s) out of date; run `eventyard schemas generate` and commit the result",
-            drift.len()
-        );
+        eprintln!("{} file(s) out of date; run `eventyard schemas generate` and commit the result", drift.len());
         return Ok(ExitCode::from(1));
     }
-    let written =
-        generate::write(&catalog, &out).with_context(|| format!("writing {}", out.display()))?;
+    let written = generate::write(&catalog, &out).with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {} schemas to {}", written.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -183,11 +157,7 @@ fn validate(
     open: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let strictness = if open {
-        Strictness::allow_unknown_fields(&["*".to_string()])?
-    } else {
-        Strictness::default()
-    };
+    let strictness = if open { Strictness::allow_unknown_fields(&["*".to_string()])? } else { Strictness::default() };
     let registry = Registry::from_catalog(&catalog(source)?, &strictness)?;
     let ty = match registry.get(type_name) {
         Ok(t) => t,
@@ -203,29 +173,18 @@ fn validate(
     };
     let mut text = String::new();
     if file.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading standard input")?;
+        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
     } else {
-        text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     }
     let event: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
-        Err(e) => bail!(
-            "{}: not JSON at line {}, column {}: {e}",
-            file.display(),
-            e.line(),
-            e.column()
-        ),
+        Err(e) => bail!("{}: not JSON at line {}, column {}: {e}", file.display(), e.line(), e.column()),
     };
     match ty.validate(&event) {
         Ok(()) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "valid": true, "type": &*ty.name })
-                );
+                println!("{}", serde_json::json!({ "valid": true, "type": &*ty.name }));
             } else {
                 println!("valid: {}", ty.name);
             }
@@ -233,18 +192,11 @@ fn validate(
         }
         Err(errors) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "valid": false, "type": &*ty.name, "errors": errors })
-                );
+                println!("{}", serde_json::json!({ "valid": false, "type": &*ty.name, "errors": errors }));
             } else {
                 println!("invalid: {} ({} error(s))", ty.name, errors.len());
                 for e in &errors {
-                    let at = if e.instance_path.is_empty() {
-                        "(root)"
-                    } else {
-                        &e.instance_path
-                    };
+                    let at = if e.instance_path.is_empty() { "(root)" } else { &e.instance_path };
                     println!("  {at}: {} [schema {}]", e.message, e.schema_path);
                 }
             }

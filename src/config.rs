@@ -18,10 +18,7 @@ pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
@@ -76,40 +73,26 @@ impl Default for Config {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
-        }
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_batch_bytes: DEFAULT_MAX_BATCH_BYTES }
     }
 }
 
 impl Default for SubscriberConfig {
     fn default() -> Self {
-        Self {
-            buffer: DEFAULT_SUBSCRIBER_BUFFER,
-        }
+        Self { buffer: DEFAULT_SUBSCRIBER_BUFFER }
     }
 }
 
 impl Config {
     /// Reads and checks a config file; relative paths in it are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let mut config = Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.into(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.into(), message },
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.schemas.source, &mut config.schemas.dir]
-            .into_iter()
-            .flatten()
-        {
+        for p in [&mut config.schemas.source, &mut config.schemas.dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -118,10 +101,8 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
         config.check()?;
         Ok(config)
     }
@@ -130,10 +111,7 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         let positive = |key, v: usize| {
             if v == 0 {
-                Err(ConfigError::Invalid {
-                    key,
-                    message: "must be greater than 0".into(),
-                })
+                Err(ConfigError::Invalid { key, message: "must be greater than 0".into() })
             } else {
                 Ok(())
             }
@@ -142,10 +120,7 @@ impl Config {
         positive("ingest.max_batch_bytes", self.ingest.max_batch_bytes)?;
         positive("subscribers.buffer", self.subscribers.buffer)?;
         if self.schemas.source.is_some() && self.schemas.dir.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "schemas",
-                message: "set `source` or `dir`, not both".into(),
-            });
+            return Err(ConfigError::Invalid { key: "schemas", message: "set `source` or `dir`, not both".into() });
         }
         Ok(())
     }

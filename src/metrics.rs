@@ -41,33 +41,16 @@ impl Metrics {
         let mut s = String::new();
         let _ = writeln!(s, "# HELP eventyard_events_accepted_total Events that passed validation and were accepted.");
         let _ = writeln!(s, "# TYPE eventyard_events_accepted_total counter");
-        let _ = writeln!(
-            s,
-            "eventyard_events_accepted_total {}",
-            self.accepted.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP eventyard_events_rejected_total Events refused at ingestion, by error code."
-        );
+        let _ = writeln!(s, "eventyard_events_accepted_total {}", self.accepted.load(Ordering::Relaxed));
+        let _ = writeln!(s, "# HELP eventyard_events_rejected_total Events refused at ingestion, by error code.");
         let _ = writeln!(s, "# TYPE eventyard_events_rejected_total counter");
         for (code, n) in REJECT_CODES.iter().zip(&self.rejected.counts) {
-            let _ = writeln!(
-                s,
-                "eventyard_events_rejected_total{{error=\"{code}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(s, "eventyard_events_rejected_total{{error=\"{code}\"}} {}", n.load(Ordering::Relaxed));
         }
-        let _ = writeln!(
-            s,
-            "# HELP eventyard_subscriber_frames_lagged_total Frames slow subscribers missed."
-        );
+        let _ = writeln!(s, "# HELP eventyard_subscriber_frames_lagged_total Frames slow subscribers missed.");
         let _ = writeln!(s, "# TYPE eventyard_subscriber_frames_lagged_total counter");
-        let _ = writeln!(
-            s,
-            "eventyard_subscriber_frames_lagged_total {}",
-            self.subscriber_lagged.load(Ordering::Relaxed)
-        );
+        let _ =
+            writeln!(s, "eventyard_subscriber_frames_lagged_total {}", self.subscriber_lagged.load(Ordering::Relaxed));
         s
     }
 }

@@ -15,10 +15,7 @@ use tokio::net::TcpListener;
 /// tables, or a directory of schema files.
 pub fn registry(config: &Config) -> Result<Registry, SchemaError> {
     let strictness = Strictness::allow_unknown_fields(&config.schemas.allow_unknown_fields)
-        .map_err(|e| SchemaError::Load {
-            path: "schemas.allow_unknown_fields".into(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| SchemaError::Load { path: "schemas.allow_unknown_fields".into(), message: e.to_string() })?;
     let catalog = match &config.schemas.source {
         Some(dir) => Catalog::from_dir(dir)?,
         None => Catalog::embedded()?,

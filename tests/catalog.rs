@@ -58,7 +58,10 @@ fn a_table_change_shows_up_as_drift() {
     copy_sources(&dir.path().join("schemas/source"));
     assert!(eventyard(&["schemas", "generate"], dir.path(), None).status.success());
     let src = dir.path().join("schemas/source/infrahub.md");
-    let md = std::fs::read_to_string(&src).unwrap().replace("| **message** | The message to send | string | None |", "| **message** | The message to send | string | \"hi\" |");
+    let md = std::fs::read_to_string(&src).unwrap().replace(
+        "| **message** | The message to send | string | None |",
+        "| **message** | The message to send | string | \"hi\" |",
+    );
     std::fs::write(&src, md).unwrap();
     let out = eventyard(&["schemas", "generate", "--check"], dir.path(), None);
     assert_eq!(out.status.code(), Some(1));
@@ -73,14 +76,29 @@ fn parse_errors_name_file_and_line() {
     let path = src.join("infrahub.md");
     let md = std::fs::read_to_string(&path).unwrap();
     let line = md.lines().position(|l| l.contains("**worker_id**")).unwrap() + 1;
-    std::fs::write(&path, md.replace("| **worker_id** | The worker ID that got elected | string | None |", "| **worker_id** | The worker ID | strnig | None |")).unwrap();
-    let out = eventyard(&["schemas", "generate", "--source", src.to_str().unwrap(), "--out", dir.path().to_str().unwrap()], &repo(), None);
+    std::fs::write(
+        &path,
+        md.replace(
+            "| **worker_id** | The worker ID that got elected | string | None |",
+            "| **worker_id** | The worker ID | strnig | None |",
+        ),
+    )
+    .unwrap();
+    let out = eventyard(
+        &["schemas", "generate", "--source", src.to_str().unwrap(), "--out", dir.path().to_str().unwrap()],
+        &repo(),
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains(&format!("infrahub.md:{line}: unknown type `strnig`")), "{err}");
 
     // A ragged table row and a broken JSON example name their lines too.
-    std::fs::write(&path, md.replace("| **branch** | The branch that was rebased | string | None |", "| **branch** | string | None |")).unwrap();
+    std::fs::write(
+        &path,
+        md.replace("| **branch** | The branch that was rebased | string | None |", "| **branch** | string | None |"),
+    )
+    .unwrap();
     let err = Catalog::from_dir(&src).unwrap_err().to_string();
     let line = md.lines().position(|l| l.contains("**branch**")).unwrap() + 1;
     assert_eq!(err, format!("{}:{line}: table row has 3 cells, the header has 4", path.display()));
@@ -115,7 +133,10 @@ fn generated_schemas_follow_the_documented_rules() {
     assert!(resp["properties"]["data"]["properties"]["content"].get("type").is_none());
 
     let state = get("idem/idem-state");
-    assert_eq!(state["properties"]["tags"]["properties"]["type"]["enum"], serde_json::json!(["state-pre", "state-post"]));
+    assert_eq!(
+        state["properties"]["tags"]["properties"]["type"]["enum"],
+        serde_json::json!(["state-pre", "state-post"])
+    );
     let status = get("idem/idem-status");
     assert_eq!(status["properties"]["message"]["enum"].as_array().unwrap().len(), 9);
     // Every Infrahub message carries the same Meta definition.

@@ -24,7 +24,8 @@ async fn post_raw(server: &Server, path: &str, ct: Option<&str>, body: impl Into
 #[tokio::test]
 async fn native_event_is_accepted_with_a_uuidv7() {
     let s = Server::start().await;
-    let (status, v) = post_raw(&s, &format!("/v1/events/{ECHO_TYPE}"), Some("application/json"), echo().to_string()).await;
+    let (status, v) =
+        post_raw(&s, &format!("/v1/events/{ECHO_TYPE}"), Some("application/json"), echo().to_string()).await;
     assert_eq!(status, 202);
     let id = uuid::Uuid::parse_str(v["id"].as_str().unwrap()).unwrap();
     assert_eq!(id.get_version_num(), 7);
@@ -55,7 +56,13 @@ async fn non_json_content_type_is_415() {
 #[tokio::test]
 async fn malformed_json_is_400_with_line_and_column() {
     let s = Server::start().await;
-    let (status, v) = post_raw(&s, &format!("/v1/events/{ECHO_TYPE}"), Some("application/json"), "{\n  \"message\": \"a\",\n  oops\n}").await;
+    let (status, v) = post_raw(
+        &s,
+        &format!("/v1/events/{ECHO_TYPE}"),
+        Some("application/json"),
+        "{\n  \"message\": \"a\",\n  oops\n}",
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(v["error"], "malformed_json");
     assert_eq!((v["line"].as_u64(), v["column"].as_u64()), (Some(3), Some(3)));
@@ -73,7 +80,8 @@ async fn oversized_body_is_413_with_or_without_content_length() {
     assert_eq!(v["error"], "payload_too_large");
     assert_eq!(v["limit_bytes"], 1024);
     // Chunked: no Content-Length, the limit still holds while reading.
-    let chunks: Vec<Result<String, std::io::Error>> = big.as_bytes().chunks(100).map(|c| Ok(String::from_utf8(c.to_vec()).unwrap())).collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        big.as_bytes().chunks(100).map(|c| Ok(String::from_utf8(c.to_vec()).unwrap())).collect();
     let stream = futures_util::stream::iter(chunks);
     let (status, v) = post_raw(&s, &path, Some("application/json"), reqwest::Body::wrap_stream(stream)).await;
     assert_eq!((status, v["error"].as_str()), (413, Some("payload_too_large")));
@@ -133,7 +141,8 @@ async fn unknown_fields_can_be_allowed_per_type() {
     ev["message"] = json!(1);
     let (status, _) = post_raw(&s, &format!("/v1/events/{ECHO_TYPE}"), Some("application/json"), ev.to_string()).await;
     assert_eq!(status, 400);
-    let (status, _) = post_raw(&s, "/v1/events/infrahub/refresh.registry.branches", Some("application/json"), r#"{"x":1}"#).await;
+    let (status, _) =
+        post_raw(&s, "/v1/events/infrahub/refresh.registry.branches", Some("application/json"), r#"{"x":1}"#).await;
     assert_eq!(status, 400);
 }
 
@@ -144,7 +153,8 @@ fn cloudevent(id: &str) -> Value {
 #[tokio::test]
 async fn cloudevents_structured_mode_keeps_the_producer_id() {
     let s = Server::start().await;
-    let (status, v) = post_raw(&s, "/v1/events", Some("application/cloudevents+json"), cloudevent("ce-1").to_string()).await;
+    let (status, v) =
+        post_raw(&s, "/v1/events", Some("application/cloudevents+json"), cloudevent("ce-1").to_string()).await;
     assert_eq!((status, v["id"].as_str()), (202, Some("ce-1")));
     let mut bad = cloudevent("ce-2");
     bad["data"]["message"] = json!(3);
@@ -181,20 +191,24 @@ async fn cloudevents_missing_attributes_are_named() {
 async fn cloudevents_binary_mode() {
     let s = Server::start().await;
     let send = |headers: Vec<(&'static str, &'static str)>| {
-        let mut req = client().post(s.url("/v1/events")).header(CONTENT_TYPE, "application/json").body(echo().to_string());
+        let mut req =
+            client().post(s.url("/v1/events")).header(CONTENT_TYPE, "application/json").body(echo().to_string());
         for (k, v) in headers {
             req = req.header(k, v);
         }
         req.send()
     };
-    let res = send(vec![("ce-specversion", "1.0"), ("ce-id", "bin-1"), ("ce-source", "urn:x"), ("ce-type", ECHO_TYPE)]).await.unwrap();
+    let res = send(vec![("ce-specversion", "1.0"), ("ce-id", "bin-1"), ("ce-source", "urn:x"), ("ce-type", ECHO_TYPE)])
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
     assert_eq!(res.json::<Value>().await.unwrap()["id"], "bin-1");
     let res = send(vec![("ce-specversion", "1.0"), ("ce-type", ECHO_TYPE)]).await.unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["missing"], json!(["id", "source"]));
     // No CloudEvents headers and a plain JSON body: not something /v1/events understands.
-    let res = client().post(s.url("/v1/events")).header(CONTENT_TYPE, "application/json").body("{}").send().await.unwrap();
+    let res =
+        client().post(s.url("/v1/events")).header(CONTENT_TYPE, "application/json").body("{}").send().await.unwrap();
     assert_eq!(res.status(), 415);
 }
 
@@ -237,7 +251,10 @@ async fn ndjson_batch_answers_per_line() {
     let lines: Vec<u64> = r.iter().map(|x| x["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, [1, 3, 4, 5, 6]);
     assert_eq!(r[0]["status"], 202);
-    assert_eq!((r[1]["error"].as_str(), r[1]["errors"][0]["instance_path"].as_str()), (Some("validation_failed"), Some("/message")));
+    assert_eq!(
+        (r[1]["error"].as_str(), r[1]["errors"][0]["instance_path"].as_str()),
+        (Some("validation_failed"), Some("/message"))
+    );
     assert_eq!((r[2]["error"].as_str(), r[2]["column"].as_u64()), (Some("malformed_json"), Some(2)));
     assert_eq!(r[3], json!({ "line": 5, "status": 202, "id": "mine" }));
     assert_eq!(r[4]["error"], "invalid_batch_line");

@@ -12,7 +12,8 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time").unwrap().unwrap();
+        let msg =
+            tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time").unwrap().unwrap();
         if let Message::Text(t) = msg {
             return serde_json::from_str(&t).unwrap();
         }
@@ -28,7 +29,8 @@ async fn post(s: &Server, ty: &str, body: Value) -> String {
 #[tokio::test]
 async fn subscriber_gets_matching_events_only() {
     let s = Server::start().await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe?types=infrahub/send.*,idem/*")).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe?types=infrahub/send.*,idem/*")).await.unwrap();
     post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
     let id = post(&s, "infrahub/send.echo.request", json!({ "meta": { "priority": 2 }, "message": "hi" })).await;
     let idem = json!({ "tags": { "ref": "r", "type": "state-status" }, "message": "RUNNING", "run_name": "x" });
@@ -38,7 +40,8 @@ async fn subscriber_gets_matching_events_only() {
     assert_eq!(f["type"], "infrahub/send.echo.request");
     assert_eq!(f["priority"], 2, "the event's own meta.priority wins over x-priority 5");
     assert_eq!(f["data"]["message"], "hi");
-    assert!(time::OffsetDateTime::parse(f["time"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(time::OffsetDateTime::parse(f["time"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+        .is_ok());
     let f = next_json(&mut ws).await;
     assert_eq!((f["id"].as_str(), f["priority"].as_u64()), (Some(id2.as_str()), Some(3)));
     assert_eq!(f["data"], idem);
@@ -54,7 +57,8 @@ async fn slow_subscriber_is_told_what_it_missed_and_never_blocks_ingestion() {
     // buffers hold, so the server side really falls behind); every one is still accepted.
     let pad = "x".repeat(40_000);
     for i in 0..400 {
-        post(&s, "infrahub/send.echo.request", json!({ "message": format!("m{i}"), "meta": { "request_id": pad } })).await;
+        post(&s, "infrahub/send.echo.request", json!({ "message": format!("m{i}"), "meta": { "request_id": pad } }))
+            .await;
     }
     let mut lagged = 0;
     let mut last = String::new();
@@ -74,8 +78,15 @@ async fn slow_subscriber_is_told_what_it_missed_and_never_blocks_ingestion() {
 #[tokio::test]
 async fn bad_glob_is_400() {
     let s = Server::start().await;
-    let res = client().get(s.url("/v1/subscribe?types=[")).header("connection", "upgrade").header("upgrade", "websocket")
-        .header("sec-websocket-version", "13").header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==").send().await.unwrap();
+    let res = client()
+        .get(s.url("/v1/subscribe?types=["))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_request");
 }

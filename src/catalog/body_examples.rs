@@ -35,36 +35,26 @@ const PROSE_TYPES: &[(&str, Option<&str>)] = &[
 /// The tag that tells several bodies of one profile apart.
 const DISCRIMINATOR: &str = "type";
 
-pub fn parse(
-    family: &str,
-    doc: &Document<'_>,
-    origin: &Origin<'_>,
-) -> Result<Vec<EventDef>, CatalogError> {
+pub fn parse(family: &str, doc: &Document<'_>, origin: &Origin<'_>) -> Result<Vec<EventDef>, CatalogError> {
     let mut general_tags: Option<Vec<String>> = None;
     let mut profiles: Vec<Profile> = Vec::new();
     for block in &doc.blocks {
         match block {
-            Block::Heading { level: 2, text, .. } => profiles.push(Profile {
-                name: text.to_string(),
-                description: String::new(),
-                bodies: Vec::new(),
-            }),
+            Block::Heading { level: 2, text, .. } => {
+                profiles.push(Profile { name: text.to_string(), description: String::new(), bodies: Vec::new() })
+            }
             Block::Text(text) => {
                 if let Some(p) = profiles.last_mut().filter(|p| p.description.is_empty()) {
                     p.description = text.to_string();
                 }
             }
             Block::Code { lang, text, line } if lang.is_empty() || *lang == "json" => {
-                let body: Value = serde_json::from_str(text).map_err(|e| {
-                    origin.err(line + e.line(), format!("example is not JSON: {e}"))
-                })?;
+                let body: Value = serde_json::from_str(text)
+                    .map_err(|e| origin.err(line + e.line(), format!("example is not JSON: {e}")))?;
                 match profiles.last_mut() {
                     None => {
                         let tags = body.get("tags").and_then(Value::as_object);
-                        general_tags = Some(
-                            tags.map(|t| t.keys().cloned().collect())
-                                .unwrap_or_default(),
-                        );
+                        general_tags = Some(tags.map(|t| t.keys().cloned().collect()).unwrap_or_default());
                     }
                     Some(p) => p.bodies.push((body, *line)),
                 }
@@ -72,33 +62,21 @@ pub fn parse(
             _ => {}
         }
     }
-    let general_tags = general_tags
-        .ok_or_else(|| origin.err(1, "no general format example before the first profile"))?;
+    let general_tags =
+        general_tags.ok_or_else(|| origin.err(1, "no general format example before the first profile"))?;
     profiles
         .into_iter()
         .map(|p| {
             let mut schema = schema_header(family, &p.name, &p.description);
-            let inferred: Vec<Value> = p
-                .bodies
-                .iter()
-                .map(|(b, _)| infer(b, &[], &general_tags))
-                .collect();
+            let inferred: Vec<Value> = p.bodies.iter().map(|(b, _)| infer(b, &[], &general_tags)).collect();
             match inferred.len() {
                 0 => return Err(origin.err(1, format!("profile `{}` has no example body", p.name))),
-                1 => schema.extend(
-                    inferred
-                        .into_iter()
-                        .next()
-                        .and_then(|v| v.as_object().cloned())
-                        .unwrap_or_default(),
-                ),
+                1 => {
+                    schema.extend(inferred.into_iter().next().and_then(|v| v.as_object().cloned()).unwrap_or_default())
+                }
                 _ => schema.extend(discriminated(&p, inferred, origin)?),
             }
-            Ok(EventDef {
-                family: family.to_string(),
-                name: p.name,
-                schema: Value::Object(schema),
-            })
+            Ok(EventDef { family: family.to_string(), name: p.name, schema: Value::Object(schema) })
         })
         .collect()
 }
@@ -110,26 +88,13 @@ struct Profile {
 }
 
 /// `tags.type` picks which body schema applies: an enum of the types, then one `if/then` each.
-fn discriminated(
-    p: &Profile,
-    bodies: Vec<Value>,
-    origin: &Origin<'_>,
-) -> Result<Map<String, Value>, CatalogError> {
+fn discriminated(p: &Profile, bodies: Vec<Value>, origin: &Origin<'_>) -> Result<Map<String, Value>, CatalogError> {
     let mut kinds = Vec::new();
     let mut branches = Vec::new();
     for ((example, line), schema) in p.bodies.iter().zip(bodies) {
-        let kind = example
-            .pointer(&format!("/tags/{DISCRIMINATOR}"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                origin.err(
-                    *line,
-                    format!(
-                        "profile `{}` has several bodies; each needs `tags.{DISCRIMINATOR}`",
-                        p.name
-                    ),
-                )
-            })?;
+        let kind = example.pointer(&format!("/tags/{DISCRIMINATOR}")).and_then(Value::as_str).ok_or_else(|| {
+            origin.err(*line, format!("profile `{}` has several bodies; each needs `tags.{DISCRIMINATOR}`", p.name))
+        })?;
         kinds.push(kind.to_string());
         branches.push(json!({
             "if": { "properties": { "tags": { "properties": { DISCRIMINATOR: { "const": kind } } } } },
@@ -176,10 +141,7 @@ fn infer(v: &Value, path: &[&str], general_tags: &[String]) -> Value {
             if !props.is_empty() {
                 m.insert("properties".into(), Value::Object(props));
             }
-            m.insert(
-                "additionalProperties".into(),
-                placeholder.unwrap_or(json!(false)),
-            );
+            m.insert("additionalProperties".into(), placeholder.unwrap_or(json!(false)));
             Value::Object(m)
         }
         Value::Array(a) => match a.first() {
@@ -195,28 +157,19 @@ fn infer(v: &Value, path: &[&str], general_tags: &[String]) -> Value {
 }
 
 fn infer_string(s: &str, path: &[&str]) -> Value {
-    let identifier = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let identifier = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if path == ["tags", DISCRIMINATOR] && identifier {
         return json!({ "const": s });
     }
     let words: Vec<&str> = s.split('/').collect();
-    if words.len() > 1
-        && words
-            .iter()
-            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
-    {
+    if words.len() > 1 && words.iter().all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_')) {
         return json!({ "enum": words });
     }
     if !s.contains(' ') {
         return json!({ "type": "string" });
     }
     let lower = s.to_lowercase();
-    let ty = PROSE_TYPES
-        .iter()
-        .find(|(phrase, _)| lower.contains(phrase))
-        .map_or(Some("string"), |(_, t)| *t);
+    let ty = PROSE_TYPES.iter().find(|(phrase, _)| lower.contains(phrase)).map_or(Some("string"), |(_, t)| *t);
     match ty {
         Some(t) => json!({ "type": t, "description": s }),
         None => json!({ "description": s }),

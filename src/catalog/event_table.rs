@@ -16,11 +16,7 @@ use serde_json::{json, Map, Value};
 /// The envelope field holding the event data; its object stays open to other fields.
 const DATA_FIELD: &str = "data";
 
-pub fn parse(
-    family: &str,
-    doc: &Document<'_>,
-    origin: &Origin<'_>,
-) -> Result<Vec<EventDef>, CatalogError> {
+pub fn parse(family: &str, doc: &Document<'_>, origin: &Origin<'_>) -> Result<Vec<EventDef>, CatalogError> {
     let mut events: Vec<(String, String, usize)> = Vec::new();
     let mut envelope: Option<&Table> = None;
     let mut data_tables: Vec<&Table> = Vec::new();
@@ -30,15 +26,10 @@ pub fn parse(
         if has("Event Name") && has("Field") {
             data_tables.push(t);
         } else if has("Event Name") {
-            let (n, d) = (
-                t.column("Event Name", origin)?,
-                t.column("Event Description", origin)?,
-            );
+            let (n, d) = (t.column("Event Name", origin)?, t.column("Event Description", origin)?);
             for r in &t.rows {
                 if events.iter().any(|(name, _, _)| *name == r.cells[n]) {
-                    return Err(
-                        origin.err(r.line, format!("event `{}` is listed twice", r.cells[n]))
-                    );
+                    return Err(origin.err(r.line, format!("event `{}` is listed twice", r.cells[n])));
                 }
                 events.push((r.cells[n].clone(), r.cells[d].clone(), r.line));
             }
@@ -46,8 +37,7 @@ pub fn parse(
             envelope = Some(t);
         }
     }
-    let envelope = envelope
-        .ok_or_else(|| origin.err(1, "no envelope table (`| Field | Type | Description |`)"))?;
+    let envelope = envelope.ok_or_else(|| origin.err(1, "no envelope table (`| Field | Type | Description |`)"))?;
 
     // Known data fields per event, checked against the event list so a typo names its line.
     let mut data_fields: Vec<(String, String, Value)> = Vec::new();
@@ -59,8 +49,7 @@ pub fn parse(
             t.column("Description", origin)?,
         );
         for r in &t.rows {
-            let schema =
-                field_schema(&r.cells[ty], &r.cells[d]).map_err(|m| origin.err(r.line, m))?;
+            let schema = field_schema(&r.cells[ty], &r.cells[d]).map_err(|m| origin.err(r.line, m))?;
             for ev in r.cells[e].split(',').map(str::trim) {
                 if !events.iter().any(|(n, _, _)| n == ev) {
                     return Err(origin.err(r.line, format!("data field for unknown event `{ev}`")));
@@ -70,11 +59,8 @@ pub fn parse(
         }
     }
 
-    let (f, ty, d) = (
-        envelope.column("Field", origin)?,
-        envelope.column("Type", origin)?,
-        envelope.column("Description", origin)?,
-    );
+    let (f, ty, d) =
+        (envelope.column("Field", origin)?, envelope.column("Type", origin)?, envelope.column("Description", origin)?);
     events
         .iter()
         .map(|(name, description, _)| {
@@ -99,11 +85,7 @@ pub fn parse(
             }
             let mut schema = schema_header(family, name, description);
             schema.extend(strict_object(props, required));
-            Ok(EventDef {
-                family: family.to_string(),
-                name: name.clone(),
-                schema: Value::Object(schema),
-            })
+            Ok(EventDef { family: family.to_string(), name: name.clone(), schema: Value::Object(schema) })
         })
         .collect()
 }

@@ -70,20 +70,12 @@ pub fn check(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<Drift>> {
 
 /// `*.schema.json` files in the families' folders that the catalogue does not generate.
 fn extra_files(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let expected: BTreeSet<PathBuf> = catalog
-        .events
-        .iter()
-        .map(|d| out.join(d.relative_path()))
-        .collect();
+    let expected: BTreeSet<PathBuf> = catalog.events.iter().map(|d| out.join(d.relative_path())).collect();
     let mut extra = Vec::new();
     for family in &catalog.families {
         let dir = out.join(&family.name);
         if dir.is_dir() {
-            extra.extend(
-                schema_files(&dir)?
-                    .into_iter()
-                    .filter(|p| !expected.contains(p)),
-            );
+            extra.extend(schema_files(&dir)?.into_iter().filter(|p| !expected.contains(p)));
         }
     }
     Ok(extra)

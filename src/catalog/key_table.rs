@@ -16,11 +16,7 @@ use serde_json::{json, Map, Value};
 /// The key every message carries for its Meta object; it points at the shared definition.
 const META_KEY: &str = "meta";
 
-pub fn parse(
-    family: &str,
-    doc: &Document<'_>,
-    origin: &Origin<'_>,
-) -> Result<Vec<EventDef>, CatalogError> {
+pub fn parse(family: &str, doc: &Document<'_>, origin: &Origin<'_>) -> Result<Vec<EventDef>, CatalogError> {
     let mut section = "";
     let mut meta: Option<Value> = None;
     let mut current: Option<Pending> = None;
@@ -28,34 +24,22 @@ pub fn parse(
     for block in &doc.blocks {
         match block {
             Block::Heading { level: 2, text, .. } => section = text,
-            Block::Heading {
-                level: 4,
-                text,
-                line,
-            } => {
+            Block::Heading { level: 4, text, line } => {
                 let Some(name) = text.strip_prefix("Event ") else {
                     continue;
                 };
-                let name = if section.starts_with("Responses") {
-                    format!("response/{name}")
-                } else {
-                    name.trim().to_string()
-                };
-                current = Some(Pending {
-                    name,
-                    description: String::new(),
-                    priority: None,
-                    line: *line,
-                });
+                let name =
+                    if section.starts_with("Responses") { format!("response/{name}") } else { name.trim().to_string() };
+                current = Some(Pending { name, description: String::new(), priority: None, line: *line });
             }
             Block::Field { label, value, line } => {
                 let Some(p) = current.as_mut() else { continue };
                 match *label {
                     "Description" => p.description = value.to_string(),
                     "Priority" => {
-                        let n: u8 = value.parse().map_err(|_| {
-                            origin.err(*line, format!("priority `{value}` is not a number"))
-                        })?;
+                        let n: u8 = value
+                            .parse()
+                            .map_err(|_| origin.err(*line, format!("priority `{value}` is not a number")))?;
                         if !(1..=5).contains(&n) {
                             return Err(origin.err(*line, format!("priority {n} is outside 1..5")));
                         }
@@ -64,19 +48,14 @@ pub fn parse(
                     _ => {}
                 }
             }
-            Block::Table(t) if section == "Meta" => {
-                meta = Some(Value::Object(object_schema(t, origin, None)?.0))
-            }
+            Block::Table(t) if section == "Meta" => meta = Some(Value::Object(object_schema(t, origin, None)?.0)),
             Block::Table(t) => {
-                let p = current.take().ok_or_else(|| {
-                    origin.err(
-                        t.line,
-                        "a key table must follow an `#### Event <name>` heading",
-                    )
-                })?;
-                let meta = meta.clone().ok_or_else(|| {
-                    origin.err(t.line, "the `## Meta` table must come before the events")
-                })?;
+                let p = current
+                    .take()
+                    .ok_or_else(|| origin.err(t.line, "a key table must follow an `#### Event <name>` heading"))?;
+                let meta = meta
+                    .clone()
+                    .ok_or_else(|| origin.err(t.line, "the `## Meta` table must come before the events"))?;
                 out.push(p.finish(family, t, meta, origin)?);
             }
             _ => {}
@@ -96,17 +75,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(
-        self,
-        family: &str,
-        t: &Table,
-        meta: Value,
-        origin: &Origin<'_>,
-    ) -> Result<EventDef, CatalogError> {
-        let description = match (
-            self.description.is_empty(),
-            self.name.strip_prefix("response/"),
-        ) {
+    fn finish(self, family: &str, t: &Table, meta: Value, origin: &Origin<'_>) -> Result<EventDef, CatalogError> {
+        let description = match (self.description.is_empty(), self.name.strip_prefix("response/")) {
             (true, Some(req)) => format!("The response to {family}/{req}."),
             _ => self.description,
         };
@@ -117,11 +87,7 @@ impl Pending {
         let (body, _) = object_schema(t, origin, Some(META_KEY))?;
         schema.extend(body);
         schema.insert("$defs".into(), json!({ META_KEY: meta }));
-        Ok(EventDef {
-            family: family.to_string(),
-            name: self.name,
-            schema: Value::Object(schema),
-        })
+        Ok(EventDef { family: family.to_string(), name: self.name, schema: Value::Object(schema) })
     }
 }
 
@@ -190,11 +156,8 @@ fn assemble(fields: &[(Vec<String>, Value, bool)], depth: usize) -> (Map<String,
                 required.push(key.to_string());
             }
         } else {
-            let children: Vec<_> = fields
-                .iter()
-                .filter(|(p, _, _)| p.len() > depth + 1 && p[depth] == key)
-                .cloned()
-                .collect();
+            let children: Vec<_> =
+                fields.iter().filter(|(p, _, _)| p.len() > depth + 1 && p[depth] == key).cloned().collect();
             let (child, child_required) = assemble(&children, depth + 1);
             props.insert(key.to_string(), Value::Object(child));
             if child_required {

@@ -57,11 +57,7 @@ pub struct Origin<'p> {
 
 impl Origin<'_> {
     pub fn err(&self, line: usize, message: impl Into<String>) -> CatalogError {
-        CatalogError::Parse {
-            file: self.path.to_path_buf(),
-            line,
-            message: message.into(),
-        }
+        CatalogError::Parse { file: self.path.to_path_buf(), line, message: message.into() }
     }
 }
 
@@ -79,9 +75,7 @@ pub fn parse<'a>(text: &'a str, origin: &Origin<'_>) -> Result<Document<'a>, Cat
             if l.trim() == "---" {
                 break;
             }
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| origin.err(i, "front matter lines are `key: value`"))?;
+            let (k, v) = l.split_once(':').ok_or_else(|| origin.err(i, "front matter lines are `key: value`"))?;
             front.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
@@ -104,66 +98,37 @@ pub fn parse<'a>(text: &'a str, origin: &Origin<'_>) -> Result<Document<'a>, Cat
                 body.push_str(c);
                 body.push('\n');
             }
-            blocks.push(Block::Code {
-                lang,
-                text: body,
-                line: line_no,
-            });
+            blocks.push(Block::Code { lang, text: body, line: line_no });
             continue;
         }
         if l.starts_with('#') {
             let level = l.chars().take_while(|&c| c == '#').count();
             let text = l[level..].trim().trim_end_matches('#').trim();
-            blocks.push(Block::Heading {
-                level,
-                text,
-                line: line_no,
-            });
+            blocks.push(Block::Heading { level, text, line: line_no });
         } else if l.starts_with('|') {
             let header = split_row(l);
             let sep = lines.get(i + 1).map(|s| s.trim()).unwrap_or("");
             if !is_separator(sep) {
-                return Err(origin.err(
-                    line_no + 1,
-                    "a table header must be followed by a `|---|` separator row",
-                ));
+                return Err(origin.err(line_no + 1, "a table header must be followed by a `|---|` separator row"));
             }
             let mut rows = Vec::new();
             i += 2;
-            while let Some(r) = lines
-                .get(i)
-                .map(|s| s.trim())
-                .filter(|s| s.starts_with('|'))
-            {
+            while let Some(r) = lines.get(i).map(|s| s.trim()).filter(|s| s.starts_with('|')) {
                 let cells = split_row(r);
                 if cells.len() != header.len() {
-                    return Err(origin.err(
-                        i + 1,
-                        format!(
-                            "table row has {} cells, the header has {}",
-                            cells.len(),
-                            header.len()
-                        ),
-                    ));
+                    return Err(origin
+                        .err(i + 1, format!("table row has {} cells, the header has {}", cells.len(), header.len())));
                 }
                 rows.push(Row { cells, line: i + 1 });
                 i += 1;
             }
-            blocks.push(Block::Table(Table {
-                header,
-                rows,
-                line: line_no,
-            }));
+            blocks.push(Block::Table(Table { header, rows, line: line_no }));
             continue;
         } else if let Some(rest) = l.strip_prefix("**") {
             if let Some((label, value)) = rest.split_once("**") {
                 let label = label.trim_end_matches(':');
                 let value = value.trim_start_matches(':').trim();
-                blocks.push(Block::Field {
-                    label,
-                    value,
-                    line: line_no,
-                });
+                blocks.push(Block::Field { label, value, line: line_no });
             }
         } else if !l.is_empty() {
             blocks.push(Block::Text(l));
@@ -199,10 +164,7 @@ fn split_row(l: &str) -> Vec<String> {
         .into_iter()
         .map(|c| {
             let c = c.trim();
-            let c = c
-                .strip_prefix("**")
-                .and_then(|c| c.strip_suffix("**"))
-                .unwrap_or(c);
+            let c = c.strip_prefix("**").and_then(|c| c.strip_suffix("**")).unwrap_or(c);
             c.trim().to_string()
         })
         .collect()
@@ -229,15 +191,8 @@ mod tests {
 
     #[test]
     fn ragged_row_names_its_line() {
-        let origin = Origin {
-            path: Path::new("x.md"),
-        };
-        let err = parse("| a | b |\n|---|---|\n| 1 |\n", &origin)
-            .err()
-            .unwrap();
-        assert_eq!(
-            err.to_string(),
-            "x.md:3: table row has 1 cells, the header has 2"
-        );
+        let origin = Origin { path: Path::new("x.md") };
+        let err = parse("| a | b |\n|---|---|\n| 1 |\n", &origin).err().unwrap();
+        assert_eq!(err.to_string(), "x.md:3: table row has 1 cells, the header has 2");
     }
 }

@@ -19,18 +19,9 @@ use std::path::{Path, PathBuf};
 
 /// The catalogue compiled into the binary, so `eventyard serve` works with no files around.
 const EMBEDDED: [(&str, &str); 3] = [
-    (
-        "schemas/source/fixinventory.md",
-        include_str!("../../schemas/source/fixinventory.md"),
-    ),
-    (
-        "schemas/source/infrahub.md",
-        include_str!("../../schemas/source/infrahub.md"),
-    ),
-    (
-        "schemas/source/idem.md",
-        include_str!("../../schemas/source/idem.md"),
-    ),
+    ("schemas/source/fixinventory.md", include_str!("../../schemas/source/fixinventory.md")),
+    ("schemas/source/infrahub.md", include_str!("../../schemas/source/infrahub.md")),
+    ("schemas/source/idem.md", include_str!("../../schemas/source/idem.md")),
 ];
 
 /// Base of every generated schema's `$id`.
@@ -41,16 +32,9 @@ pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("{}:{line}: {message}", file.display())]
-    Parse {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { file: PathBuf, line: usize, message: String },
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: no catalogue sources (*.md) found", .0.display())]
     Empty(PathBuf),
 }
@@ -92,19 +76,12 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in catalogue (the committed `schemas/source/*.md`, compiled in).
     pub fn embedded() -> Result<Catalog, CatalogError> {
-        Self::from_sources(
-            EMBEDDED
-                .iter()
-                .map(|(p, t)| (PathBuf::from(p), t.to_string())),
-        )
+        Self::from_sources(EMBEDDED.iter().map(|(p, t)| (PathBuf::from(p), t.to_string())))
     }
 
     /// Every `*.md` file of `dir`, in name order.
     pub fn from_dir(dir: &Path) -> Result<Catalog, CatalogError> {
-        let io = |source| CatalogError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| CatalogError::Io { path: dir.to_path_buf(), source };
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -125,42 +102,32 @@ impl Catalog {
         Self::from_sources(sources)
     }
 
-    pub fn from_sources(
-        sources: impl IntoIterator<Item = (PathBuf, String)>,
-    ) -> Result<Catalog, CatalogError> {
+    pub fn from_sources(sources: impl IntoIterator<Item = (PathBuf, String)>) -> Result<Catalog, CatalogError> {
         let mut catalog = Catalog::default();
         for (path, text) in sources {
             let origin = markdown::Origin { path: &path };
             let doc = markdown::parse(&text, &origin)?;
             let front = |key: &str| {
-                doc.front
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| origin.err(1, format!("front matter needs `{key}:`")))
+                doc.front.get(key).cloned().ok_or_else(|| origin.err(1, format!("front matter needs `{key}:`")))
             };
             let family = front("family")?;
             let format = front("format")?;
-            let events =
-                match format.as_str() {
-                    "event-table" => event_table::parse(&family, &doc, &origin)?,
-                    "key-table" => key_table::parse(&family, &doc, &origin)?,
-                    "body-examples" => body_examples::parse(&family, &doc, &origin)?,
-                    other => return Err(origin.err(
-                        1,
-                        format!(
-                            "unknown format `{other}` (event-table, key-table or body-examples)"
-                        ),
-                    )),
-                };
+            let events = match format.as_str() {
+                "event-table" => event_table::parse(&family, &doc, &origin)?,
+                "key-table" => key_table::parse(&family, &doc, &origin)?,
+                "body-examples" => body_examples::parse(&family, &doc, &origin)?,
+                other => {
+                    return Err(
+                        origin.err(1, format!("unknown format `{other}` (event-table, key-table or body-examples)"))
+                    )
+                }
+            };
             let aliases = doc
                 .front
                 .get("aliases")
                 .map(|a| a.split(',').map(|s| s.trim().to_string()).collect())
                 .unwrap_or_default();
-            catalog.families.push(Family {
-                name: family,
-                aliases,
-            });
+            catalog.families.push(Family { name: family, aliases });
             catalog.events.extend(events);
         }
         Ok(catalog)
@@ -171,10 +138,7 @@ impl Catalog {
 fn schema_header(family: &str, name: &str, description: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("$schema".into(), json!(DIALECT));
-    m.insert(
-        "$id".into(),
-        json!(format!("{SCHEMA_ID_BASE}/{family}/{name}.schema.json")),
-    );
+    m.insert("$id".into(), json!(format!("{SCHEMA_ID_BASE}/{family}/{name}.schema.json")));
     m.insert("title".into(), json!(format!("{family}/{name}")));
     if !description.is_empty() {
         m.insert("description".into(), json!(description));

@@ -14,10 +14,7 @@ pub fn type_schema(expr: &str) -> Result<Option<Value>, String> {
         return Ok(None);
     }
     let terms: Vec<&str> = split_top_level(expr, '|');
-    let parsed: Vec<Value> = terms
-        .iter()
-        .map(|t| term(t.trim()))
-        .collect::<Result<_, _>>()?;
+    let parsed: Vec<Value> = terms.iter().map(|t| term(t.trim())).collect::<Result<_, _>>()?;
     if parsed.len() == 1 {
         return Ok(parsed.into_iter().next());
     }
@@ -36,21 +33,13 @@ pub fn type_schema(expr: &str) -> Result<Option<Value>, String> {
 }
 
 fn term(t: &str) -> Result<Value, String> {
-    const BASE: [&str; 7] = [
-        "string", "integer", "number", "boolean", "object", "array", "null",
-    ];
+    const BASE: [&str; 7] = ["string", "integer", "number", "boolean", "object", "array", "null"];
     if BASE.contains(&t) {
         return Ok(json!({ "type": t }));
     }
-    let (head, args) = t
-        .strip_suffix(')')
-        .and_then(|t| t.split_once('('))
-        .ok_or_else(|| {
-            format!(
-                "unknown type `{t}` (expected one of {}, N/A, array(T), enum(..), integer(a..b))",
-                BASE.join(", ")
-            )
-        })?;
+    let (head, args) = t.strip_suffix(')').and_then(|t| t.split_once('(')).ok_or_else(|| {
+        format!("unknown type `{t}` (expected one of {}, N/A, array(T), enum(..), integer(a..b))", BASE.join(", "))
+    })?;
     match head.trim() {
         "array" => Ok(match type_schema(args)? {
             Some(items) => json!({ "type": "array", "items": items }),
@@ -58,15 +47,13 @@ fn term(t: &str) -> Result<Value, String> {
         }),
         "enum" => Ok(json!({ "enum": args.split(',').map(|a| a.trim()).collect::<Vec<_>>() })),
         kind @ ("integer" | "number") => {
-            let (lo, hi) = args
-                .split_once("..")
-                .ok_or_else(|| format!("range `{t}` must be `{kind}(min..max)`"))?;
+            let (lo, hi) = args.split_once("..").ok_or_else(|| format!("range `{t}` must be `{kind}(min..max)`"))?;
             let mut o = Map::new();
             o.insert("type".into(), json!(kind));
             for (key, bound) in [("minimum", lo), ("maximum", hi)] {
                 if !bound.trim().is_empty() {
-                    let n: Value = serde_json::from_str(bound.trim())
-                        .map_err(|_| format!("bad bound `{bound}` in `{t}`"))?;
+                    let n: Value =
+                        serde_json::from_str(bound.trim()).map_err(|_| format!("bad bound `{bound}` in `{t}`"))?;
                     o.insert(key.into(), n);
                 }
             }
@@ -99,10 +86,7 @@ pub fn admits_null(schema: &Value) -> bool {
     match schema.get("type") {
         Some(Value::String(t)) => t == "null",
         Some(Value::Array(ts)) => ts.iter().any(|t| t == "null"),
-        _ => schema
-            .get("anyOf")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(admits_null)),
+        _ => schema.get("anyOf").and_then(Value::as_array).is_some_and(|a| a.iter().any(admits_null)),
     }
 }
 
@@ -131,25 +115,11 @@ mod tests {
     #[test]
     fn expressions() {
         assert_eq!(type_schema("N/A").unwrap(), None);
-        assert_eq!(
-            type_schema("string | null").unwrap(),
-            Some(json!({"type": ["string", "null"]}))
-        );
-        assert_eq!(
-            type_schema("integer(1..5)").unwrap(),
-            Some(json!({"type": "integer", "minimum": 1, "maximum": 5}))
-        );
-        assert_eq!(
-            type_schema("array(string)").unwrap(),
-            Some(json!({"type": "array", "items": {"type": "string"}}))
-        );
-        assert_eq!(
-            type_schema("enum(a, b)").unwrap(),
-            Some(json!({"enum": ["a", "b"]}))
-        );
-        assert!(type_schema("strnig")
-            .unwrap_err()
-            .contains("unknown type `strnig`"));
+        assert_eq!(type_schema("string | null").unwrap(), Some(json!({"type": ["string", "null"]})));
+        assert_eq!(type_schema("integer(1..5)").unwrap(), Some(json!({"type": "integer", "minimum": 1, "maximum": 5})));
+        assert_eq!(type_schema("array(string)").unwrap(), Some(json!({"type": "array", "items": {"type": "string"}})));
+        assert_eq!(type_schema("enum(a, b)").unwrap(), Some(json!({"enum": ["a", "b"]})));
+        assert!(type_schema("strnig").unwrap_err().contains("unknown type `strnig`"));
     }
 
     #[test]

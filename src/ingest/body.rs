@@ -23,24 +23,14 @@ pub enum MediaType {
 
 impl MediaType {
     pub fn of(headers: &HeaderMap) -> MediaType {
-        let Some(ct) = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
             return MediaType::Missing;
         };
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match essence.as_str() {
             "application/cloudevents+json" => MediaType::CloudEvent,
             "application/cloudevents-batch+json" => MediaType::CloudEventBatch,
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-                MediaType::Ndjson
-            }
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => MediaType::Ndjson,
             "application/json" | "text/json" => MediaType::Json,
             e if e.starts_with("application/") && e.ends_with("+json") => MediaType::Json,
             _ => MediaType::Other,
@@ -50,26 +40,20 @@ impl MediaType {
 
 /// The `Content-Type` header as sent, for error messages.
 pub fn content_type(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from `Content-Length`,
 /// when the client announces it).
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| {
-            s.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-        });
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
         if too_large {
             ApiError::PayloadTooLarge { limit }
         } else {

@@ -23,15 +23,8 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         MediaType::CloudEventBatch | MediaType::Ndjson => state.limits.max_batch_bytes,
         _ => state.limits.max_body_bytes,
     };
-    let unsupported = || ApiError::UnsupportedMediaType {
-        got: body::content_type(&headers),
-        expected: ACCEPTED_TYPES,
-    };
-    if !matches!(
-        media,
-        MediaType::CloudEvent | MediaType::CloudEventBatch | MediaType::Ndjson
-    ) && !binary
-    {
+    let unsupported = || ApiError::UnsupportedMediaType { got: body::content_type(&headers), expected: ACCEPTED_TYPES };
+    if !matches!(media, MediaType::CloudEvent | MediaType::CloudEventBatch | MediaType::Ndjson) && !binary {
         return state.answer(Err(unsupported()));
     }
     if binary && media != MediaType::Json {
@@ -47,11 +40,8 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     match media {
         MediaType::CloudEventBatch => batch(&state, &bytes),
         MediaType::Ndjson => super::ndjson::batch(&state, &bytes),
-        MediaType::CloudEvent => {
-            state.answer(body::parse_json(&bytes).and_then(|v| structured(&state, v)))
-        }
-        _ => state
-            .answer(body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data))),
+        MediaType::CloudEvent => state.answer(body::parse_json(&bytes).and_then(|v| structured(&state, v))),
+        _ => state.answer(body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data))),
     }
 }
 
@@ -64,10 +54,7 @@ fn structured(state: &AppState, event: Value) -> Result<String, ApiError> {
         });
     };
     if attrs.contains_key("data_base64") {
-        return Err(ApiError::UnsupportedMediaType {
-            got: Some("data_base64".into()),
-            expected: "JSON `data`",
-        });
+        return Err(ApiError::UnsupportedMediaType { got: Some("data_base64".into()), expected: "JSON `data`" });
     }
     if let Some(ct) = attrs.get("datacontenttype").and_then(Value::as_str) {
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -78,9 +65,7 @@ fn structured(state: &AppState, event: Value) -> Result<String, ApiError> {
             });
         }
     }
-    let get = |attrs: &Map<String, Value>, k: &str| {
-        attrs.get(k).and_then(Value::as_str).map(str::to_string)
-    };
+    let get = |attrs: &Map<String, Value>, k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
     let envelope = checked_envelope(|k| get(&attrs, k))?;
     let type_name = get(&attrs, "type").expect("checked above");
     let data = attrs.remove("data").unwrap_or(Value::Null);
@@ -89,12 +74,7 @@ fn structured(state: &AppState, event: Value) -> Result<String, ApiError> {
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.
 fn binary_mode(state: &AppState, headers: &HeaderMap, data: Value) -> Result<String, ApiError> {
-    let get = |k: &str| {
-        headers
-            .get(format!("ce-{k}"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let get = |k: &str| headers.get(format!("ce-{k}")).and_then(|v| v.to_str().ok()).map(str::to_string);
     let envelope = checked_envelope(get)?;
     let type_name = get("type").expect("checked above");
     accept(state, &type_name, data, envelope)
@@ -102,11 +82,7 @@ fn binary_mode(state: &AppState, headers: &HeaderMap, data: Value) -> Result<Str
 
 /// Checks the required attributes (naming every missing one) and the optional `time`.
 fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, ApiError> {
-    let missing: Vec<&'static str> = REQUIRED
-        .iter()
-        .copied()
-        .filter(|k| get(k).is_none_or(|v| v.is_empty()))
-        .collect();
+    let missing: Vec<&'static str> = REQUIRED.iter().copied().filter(|k| get(k).is_none_or(|v| v.is_empty())).collect();
     if !missing.is_empty() {
         return Err(ApiError::InvalidCloudEvent {
             message: format!("missing required attribute(s): {}", missing.join(", ")),
@@ -122,42 +98,26 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
     }
     let time = get("time");
     if let Some(t) = &time {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(
-            |e| ApiError::InvalidCloudEvent {
-                missing: vec![],
-                message: format!("time {t:?} is not RFC 3339: {e}"),
-            },
-        )?;
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            ApiError::InvalidCloudEvent { missing: vec![], message: format!("time {t:?} is not RFC 3339: {e}") }
+        })?;
     }
-    Ok(Envelope {
-        id: get("id"),
-        source: get("source"),
-        time,
-    })
+    Ok(Envelope { id: get("id"), source: get("source"), time })
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.
 fn batch(state: &AppState, bytes: &[u8]) -> Response {
     let events = match body::parse_json(bytes) {
         Ok(Value::Array(a)) => a,
-        Ok(_) => {
-            return state.answer(Err(ApiError::BadRequest(
-                "a CloudEvents batch is a JSON array".into(),
-            )))
-        }
+        Ok(_) => return state.answer(Err(ApiError::BadRequest("a CloudEvents batch is a JSON array".into()))),
         Err(e) => return state.answer(Err(e)),
     };
-    let results = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, ev)| ("index", i, state.count(structured(state, ev))));
+    let results = events.into_iter().enumerate().map(|(i, ev)| ("index", i, state.count(structured(state, ev))));
     batch_response(results)
 }
 
 /// The answer to any batch: 200 with counts and one result per item, in order.
-pub fn batch_response(
-    results: impl Iterator<Item = (&'static str, usize, Result<String, ApiError>)>,
-) -> Response {
+pub fn batch_response(results: impl Iterator<Item = (&'static str, usize, Result<String, ApiError>)>) -> Response {
     let (mut accepted, mut rejected) = (0usize, 0usize);
     let results: Vec<Value> = results
         .map(|(key, position, r)| match r {
@@ -174,9 +134,6 @@ pub fn batch_response(
             }
         })
         .collect();
-    (
-        StatusCode::OK,
-        axum::Json(json!({ "accepted": accepted, "rejected": rejected, "results": results })),
-    )
+    (StatusCode::OK, axum::Json(json!({ "accepted": accepted, "rejected": rejected, "results": results })))
         .into_response()
 }

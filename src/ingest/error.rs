@@ -9,33 +9,17 @@ use serde_json::{json, Value};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("event does not match the schema of {type_name}")]
-    Validation {
-        type_name: String,
-        errors: Vec<Violation>,
-    },
+    Validation { type_name: String, errors: Vec<Violation> },
     #[error("unknown event type `{name}`")]
-    UnknownType {
-        name: String,
-        suggestions: Vec<String>,
-    },
+    UnknownType { name: String, suggestions: Vec<String> },
     #[error("body is not valid JSON at line {line}, column {column}: {message}")]
-    MalformedJson {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    MalformedJson { line: usize, column: usize, message: String },
     #[error("body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("content type {got:?} is not accepted here; send {expected}")]
-    UnsupportedMediaType {
-        got: Option<String>,
-        expected: &'static str,
-    },
+    UnsupportedMediaType { got: Option<String>, expected: &'static str },
     #[error("not a valid CloudEvent: {message}")]
-    InvalidCloudEvent {
-        missing: Vec<&'static str>,
-        message: String,
-    },
+    InvalidCloudEvent { missing: Vec<&'static str>, message: String },
     #[error("batch line is not an object with `type` and `data`: {message}")]
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
@@ -109,10 +93,7 @@ impl ApiError {
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                m.insert(
-                    "message".into(),
-                    json!("internal error; see the router's log"),
-                );
+                m.insert("message".into(), json!("internal error; see the router's log"));
                 return v;
             }
             _ => {}
@@ -125,9 +106,7 @@ impl ApiError {
 impl From<SchemaError> for ApiError {
     fn from(e: SchemaError) -> Self {
         match e {
-            SchemaError::UnknownType { name, suggestions } => {
-                ApiError::UnknownType { name, suggestions }
-            }
+            SchemaError::UnknownType { name, suggestions } => ApiError::UnknownType { name, suggestions },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -2,6 +2,7 @@
 
 use super::{body, ApiError, AppState};
 use crate::router::Event;
+use crate::schema::EventType;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,23 +20,17 @@ pub struct Envelope {
     pub time: Option<String>,
 }
 
+/// Looks the type up, then [`accept_typed`].
+pub fn accept(state: &AppState, type_name: &str, data: Value, envelope: Envelope) -> Result<String, ApiError> {
+    accept_typed(state, state.registry.get(type_name)?, data, envelope)
+}
+
 /// Validates and accepts one event: the single path every ingestion mode goes through.
-pub fn accept(
-    state: &AppState,
-    type_name: &str,
-    data: Value,
-    envelope: Envelope,
-) -> Result<String, ApiError> {
-    let ty = state.registry.get(type_name)?;
+pub fn accept_typed(state: &AppState, ty: &EventType, data: Value, envelope: Envelope) -> Result<String, ApiError> {
     if let Err(errors) = ty.validate(&data) {
-        return Err(ApiError::Validation {
-            type_name: ty.name.to_string(),
-            errors,
-        });
+        return Err(ApiError::Validation { type_name: ty.name.to_string(), errors });
     }
-    let id = envelope
-        .id
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let event = Event {
         id: id.clone(),
         type_name: ty.name.clone(),
@@ -49,9 +44,7 @@ pub fn accept(
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("now is formattable")
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("now is formattable")
 }
 
 pub async fn post_native(
@@ -62,7 +55,7 @@ pub async fn post_native(
 ) -> Result<Response, ApiError> {
     let result = async {
         // Unknown types are refused before the body is read.
-        state.registry.get(&type_name)?;
+        let ty = state.registry.get(&type_name)?;
         if body::MediaType::of(&headers) != body::MediaType::Json {
             return Err(ApiError::UnsupportedMediaType {
                 got: body::content_type(&headers),
@@ -71,7 +64,7 @@ pub async fn post_native(
         }
         let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
         let data = body::parse_json(&bytes)?;
-        accept(&state, &type_name, data, Envelope::default())
+        accept_typed(&state, ty, data, Envelope::default())
     }
     .await;
     Ok(state.answer(result))
@@ -79,9 +72,5 @@ pub async fn post_native(
 
 /// `202 {"id": ...}`.
 pub fn accepted(id: &str) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "id": id })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "id": id }))).into_response()
 }

@@ -30,16 +30,7 @@ pub fn batch(state: &AppState, bytes: &[u8]) -> Response {
 
 fn one(state: &AppState, line: &[u8]) -> Result<String, ApiError> {
     let value = body::parse_json(line)?;
-    let line: Line = serde_json::from_value(value).map_err(|e| ApiError::InvalidBatchLine {
-        message: e.to_string(),
-    })?;
-    accept(
-        state,
-        &line.type_name,
-        line.data,
-        Envelope {
-            id: line.id,
-            ..Envelope::default()
-        },
-    )
+    let line: Line =
+        serde_json::from_value(value).map_err(|e| ApiError::InvalidBatchLine { message: e.to_string() })?;
+    accept(state, &line.type_name, line.data, Envelope { id: line.id, ..Envelope::default() })
 }

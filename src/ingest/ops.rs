@@ -8,15 +8,12 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "status": "ok", "event_types": state.registry.len(), "version": env!("CARGO_PKG_VERSION") })).into_response()
+    axum::Json(json!({ "status": "ok", "event_types": state.registry.len(), "version": env!("CARGO_PKG_VERSION") }))
+        .into_response()
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 /// A compact OpenAPI 3.1 description; the event type parameter lists every known type.

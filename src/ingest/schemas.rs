@@ -23,14 +23,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({ "count": types.len(), "types": types })).into_response()
 }
 
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    Path(type_name): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<Arc<AppState>>, Path(type_name): Path<String>) -> Result<Response, ApiError> {
     let t = state.registry.get(&type_name)?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/schema+json")],
-        t.schema_json.clone(),
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/schema+json")], t.schema_json.clone()).into_response())
 }

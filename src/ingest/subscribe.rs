@@ -27,8 +27,8 @@ pub async fn subscribe(
     Query(params): Query<Params>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let pattern = TypePattern::parse(&params.types)
-        .map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?;
+    let pattern =
+        TypePattern::parse(&params.types).map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?;
     Ok(ws.on_upgrade(move |socket| stream(state, pattern, socket)))
 }
 

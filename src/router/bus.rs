@@ -25,9 +25,7 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            tx: broadcast::channel(capacity).0,
-        }
+        Self { tx: broadcast::channel(capacity).0 }
     }
 
     pub fn publish(&self, event: &Event) {
@@ -36,10 +34,7 @@ impl Bus {
         }
         let json = serde_json::to_string(event).expect("events always serialise");
         // A send error only means every receiver left in the meantime.
-        let _ = self.tx.send(Arc::new(Frame {
-            type_name: event.type_name.clone(),
-            json: json.into(),
-        }));
+        let _ = self.tx.send(Arc::new(Frame { type_name: event.type_name.clone(), json: json.into() }));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {

@@ -31,9 +31,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(subscriber_buffer: usize) -> Self {
-        Self {
-            bus: bus::Bus::new(subscriber_buffer),
-        }
+        Self { bus: bus::Bus::new(subscriber_buffer) }
     }
 
     pub fn accept(&self, event: Event) {

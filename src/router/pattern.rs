@@ -21,10 +21,7 @@ impl TypePattern {
         if !any {
             b.add(Glob::new("*")?);
         }
-        Ok(Self {
-            source: patterns.to_string(),
-            set: b.build()?,
-        })
+        Ok(Self { source: patterns.to_string(), set: b.build()? })
     }
 
     pub fn matches(&self, type_name: &str) -> bool {
@@ -46,8 +43,6 @@ mod tests {
         assert!(p.matches("infrahub/response/git.file.get"));
         assert!(p.matches("idem/idem-state"));
         assert!(!p.matches("idem/idem-low"));
-        assert!(TypePattern::parse("")
-            .unwrap()
-            .matches("fixinventory/collect"));
+        assert!(TypePattern::parse("").unwrap().matches("fixinventory/collect"));
     }
 }

@@ -13,10 +13,7 @@ pub const DEFAULT_PRIORITY: u8 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("unknown event type `{name}`{}", suggest(.suggestions))]
-    UnknownType {
-        name: String,
-        suggestions: Vec<String>,
-    },
+    UnknownType { name: String, suggestions: Vec<String> },
     #[error("schema of `{name}` does not compile: {message}")]
     Invalid { name: String, message: String },
     #[error("{path}: {message}")]

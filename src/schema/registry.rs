@@ -25,9 +25,7 @@ impl Strictness {
         for p in patterns {
             b.add(Glob::new(p)?);
         }
-        Ok(Self {
-            open: Some(b.build()?),
-        })
+        Ok(Self { open: Some(b.build()?) })
     }
 
     fn is_open(&self, type_name: &str) -> bool {
@@ -102,61 +100,30 @@ impl Registry {
 
     /// Loads `<dir>/<family>/<name>.schema.json` files (for example ones a user generated
     /// from their own tables), keeping the catalogue's aliases.
-    pub fn from_schema_dir(
-        dir: &Path,
-        aliases: &Catalog,
-        strictness: &Strictness,
-    ) -> Result<Self, SchemaError> {
-        let mut r = Self::from_catalog(
-            &Catalog {
-                families: aliases.families.clone(),
-                events: vec![],
-            },
-            strictness,
-        )?;
-        let load = |p: &Path, m: String| SchemaError::Load {
-            path: p.display().to_string(),
-            message: m,
-        };
+    pub fn from_schema_dir(dir: &Path, aliases: &Catalog, strictness: &Strictness) -> Result<Self, SchemaError> {
+        let mut r = Self::from_catalog(&Catalog { families: aliases.families.clone(), events: vec![] }, strictness)?;
+        let load = |p: &Path, m: String| SchemaError::Load { path: p.display().to_string(), message: m };
         for path in schema_files(dir).map_err(|e| load(dir, e.to_string()))? {
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let name = rel.trim_end_matches(".schema.json").to_string();
             let text = std::fs::read_to_string(&path).map_err(|e| load(&path, e.to_string()))?;
-            let schema: Value =
-                serde_json::from_str(&text).map_err(|e| load(&path, e.to_string()))?;
+            let schema: Value = serde_json::from_str(&text).map_err(|e| load(&path, e.to_string()))?;
             r.insert(name, schema, strictness)?;
         }
         Ok(r)
     }
 
-    fn insert(
-        &mut self,
-        name: String,
-        mut schema: Value,
-        strictness: &Strictness,
-    ) -> Result<(), SchemaError> {
+    fn insert(&mut self, name: String, mut schema: Value, strictness: &Strictness) -> Result<(), SchemaError> {
         if strictness.is_open(&name) {
             open_objects(&mut schema);
         }
         let validator = jsonschema::draft202012::options()
             .build(&schema)
-            .map_err(|e| SchemaError::Invalid {
-                name: name.clone(),
-                message: e.to_string(),
-            })?;
-        let default_priority = schema
-            .get("x-priority")
-            .and_then(Value::as_u64)
-            .and_then(|p| u8::try_from(p).ok());
+            .map_err(|e| SchemaError::Invalid { name: name.clone(), message: e.to_string() })?;
+        let default_priority = schema.get("x-priority").and_then(Value::as_u64).and_then(|p| u8::try_from(p).ok());
         let t = Arc::new(EventType {
             name: name.as_str().into(),
-            schema_json: Bytes::from(
-                serde_json::to_vec(&schema).expect("a JSON value always serialises"),
-            ),
+            schema_json: Bytes::from(serde_json::to_vec(&schema).expect("a JSON value always serialises")),
             schema,
             default_priority,
             validator,
@@ -172,18 +139,11 @@ impl Registry {
             return Ok(t);
         }
         if let Some((fam, rest)) = name.split_once('/') {
-            if let Some(t) = self
-                .family_aliases
-                .get(fam)
-                .and_then(|f| self.types.get(format!("{f}/{rest}").as_str()))
-            {
+            if let Some(t) = self.family_aliases.get(fam).and_then(|f| self.types.get(format!("{f}/{rest}").as_str())) {
                 return Ok(t);
             }
         }
-        Err(SchemaError::UnknownType {
-            name: name.to_string(),
-            suggestions: self.close_names(name),
-        })
+        Err(SchemaError::UnknownType { name: name.to_string(), suggestions: self.close_names(name) })
     }
 
     /// Up to three known names that look like `name` (typos, or a name without its family).
@@ -193,20 +153,13 @@ impl Registry {
             .iter()
             .map(|t| {
                 let full = strsim::jaro_winkler(name, &t.name);
-                let short = t
-                    .name
-                    .split_once('/')
-                    .map_or(0.0, |(_, n)| strsim::jaro_winkler(name, n));
+                let short = t.name.split_once('/').map_or(0.0, |(_, n)| strsim::jaro_winkler(name, n));
                 (full.max(short), &*t.name)
             })
             .filter(|(s, _)| *s > 0.8)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored
-            .into_iter()
-            .take(3)
-            .map(|(_, n)| n.to_string())
-            .collect()
+        scored.into_iter().take(3).map(|(_, n)| n.to_string()).collect()
     }
 
     /// All types in catalogue order.

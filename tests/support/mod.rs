@@ -90,7 +90,8 @@ pub fn corpus() -> Vec<Case> {
                     .unwrap()
                     .iter()
                     .map(|c| {
-                        let paths = c["errors"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+                        let paths =
+                            c["errors"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
                         (c["why"].as_str().unwrap().to_string(), c["body"].clone(), paths)
                     })
                     .collect(),
@@ -102,7 +103,8 @@ pub fn corpus() -> Vec<Case> {
 
 /// The distinct instance paths of a list of violations (HTTP body or CLI `--json`).
 pub fn failing_paths(errors: &Value) -> Vec<String> {
-    let mut p: Vec<String> = errors.as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap().to_string()).collect();
+    let mut p: Vec<String> =
+        errors.as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap().to_string()).collect();
     p.sort();
     p.dedup();
     p

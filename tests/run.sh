@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (idempotently),
+# then runs every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Rust is the machine's one toolchain; nothing else is needed yet.
+command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
+
+# The committed schemas must be what the tables generate (the golden test checks it too,
+# this gives the user-facing message first).
+cargo run --quiet --locked -- schemas generate --check
+cargo test --locked --all-targets
