@@ -4,7 +4,7 @@
 
 use super::cloudevents::batch_response;
 use super::events::{accept, Envelope};
-use super::{body, ApiError, AppState};
+use super::{ApiError, AppState};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
@@ -29,8 +29,10 @@ pub fn batch(state: &AppState, bytes: &[u8]) -> Response {
 }
 
 fn one(state: &AppState, line: &[u8]) -> Result<String, ApiError> {
-    let value = body::parse_json(line)?;
-    let line: Line =
-        serde_json::from_value(value).map_err(|e| ApiError::InvalidBatchLine { message: e.to_string() })?;
+    // One pass straight into the line's shape; syntax errors and shape errors are told apart.
+    let line: Line = serde_json::from_slice(line).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidBatchLine { message: e.to_string() },
+        _ => ApiError::MalformedJson { line: e.line(), column: e.column(), message: e.to_string() },
+    })?;
     accept(state, &line.type_name, line.data, Envelope { id: line.id, ..Envelope::default() })
 }

@@ -14,8 +14,10 @@ pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub type_name: Arc<str>,
-    /// RFC 3339 time the producer gave (CloudEvents `time`) or the time it was accepted.
-    pub time: String,
+    /// The time the producer gave (CloudEvents `time`) or the time it was accepted;
+    /// formatted (RFC 3339) only when someone reads it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: time::OffsetDateTime,
     /// 1 (lowest) to 5 (highest).
     pub priority: u8,
     /// The CloudEvents `source`, when the event came as a CloudEvent.
