@@ -98,7 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
     let mut config = match config {
         Some(p) => Config::load(&p)?,
-        None => Config::default(),
+        None => Config::embedded_default(),
     };
     if let Some(addr) = listen {
         config.listen = addr;

@@ -14,6 +14,32 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Events a WebSocket subscriber may fall behind before it skips the oldest.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 4096;
+/// Where the router keeps its files (precompiled plugins; the event log, later).
+pub const DEFAULT_DATA_DIR: &str = "eventyard-data";
+/// Events waiting for the pipeline workers; past it ingestion answers 503 instead of
+/// growing memory.
+pub const DEFAULT_QUEUE: usize = 65_536;
+/// How many times an event may be re-emitted through plugins (A emits for B emits for A...).
+pub const DEFAULT_HOP_LIMIT: u8 = 8;
+/// Plugin memory cap: ample for a JSON handler, small enough for hundreds of instances.
+pub const DEFAULT_PLUGIN_MEMORY: usize = 32 * 1024 * 1024;
+/// Per-call deadline: a handler that needs longer is doing I/O it cannot do anyway.
+pub const DEFAULT_DEADLINE_MS: u64 = 100;
+pub const DEFAULT_MAX_EMITS: usize = 64;
+pub const DEFAULT_MAX_EMIT_BYTES: usize = 1024 * 1024;
+/// A warm instance is replaced after this many calls, bounding what a leaky guest can hoard.
+pub const DEFAULT_RECYCLE_AFTER: u64 = 10_000;
+/// Captured stdout/stderr per call and stream.
+pub const DEFAULT_OUTPUT_BYTES: usize = 16 * 1024;
+/// Below this a Rust or Python component cannot even start.
+pub const MIN_PLUGIN_MEMORY: usize = 1024 * 1024;
+/// `component = "builtin:<name>"` names a bundled example plugin.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+/// The embedded default config `eventyard serve` uses when given none.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+/// Consecutive failures that trip a plugin's circuit breaker, and how long it stays open.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 20;
+pub const DEFAULT_BREAKER_COOL_DOWN_MS: u64 = 30_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,6 +49,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("{key}: {message}")]
+    Plugin { key: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +61,150 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub subscribers: SubscriberConfig,
     pub schemas: SchemaConfig,
+    /// Where precompiled plugins (and later the event log) are kept.
+    pub data_dir: PathBuf,
+    pub pipeline: PipelineConfig,
+    #[serde(rename = "plugin")]
+    pub plugins: Vec<PluginConfig>,
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Threads running plugins; 0 means one per core.
+    pub workers: usize,
+    pub queue: usize,
+    pub hop_limit: u8,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { workers: 0, queue: DEFAULT_QUEUE, hop_limit: DEFAULT_HOP_LIMIT }
+    }
+}
+
+/// One plugin: `[[plugin]]` in the config (its manifest).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// A path to the `.wasm` component, or `builtin:<name>` for a bundled example.
+    pub component: String,
+    pub world: World,
+    /// Host imports granted: `log`, `emit`, `metrics`.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Event types the plugin may emit (or a filter may rewrite into).
+    #[serde(default)]
+    pub emits: Vec<String>,
+    #[serde(default)]
+    pub limits: PluginLimits,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Free-form settings the guest reads with `config.get` (as JSON).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    Filter,
+    Handler,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Filter => "filter",
+            World::Handler => "handler",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Log,
+    Emit,
+    Metrics,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Emit => "emit",
+            Capability::Metrics => "metrics",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    pub memory_bytes: usize,
+    pub deadline_ms: u64,
+    /// Wasm instructions (roughly) one call may run; off when absent.
+    pub fuel: Option<u64>,
+    pub max_emits: usize,
+    pub max_emit_bytes: usize,
+    pub recycle_after_calls: u64,
+    /// A fresh instance for every event (no state survives between events).
+    pub strict: bool,
+    pub output_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_PLUGIN_MEMORY,
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            fuel: None,
+            max_emits: DEFAULT_MAX_EMITS,
+            max_emit_bytes: DEFAULT_MAX_EMIT_BYTES,
+            recycle_after_calls: DEFAULT_RECYCLE_AFTER,
+            strict: false,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; 0 turns it off.
+    pub failures: u32,
+    pub cool_down_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures: DEFAULT_BREAKER_FAILURES, cool_down_ms: DEFAULT_BREAKER_COOL_DOWN_MS }
+    }
+}
+
+/// `[[route]]`: which events (glob `match` or `regex`) go through which filters, in
+/// order, then which handlers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub glob: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub filters: Vec<String>,
+    #[serde(default)]
+    pub handlers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +239,10 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             subscribers: SubscriberConfig::default(),
             schemas: SchemaConfig::default(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            pipeline: PipelineConfig::default(),
+            plugins: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -84,6 +260,12 @@ impl Default for SubscriberConfig {
 }
 
 impl Config {
+    /// The config `eventyard serve` runs with when given none: the built-in catalogue and
+    /// the bundled example plugins on their routes.
+    pub fn embedded_default() -> Config {
+        Self::parse(EMBEDDED_DEFAULT).expect("the embedded default config is valid (tested)")
+    }
+
     /// Reads and checks a config file; relative paths in it are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -95,6 +277,11 @@ impl Config {
         for p in [&mut config.schemas.source, &mut config.schemas.dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        for plugin in &mut config.plugins {
+            if !plugin.component.starts_with(BUILTIN_PREFIX) && Path::new(&plugin.component).is_relative() {
+                plugin.component = base.join(&plugin.component).to_string_lossy().into_owned();
             }
         }
         Ok(config)
@@ -121,6 +308,55 @@ impl Config {
         positive("subscribers.buffer", self.subscribers.buffer)?;
         if self.schemas.source.is_some() && self.schemas.dir.is_some() {
             return Err(ConfigError::Invalid { key: "schemas", message: "set `source` or `dir`, not both".into() });
+        }
+        positive("pipeline.queue", self.pipeline.queue)?;
+        let bad = |key: String, message: String| ConfigError::Plugin { key, message };
+        for (i, p) in self.plugins.iter().enumerate() {
+            let key = |k: &str| format!("plugin[{i}] ({}).{k}", p.name);
+            if p.name.is_empty() || self.plugins[..i].iter().any(|q| q.name == p.name) {
+                return Err(bad(key("name"), "must be non-empty and unique".into()));
+            }
+            let l = &p.limits;
+            if l.memory_bytes < MIN_PLUGIN_MEMORY || l.memory_bytes > crate::wasm::engine::MAX_PLUGIN_MEMORY_BYTES {
+                return Err(bad(
+                    key("limits.memory_bytes"),
+                    format!("must be between {MIN_PLUGIN_MEMORY} and {}", crate::wasm::engine::MAX_PLUGIN_MEMORY_BYTES),
+                ));
+            }
+            if l.deadline_ms == 0 || l.recycle_after_calls == 0 || l.fuel == Some(0) {
+                return Err(bad(
+                    key("limits"),
+                    "deadline_ms, recycle_after_calls and fuel must be greater than 0".into(),
+                ));
+            }
+            if p.world == World::Filter && p.capabilities.contains(&Capability::Emit) {
+                return Err(bad(key("capabilities"), "a filter cannot emit; it answers with a verdict".into()));
+            }
+            if !p.config.is_object() {
+                return Err(bad(key("config"), "must be a table".into()));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if r.glob.is_some() == r.regex.is_some() {
+                return Err(bad(key("match"), "set exactly one of `match` (glob) or `regex`".into()));
+            }
+            for (field, names, world) in
+                [("filters", &r.filters, World::Filter), ("handlers", &r.handlers, World::Handler)]
+            {
+                for n in names {
+                    match self.plugins.iter().find(|p| &p.name == n) {
+                        None => return Err(bad(key(field), format!("no plugin named `{n}`"))),
+                        Some(p) if p.world != world => {
+                            return Err(bad(
+                                key(field),
+                                format!("plugin `{n}` is a {}, not a {}", p.world.as_str(), world.as_str()),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -1,13 +1,15 @@
 //! Eventyard: a WebAssembly-extensible event router.
 //!
 //! Events come in over HTTP, are validated against JSON Schemas generated from documented
-//! event tables, and are routed to subscribers (and, next, through sandboxed Wasm plugins).
+//! event tables, and are routed to subscribers and through sandboxed Wasm filter and handler plugins.
 //!
 //! Module map, in the order an event meets them:
 //! - [`catalog`]: Markdown event tables → event types → JSON Schema (the one source of truth);
 //! - [`schema`]: the compiled validators, looked up by type name, and validation reports;
 //! - [`ingest`]: the axum app: native events, CloudEvents, NDJSON, schemas, subscriptions;
-//! - [`router`]: accepted events, type patterns, the subscriber bus;
+//! - [`router`]: accepted events, type patterns, the subscriber bus, routes, the plugin
+//!   pipeline and the dead letters;
+//! - [`wasm`]: the sandboxed Wasm plugin host (one engine, one `bindgen!`, limits, imports);
 //! - [`metrics`]: counters exported at `/metrics`;
 //! - [`config`]: the TOML config and its defaults;
 //! - [`server`]: assembles the above from a config;
@@ -21,3 +23,4 @@ pub mod metrics;
 pub mod router;
 pub mod schema;
 pub mod server;
+pub mod wasm;

@@ -1,15 +1,30 @@
-//! Assembling a running router from a [`Config`]: catalogue, compiled schemas, pipeline,
-//! HTTP. Kept apart from `main` so tests start the very same thing on port 0.
+//! Assembling a running router from a [`Config`]: catalogue, compiled schemas, Wasm
+//! plugins, routes, pipeline, HTTP. Kept apart from `main` so tests start the very same
+//! thing on port 0.
 
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig, BUILTIN_PREFIX};
 use crate::ingest::{self, AppState};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PluginSamples};
+use crate::router::pattern::TypePattern;
+use crate::router::pipeline::{Matcher, Route};
 use crate::router::Pipeline;
 use crate::schema::{Registry, SchemaError, Strictness};
+use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// Why the router could not start; each names the config key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("plugin `{plugin}`: {source}")]
+    Plugin { plugin: String, source: WasmError },
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
+}
 
 /// The compiled schemas a config asks for: the built-in catalogue, the user's Markdown
 /// tables, or a directory of schema files.
@@ -26,13 +41,86 @@ pub fn registry(config: &Config) -> Result<Registry, SchemaError> {
     }
 }
 
-pub fn state(config: &Config) -> Result<Arc<AppState>, SchemaError> {
+/// Everything a router serves from: compiled schemas, loaded plugins, the pipeline.
+pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
+    let registry = Arc::new(registry(config)?);
+    let samples = Arc::new(PluginSamples::default());
+    let pipeline = if config.plugins.is_empty() {
+        Pipeline::with_routes(config, registry.clone(), vec![], vec![], samples)
+    } else {
+        let plugins = load_plugins(config, &registry, &samples)?;
+        let routes = config.routes.iter().enumerate().map(|(i, r)| route(i, r, &plugins)).collect::<Result<_, _>>()?;
+        Pipeline::with_routes(config, registry.clone(), plugins, routes, samples)
+    };
     Ok(Arc::new(AppState {
-        registry: Arc::new(registry(config)?),
-        pipeline: Arc::new(Pipeline::new(config.subscribers.buffer)),
+        registry,
+        pipeline: Arc::new(pipeline),
         metrics: Arc::new(Metrics::default()),
         limits: config.ingest.clone(),
     }))
+}
+
+/// Compiles (or loads from `<data_dir>/cache`) every configured plugin; checks that each
+/// type in its `emits` exists.
+fn load_plugins(
+    config: &Config,
+    registry: &Arc<Registry>,
+    samples: &Arc<PluginSamples>,
+) -> Result<Vec<Arc<Plugin>>, StartError> {
+    let fuel = config.plugins.iter().any(|p| p.limits.fuel.is_some());
+    let cache = config.data_dir.join("cache");
+    let engine =
+        WasmEngine::new(fuel, Some(cache)).map_err(|source| StartError::Plugin { plugin: "*".into(), source })?;
+    let mut plugins = Vec::with_capacity(config.plugins.len());
+    for (i, manifest) in config.plugins.iter().enumerate() {
+        let plugin_err = |source| StartError::Plugin { plugin: manifest.name.clone(), source };
+        for t in &manifest.emits {
+            if registry.get(t).is_err() {
+                return Err(StartError::Config {
+                    key: format!("plugin[{i}] ({}).emits", manifest.name),
+                    message: format!("unknown event type `{t}`"),
+                });
+            }
+        }
+        let bytes: std::borrow::Cow<[u8]> = match manifest.component.strip_prefix(BUILTIN_PREFIX) {
+            Some(name) => builtin::get(name)
+                .ok_or_else(|| StartError::Config {
+                    key: format!("plugin[{i}] ({}).component", manifest.name),
+                    message: format!(
+                        "no built-in plugin `{name}`; there are: {}",
+                        builtin::names().collect::<Vec<_>>().join(", ")
+                    ),
+                })?
+                .into(),
+            None => std::fs::read(&manifest.component)
+                .map_err(|e| plugin_err(WasmError::Read { path: manifest.component.clone(), message: e.to_string() }))?
+                .into(),
+        };
+        let started = std::time::Instant::now();
+        let plugin =
+            Plugin::load(&engine, manifest.clone(), &bytes, registry.clone(), samples.clone()).map_err(plugin_err)?;
+        tracing::info!(plugin = %manifest.name, world = manifest.world.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "plugin loaded");
+        plugins.push(Arc::new(plugin));
+    }
+    Ok(plugins)
+}
+
+fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, StartError> {
+    let bad = |key: &str, message: String| StartError::Config { key: format!("route[{i}].{key}"), message };
+    let matcher = match (&r.glob, &r.regex) {
+        (Some(g), _) => Matcher::Glob(TypePattern::parse(g).map_err(|e| bad("match", e.to_string()))?),
+        (None, Some(re)) => Matcher::Regex(regex::Regex::new(re).map_err(|e| bad("regex", e.to_string()))?),
+        (None, None) => return Err(bad("match", "set `match` or `regex`".into())),
+    };
+    let pick = |names: &[String]| -> Vec<Arc<Plugin>> {
+        names.iter().filter_map(|n| plugins.iter().find(|p| p.name() == n).cloned()).collect()
+    };
+    Ok(Route {
+        name: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
+        matcher,
+        filters: pick(&r.filters),
+        handlers: pick(&r.handlers),
+    })
 }
 
 /// Runs the router on `listener` until `shutdown` resolves.

@@ -6,6 +6,9 @@ mod support;
 
 mod catalog;
 mod cli;
+mod config;
 mod corpus;
 mod http;
+mod plugins;
+mod sandbox;
 mod subscribe;

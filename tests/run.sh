@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Rust is the machine's one toolchain; nothing else is needed yet.
+# Rust is the machine's one toolchain; the example plugins need its wasm32-wasip2 target.
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).

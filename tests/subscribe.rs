@@ -1,30 +1,8 @@
 //! `GET /v1/subscribe`: real WebSocket clients.
 
-use crate::support::{client, Server};
+use crate::support::{client, next_json, post, Server};
 use eventyard::config::Config;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-
-async fn next_json<S>(ws: &mut S) -> Value
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let msg =
-            tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time").unwrap().unwrap();
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
-async fn post(s: &Server, ty: &str, body: Value) -> String {
-    let res = client().post(s.url(&format!("/v1/events/{ty}"))).json(&body).send().await.unwrap();
-    assert_eq!(res.status(), 202);
-    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-}
 
 #[tokio::test]
 async fn subscriber_gets_matching_events_only() {

@@ -97,9 +97,11 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
         });
     }
     let time = match get("time") {
-        Some(t) => Some(time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).map_err(|e| {
-            ApiError::InvalidCloudEvent { missing: vec![], message: format!("time {t:?} is not RFC 3339: {e}") }
-        })?),
+        Some(t) => {
+            Some(time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).map_err(|e| {
+                ApiError::InvalidCloudEvent { missing: vec![], message: format!("time {t:?} is not RFC 3339: {e}") }
+            })?)
+        }
         None => None,
     };
     Ok(Envelope { id: get("id"), source: get("source"), time })

@@ -24,6 +24,8 @@ pub enum ApiError {
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the router is at capacity; retry shortly")]
+    Overloaded,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -45,6 +47,7 @@ impl ApiError {
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound => "not_found",
+            ApiError::Overloaded => "overloaded",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +118,10 @@ impl From<SchemaError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut res = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::Overloaded = self {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        res
     }
 }

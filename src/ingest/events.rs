@@ -38,8 +38,9 @@ pub fn accept_typed(state: &AppState, ty: &EventType, data: Value, envelope: Env
         priority: ty.priority_of(&data),
         source: envelope.source,
         data,
+        hops: 0,
     };
-    state.pipeline.accept(event);
+    state.pipeline.accept(event).map_err(|_| ApiError::Overloaded)?;
     Ok(id)
 }
 

@@ -7,6 +7,7 @@
 //! | `POST /v1/events` (CloudEvents, NDJSON) | [`cloudevents`], [`ndjson`] |
 //! | `GET /v1/schemas[/{type}]` | [`schemas`] |
 //! | `GET /v1/subscribe?types=` | [`subscribe`] |
+//! | `GET /v1/dead-letters` | [`ops`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
 mod body;
@@ -68,6 +69,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{*type}", get(schemas::get))
         .route("/v1/subscribe", get(subscribe::subscribe))
+        .route("/v1/dead-letters", get(ops::dead_letters))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

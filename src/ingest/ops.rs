@@ -1,19 +1,29 @@
 //! Operational endpoints: health, Prometheus metrics, the OpenAPI description.
 
 use super::AppState;
-use axum::extract::State;
+use crate::router::dead_letters;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
 
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "status": "ok", "event_types": state.registry.len(), "version": env!("CARGO_PKG_VERSION") }))
+    let plugins = state.pipeline.core().plugin_names();
+    axum::Json(json!({ "status": "ok", "event_types": state.registry.len(), "plugins": plugins, "version": env!("CARGO_PKG_VERSION") }))
         .into_response()
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    state.pipeline.core().render_metrics(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /v1/dead-letters?kind=&plugin=&type=&limit=`: newest first.
+pub async fn dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<dead_letters::Query>) -> Response {
+    let items = state.pipeline.core().dead_letters.list(&q);
+    axum::Json(json!({ "count": items.len(), "dead_letters": items })).into_response()
 }
 
 /// A compact OpenAPI 3.1 description; the event type parameter lists every known type.

@@ -1,8 +1,12 @@
-//! Routing of accepted events. For now an accepted event goes to the live subscribers
-//! ([`bus`]); the Wasm filter/handler pipeline plugs in here.
+//! Routing of accepted events: the subscriber [`bus`], route [`pattern`]s, the plugin
+//! [`pipeline`] and the [`dead_letters`].
 
 pub mod bus;
+pub mod dead_letters;
 pub mod pattern;
+pub mod pipeline;
+
+pub use pipeline::{Overloaded, Pipeline};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -20,23 +24,15 @@ pub struct Event {
     pub time: time::OffsetDateTime,
     /// 1 (lowest) to 5 (highest).
     pub priority: u8,
-    /// The CloudEvents `source`, when the event came as a CloudEvent.
+    /// The CloudEvents `source`, or `plugin:<name>` for events a plugin emitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub data: Value,
+    /// How many plugin emissions led to this event (0 for ingested ones).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hops: u8,
 }
 
-/// Where accepted events go. Today: straight to the live subscribers.
-pub struct Pipeline {
-    pub bus: bus::Bus,
-}
-
-impl Pipeline {
-    pub fn new(subscriber_buffer: usize) -> Self {
-        Self { bus: bus::Bus::new(subscriber_buffer) }
-    }
-
-    pub fn accept(&self, event: Event) {
-        self.bus.publish(&event);
-    }
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }

@@ -1,11 +1,15 @@
 //! Shared test helpers: an in-process server on port 0, the CLI binary, the corpus.
 
 use eventyard::config::Config;
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A router serving on an ephemeral port; stops when dropped.
 pub struct Server {
@@ -18,7 +22,16 @@ impl Server {
         Self::with_config(Config::default()).await
     }
 
-    pub async fn with_config(config: Config) -> Server {
+    pub async fn with_config(mut config: Config) -> Server {
+        // The router's log, shown for failing tests (`RUST_LOG=debug cargo test` for more).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        if config.data_dir == Config::default().data_dir {
+            // One artifact cache for the whole test run: each component compiles once.
+            config.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("eventyard-data");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -108,4 +121,74 @@ pub fn failing_paths(errors: &Value) -> Vec<String> {
     p.sort();
     p.dedup();
     p
+}
+
+/// The next JSON text frame of a WebSocket (10 s at most).
+pub async fn next_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time").unwrap().unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Posts one native event; asserts 202 and returns its id.
+pub async fn post(s: &Server, ty: &str, body: Value) -> String {
+    let res = client().post(s.url(&format!("/v1/events/{ty}"))).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// The Rust example plugins, built from `guest-examples/rust/` once per test run.
+pub fn guest(crate_name: &str) -> String {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let ws = repo().join("guest-examples/rust");
+        let out = Command::new("cargo")
+            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+            .current_dir(&ws)
+            .output()
+            .expect("run cargo for the guest examples");
+        assert!(out.status.success(), "guest examples do not build:\n{}", text(&out.stderr));
+        ws.join("target/wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+/// The Prometheus sample `name{labels}` from `/metrics`, or `None` when absent.
+pub async fn metric(s: &Server, series: &str) -> Option<f64> {
+    let text = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+}
+
+/// Polls `/metrics` until `series` reads `value` (10 s at most), for counts that are
+/// updated after the event a test waits for was published.
+pub async fn wait_metric(s: &Server, series: &str, value: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(s, series).await != Some(value) {
+        assert!(std::time::Instant::now() < deadline, "{series} = {:?}, expected {value}", metric(s, series).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `GET /v1/dead-letters{query}` until `n` are there (10 s at most).
+pub async fn dead_letters(s: &Server, query: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: Value =
+            client().get(s.url(&format!("/v1/dead-letters{query}"))).send().await.unwrap().json().await.unwrap();
+        let items = body["dead_letters"].as_array().unwrap().clone();
+        if items.len() >= n || std::time::Instant::now() > deadline {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,157 @@
+//! Per-event cost of the plugin pipeline, on the same `infrahub/send.echo.request` events:
+//!
+//! - `validate`: parse + schema validation alone (the baseline);
+//! - `validate+filter`: + the priority filter (Wasm, warm instance);
+//! - `validate+filter+handler`: + the echo handler (Wasm, warm), its answer checked
+//!   against the manifest and validated like any event;
+//! - the same two in strict mode (a fresh instance per call);
+//! - `native`: the same filter and handler logic as plain Rust functions;
+//! - `plugin_start`: loading a component from the precompiled cache and preparing it
+//!   (`InstancePre`), and the first instantiation.
+//!
+//! Uses the shipped components in `guest-examples/prebuilt/`. Run: `cargo bench --bench pipeline`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use eventyard::config::Config;
+use eventyard::metrics::PluginSamples;
+use eventyard::router::pipeline::to_wit;
+use eventyard::router::Event;
+use eventyard::schema::Registry;
+use eventyard::wasm::plugin::Output;
+use eventyard::wasm::{builtin, Plugin, WasmEngine};
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::sync::Arc;
+
+const BODY: &str = r#"{"meta":{"correlation_id":"c0a8-77f1","request_id":"01HZX3K9V7Q2M8N4P6R5T0W1YA","priority":3},"message":"ping from the benchmark"}"#;
+
+fn manifests(strict: bool) -> Config {
+    let toml = format!(
+        r#"
+        [[plugin]]
+        name = "filter"
+        component = "builtin:priority-filter"
+        world = "filter"
+        config = {{ min_priority = 2 }}
+        limits = {{ strict = {strict} }}
+
+        [[plugin]]
+        name = "echo"
+        component = "builtin:echo"
+        world = "handler"
+        emits = ["infrahub/response/send.echo.request"]
+        limits = {{ strict = {strict} }}
+        "#
+    );
+    Config::parse(&toml).expect("bench config")
+}
+
+struct Setup {
+    registry: Arc<Registry>,
+    filter: Plugin,
+    handler: Plugin,
+}
+
+fn setup(engine: &WasmEngine, strict: bool) -> Setup {
+    let registry = Arc::new(eventyard::server::registry(&Config::default()).expect("catalogue"));
+    let samples = Arc::new(PluginSamples::default());
+    let mut plugins = manifests(strict).plugins.into_iter().map(|m| {
+        let bytes = builtin::get(m.component.trim_start_matches("builtin:")).expect("builtin");
+        Plugin::load(engine, m, bytes, registry.clone(), samples.clone()).expect("load")
+    });
+    let filter = plugins.next().unwrap();
+    let handler = plugins.next().unwrap();
+    Setup { registry, filter, handler }
+}
+
+fn accept(registry: &Registry, body: &str) -> Event {
+    let ty = registry.get("infrahub/send.echo.request").unwrap();
+    let data: Value = serde_json::from_str(body).unwrap();
+    assert!(ty.validate(&data).is_ok());
+    Event {
+        id: "01J9ZZZZZZZZZZZZZZZZZZZZZZ".into(),
+        type_name: ty.name.clone(),
+        time: time::OffsetDateTime::UNIX_EPOCH,
+        priority: ty.priority_of(&data),
+        source: None,
+        data,
+        hops: 0,
+    }
+}
+
+/// Filter and handler as plain Rust: the baseline a Wasm plugin is measured against.
+fn native(registry: &Registry, event: &Event) -> Option<Value> {
+    if event.priority < 2 {
+        return None;
+    }
+    let message = event.data["message"].as_str().unwrap_or_default();
+    let response = json!({
+        "meta": {"correlation_id": event.data["meta"]["correlation_id"], "priority": event.priority},
+        "data": {"response": format!("Reply to: {message}")},
+        "errors": [], "passed": true, "routing_key": "send.echo.request",
+    });
+    // Like the router does with a plugin's output: serialized, parsed, validated.
+    let text = response.to_string();
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    assert!(registry.get("infrahub/response/send.echo.request").unwrap().validate(&parsed).is_ok());
+    Some(parsed)
+}
+
+fn through_plugins(s: &Setup, with_handler: bool) {
+    let event = accept(&s.registry, BODY);
+    let wit = to_wit(&event);
+    match s.filter.call(&wit) {
+        Ok(Output::Verdict(_)) => {}
+        _ => panic!("filter failed"),
+    }
+    if with_handler {
+        match s.handler.call(&wit) {
+            Ok(Output::Emitted(e)) => assert_eq!(e.len(), 1),
+            _ => panic!("handler failed"),
+        }
+    }
+}
+
+fn per_event(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let engine = WasmEngine::new(false, Some(cache.path().to_path_buf())).unwrap();
+    let warm = setup(&engine, false);
+    let strict = setup(&engine, true);
+    let mut g = c.benchmark_group("per_event");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("validate", |b| b.iter(|| black_box(accept(&warm.registry, black_box(BODY)))));
+    g.bench_function("native_filter+handler", |b| {
+        b.iter(|| {
+            let e = accept(&warm.registry, black_box(BODY));
+            black_box(native(&warm.registry, &e))
+        })
+    });
+    g.bench_function("validate+filter/warm", |b| b.iter(|| through_plugins(&warm, false)));
+    g.bench_function("validate+filter+handler/warm", |b| b.iter(|| through_plugins(&warm, true)));
+    g.bench_function("validate+filter/strict", |b| b.iter(|| through_plugins(&strict, false)));
+    g.bench_function("validate+filter+handler/strict", |b| b.iter(|| through_plugins(&strict, true)));
+    g.finish();
+
+    let mut g = c.benchmark_group("plugin_start");
+    let bytes = builtin::get("echo").unwrap();
+    engine.load(bytes).unwrap(); // warm the on-disk cache
+    let registry = warm.registry.clone();
+    g.bench_function("load_from_cache+instance_pre", |b| {
+        b.iter(|| {
+            let m = manifests(false).plugins.remove(1);
+            black_box(Plugin::load(&engine, m, bytes, registry.clone(), Arc::default()).unwrap())
+        })
+    });
+    g.bench_function("load_from_cache+first_call", |b| {
+        let event = to_wit(&accept(&registry, BODY));
+        b.iter(|| {
+            let m = manifests(false).plugins.remove(1);
+            let p = Plugin::load(&engine, m, bytes, registry.clone(), Arc::default()).unwrap();
+            black_box(p.call(&event).is_ok())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, per_event);
+criterion_main!(benches);

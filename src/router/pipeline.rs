@@ -1,0 +1,334 @@
+//! The pipeline: an accepted event goes to the live subscribers, then, when a route
+//! matches its type, onto a bounded queue that worker threads drain. Each matching route
+//! runs its filters in order (drop stops the event, replace re-validates the rewritten
+//! one) and then its handlers; what handlers emit is validated, checked against their
+//! manifest and routed like any other event, up to the hop limit. A failed plugin call
+//! fails that event for that plugin only: it becomes a dead letter.
+
+use super::bus::Bus;
+use super::dead_letters::DeadLetters;
+use super::pattern::TypePattern;
+use super::Event;
+use crate::config::{Config, World};
+use crate::metrics::PluginSamples;
+use crate::schema::Registry;
+use crate::wasm::bindings::{Event as WitEvent, Verdict};
+use crate::wasm::plugin::Output;
+use crate::wasm::{Failure, FailureKind, Plugin};
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Matches event types by glob or regex.
+pub enum Matcher {
+    Glob(TypePattern),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, type_name: &str) -> bool {
+        match self {
+            Matcher::Glob(g) => g.matches(type_name),
+            Matcher::Regex(r) => r.is_match(type_name),
+        }
+    }
+}
+
+pub struct Route {
+    pub name: String,
+    pub matcher: Matcher,
+    pub filters: Vec<Arc<Plugin>>,
+    pub handlers: Vec<Arc<Plugin>>,
+}
+
+/// The queue is full: the caller should answer 503 with `Retry-After`.
+#[derive(Debug)]
+pub struct Overloaded;
+
+#[derive(Default)]
+pub struct PipelineCounters {
+    pub routed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub emitted: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+pub struct Pipeline {
+    pub bus: Bus,
+    core: Arc<Core>,
+    queue: Option<crossbeam_channel::Sender<Event>>,
+}
+
+/// What the workers share.
+pub struct Core {
+    pub registry: Arc<Registry>,
+    pub routes: Vec<Route>,
+    pub plugins: Vec<Arc<Plugin>>,
+    pub dead_letters: DeadLetters,
+    pub counters: PipelineCounters,
+    pub samples: Arc<PluginSamples>,
+    bus: Bus,
+    hop_limit: u8,
+}
+
+impl Pipeline {
+    /// A pipeline with no plugins: accepted events only reach subscribers.
+    pub fn new(subscriber_buffer: usize) -> Self {
+        Self::with_routes(
+            &Config { subscribers: crate::config::SubscriberConfig { buffer: subscriber_buffer }, ..Config::default() },
+            Arc::new(Registry::default()),
+            vec![],
+            vec![],
+            Arc::default(),
+        )
+    }
+
+    pub fn with_routes(
+        config: &Config,
+        registry: Arc<Registry>,
+        plugins: Vec<Arc<Plugin>>,
+        routes: Vec<Route>,
+        samples: Arc<PluginSamples>,
+    ) -> Self {
+        let bus = Bus::new(config.subscribers.buffer);
+        let core = Arc::new(Core {
+            registry,
+            routes,
+            plugins,
+            dead_letters: DeadLetters::default(),
+            counters: PipelineCounters::default(),
+            samples,
+            bus: bus.clone(),
+            hop_limit: config.pipeline.hop_limit,
+        });
+        let queue = (!core.routes.is_empty()).then(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<Event>(config.pipeline.queue);
+            let workers = match config.pipeline.workers {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            };
+            for i in 0..workers {
+                let (rx, core) = (rx.clone(), core.clone());
+                std::thread::Builder::new()
+                    .name(format!("eventyard-worker-{i}"))
+                    .spawn(move || {
+                        for event in rx {
+                            core.process(&event);
+                        }
+                    })
+                    .expect("spawn pipeline worker");
+            }
+            tx
+        });
+        Self { bus, core, queue }
+    }
+
+    /// Takes an accepted event: subscribers see it at once; routed events are queued.
+    pub fn accept(&self, event: Event) -> Result<(), Overloaded> {
+        self.bus.publish(&event);
+        match &self.queue {
+            Some(q) if self.core.routes.iter().any(|r| r.matcher.matches(&event.type_name)) => {
+                q.try_send(event).map_err(|_| Overloaded)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Runs one event through the routes on the calling thread (benchmarks, `plugin test`).
+    pub fn process_now(&self, event: &Event) {
+        self.core.process(event);
+    }
+}
+
+impl Core {
+    fn process(&self, event: &Event) {
+        'routes: for route in self.routes.iter().filter(|r| r.matcher.matches(&event.type_name)) {
+            self.counters.routed.fetch_add(1, Ordering::Relaxed);
+            let mut current = std::borrow::Cow::Borrowed(event);
+            let mut wit = to_wit(&current);
+            for f in &route.filters {
+                match f.call(&wit) {
+                    Ok(Output::Verdict(Verdict::Keep)) => {}
+                    Ok(Output::Verdict(Verdict::Drop(reason))) => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
+                        continue 'routes;
+                    }
+                    Ok(Output::Verdict(Verdict::Replace(r))) => {
+                        match self.replacement(f, &current, &r.type_, &r.data) {
+                            Ok(e) => {
+                                current = std::borrow::Cow::Owned(e);
+                                wit = to_wit(&current);
+                            }
+                            Err(fail) => {
+                                self.dead_letter(&current, f, route, fail);
+                                continue 'routes;
+                            }
+                        }
+                    }
+                    Ok(Output::Emitted(_)) => unreachable!("filters answer with verdicts"),
+                    Err(fail) => {
+                        self.dead_letter(&current, f, route, fail);
+                        continue 'routes;
+                    }
+                }
+            }
+            for h in &route.handlers {
+                match h.call(&wit) {
+                    Ok(Output::Emitted(events)) => {
+                        for (type_name, data) in events {
+                            self.emit(h, route, &current, &type_name, data);
+                        }
+                    }
+                    Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
+                    Err(fail) => self.dead_letter(&current, h, route, fail),
+                }
+            }
+        }
+    }
+
+    /// A filter's rewritten event: the same type or one its manifest lists, valid.
+    fn replacement(&self, f: &Plugin, current: &Event, type_name: &str, data: &str) -> Result<Event, Failure> {
+        let bad = |m: String| Failure::new(FailureKind::BadOutput, m);
+        if type_name != &*current.type_name && !f.ctx.manifest.emits.iter().any(|t| t == type_name) {
+            return Err(bad(format!("replacement type `{type_name}` is neither the event's nor in `emits`")));
+        }
+        let ty = self.registry.get(type_name).map_err(|e| bad(e.to_string()))?;
+        let data: serde_json::Value =
+            serde_json::from_str(data).map_err(|e| bad(format!("replacement is not JSON: {e}")))?;
+        if let Err(v) = ty.validate(&data) {
+            let detail: Vec<String> = v.iter().map(|v| format!("{}: {}", v.instance_path, v.message)).collect();
+            return Err(bad(format!("replacement fails its schema: {}", detail.join("; "))));
+        }
+        Ok(Event { type_name: ty.name.clone(), priority: ty.priority_of(&data), data, ..current.clone() })
+    }
+
+    /// Routes one checked emitted event like any other, one hop further.
+    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, type_name: &str, data: serde_json::Value) {
+        let Ok(ty) = self.registry.get(type_name) else { return };
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            type_name: ty.name.clone(),
+            time: time::OffsetDateTime::now_utc(),
+            priority: ty.priority_of(&data),
+            source: Some(format!("plugin:{}", from.name())),
+            data,
+            hops: parent.hops + 1,
+        };
+        if event.hops > self.hop_limit {
+            let f = Failure::new(
+                FailureKind::HopLimit,
+                format!("emitted event went past the hop limit of {}", self.hop_limit),
+            );
+            self.dead_letter(&event, from, route, f);
+            return;
+        }
+        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+        self.bus.publish(&event);
+        self.process(&event);
+    }
+
+    fn dead_letter(&self, event: &Event, plugin: &Plugin, route: &Route, failure: Failure) {
+        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.dead_letters.push(event, plugin.name(), &route.name, failure);
+    }
+
+    /// The pipeline's and the plugins' lines of `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let c = &self.counters;
+        for (name, help, v) in [
+            ("eventyard_events_routed_total", "Events that entered a route.", &c.routed),
+            ("eventyard_events_dropped_total", "Events a filter dropped.", &c.dropped),
+            ("eventyard_events_emitted_total", "Events plugins emitted and the router accepted.", &c.emitted),
+            ("eventyard_events_dead_lettered_total", "Events a plugin failed on.", &c.dead_lettered),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_calls_total counter");
+        for p in &self.plugins {
+            let _ = writeln!(
+                out,
+                "eventyard_plugin_calls_total{{plugin=\"{}\"}} {}",
+                p.name(),
+                p.stats.calls.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_failures_total counter");
+        for p in &self.plugins {
+            for (k, n) in FailureKind::ALL.iter().zip(&p.stats.failures) {
+                let _ = writeln!(
+                    out,
+                    "eventyard_plugin_failures_total{{plugin=\"{}\",kind=\"{}\"}} {}",
+                    p.name(),
+                    k.as_str(),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_instantiations_total counter");
+        for p in &self.plugins {
+            let _ = writeln!(
+                out,
+                "eventyard_plugin_instantiations_total{{plugin=\"{}\"}} {}",
+                p.name(),
+                p.stats.instantiations.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_output_dropped_bytes_total counter");
+        for p in &self.plugins {
+            let n = p.stats.output_dropped_bytes.load(Ordering::Relaxed);
+            let _ = writeln!(out, "eventyard_plugin_output_dropped_bytes_total{{plugin=\"{}\"}} {n}", p.name());
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_circuit_open gauge");
+        for p in &self.plugins {
+            let _ = writeln!(
+                out,
+                "eventyard_plugin_circuit_open{{plugin=\"{}\"}} {}",
+                p.name(),
+                u8::from(p.breaker_open())
+            );
+        }
+        let _ = writeln!(out, "# TYPE eventyard_plugin_call_seconds histogram");
+        for p in &self.plugins {
+            p.stats.latency.render(out, "eventyard_plugin_call_seconds", &format!("plugin=\"{}\"", p.name()));
+        }
+        self.samples.render(out);
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// Which plugins exist per world (for `/healthz`).
+    pub fn plugin_names(&self) -> HashMap<&'static str, Vec<&str>> {
+        let mut m: HashMap<&'static str, Vec<&str>> = HashMap::new();
+        for p in &self.plugins {
+            m.entry(match p.world() {
+                World::Filter => "filters",
+                World::Handler => "handlers",
+            })
+            .or_default()
+            .push(p.name());
+        }
+        m
+    }
+}
+
+/// The event as plugins receive it.
+pub fn to_wit(e: &Event) -> WitEvent {
+    WitEvent {
+        id: e.id.clone(),
+        type_: e.type_name.to_string(),
+        source: e.source.clone().unwrap_or_else(|| "eventyard".to_string()),
+        time: e.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        priority: e.priority,
+        correlation_id: e.data.pointer("/meta/correlation_id").and_then(|v| v.as_str()).map(str::to_string),
+        attributes: Vec::new(),
+        data: e.data.to_string(),
+    }
+}

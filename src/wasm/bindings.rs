@@ -1,0 +1,30 @@
+//! The one place that runs `bindgen!` over `wit/`. Both worlds share the `types`, `log`,
+//! `metrics` and `config` interfaces; the filter world reuses the handler world's modules
+//! so the host implements each interface once.
+
+/// World `handler` (imports log, emit, metrics, config; exports `handle`).
+pub mod handler {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "handler",
+        imports: { default: trappable },
+    });
+}
+
+/// World `filter` (imports log, metrics, config; exports `filter`).
+pub mod filter {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "filter",
+        imports: { default: trappable },
+        with: {
+            "eventyard:plugin/types": super::handler::eventyard::plugin::types,
+            "eventyard:plugin/log": super::handler::eventyard::plugin::log,
+            "eventyard:plugin/metrics": super::handler::eventyard::plugin::metrics,
+            "eventyard:plugin/config": super::handler::eventyard::plugin::config,
+        },
+    });
+}
+
+pub use handler::eventyard::plugin::types::{Emitted, Event, HandlerError, Verdict};
+pub use handler::eventyard::plugin::{config, emit, log, metrics};

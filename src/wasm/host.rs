@@ -1,0 +1,189 @@
+//! What a plugin's `Store` holds, and the host side of the WIT imports. Every import
+//! checks the plugin's grants first: a call to one that was not granted traps and fails
+//! the event with `capability_denied`.
+
+use super::bindings::{config, emit, log, metrics, Emitted};
+use super::output::Captured;
+use super::{Failure, FailureKind};
+use crate::config::{Capability, PluginConfig};
+use crate::metrics::{PluginSamples, SampleKind};
+use crate::schema::Registry;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// What every instance of one plugin shares.
+pub struct PluginContext {
+    pub name: Arc<str>,
+    pub manifest: PluginConfig,
+    /// The plugin's `config` table as JSON, handed to `config.get`.
+    pub config_json: String,
+    pub registry: Arc<Registry>,
+    pub samples: Arc<PluginSamples>,
+}
+
+impl PluginContext {
+    fn granted(&self, c: Capability) -> bool {
+        self.manifest.capabilities.contains(&c)
+    }
+
+    /// Checks one emitted event against the manifest and its schema; returns its data.
+    pub fn check_emitted(&self, e: &Emitted, call: &mut CallState) -> Result<serde_json::Value, Failure> {
+        let limits = &self.manifest.limits;
+        call.emit_count += 1;
+        call.emit_bytes += e.data.len();
+        if call.emit_count > limits.max_emits || call.emit_bytes > limits.max_emit_bytes {
+            return Err(Failure::new(
+                FailureKind::EmitBudget,
+                format!("more than {} events or {} bytes emitted in one call", limits.max_emits, limits.max_emit_bytes),
+            ));
+        }
+        if !self.manifest.emits.iter().any(|t| t == &e.type_) {
+            return Err(Failure::new(
+                FailureKind::EmitDenied,
+                format!("type `{}` is not in the manifest's `emits`", e.type_),
+            ));
+        }
+        let ty = self.registry.get(&e.type_).map_err(|err| Failure::new(FailureKind::EmitInvalid, err.to_string()))?;
+        let data: serde_json::Value = serde_json::from_str(&e.data)
+            .map_err(|err| Failure::new(FailureKind::EmitInvalid, format!("`{}` data is not JSON: {err}", e.type_)))?;
+        if let Err(violations) = ty.validate(&data) {
+            let detail: Vec<String> =
+                violations.iter().map(|v| format!("{}: {}", v.instance_path, v.message)).collect();
+            return Err(Failure::new(
+                FailureKind::EmitInvalid,
+                format!("`{}` fails its schema: {}", e.type_, detail.join("; ")),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+/// Per-call bookkeeping, reset before each call.
+#[derive(Default)]
+pub struct CallState {
+    /// Events sent through the `emit` import, already checked.
+    pub emitted: Vec<(String, serde_json::Value)>,
+    pub emit_count: usize,
+    pub emit_bytes: usize,
+    /// The first rule the call broke; it fails the event even if the guest carried on.
+    pub violation: Option<Failure>,
+}
+
+/// The data of one plugin instance's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) plugin: Arc<PluginContext>,
+    pub(crate) call: CallState,
+    pub(crate) stdout: Captured,
+    pub(crate) stderr: Captured,
+}
+
+impl HostState {
+    /// A sandbox: no preopened directories, no network, no environment, no arguments;
+    /// stdout and stderr go to bounded capture buffers; memory capped by the manifest.
+    pub fn new(plugin: Arc<PluginContext>) -> Self {
+        let cap = plugin.manifest.limits.output_bytes;
+        let (stdout, stderr) = (Captured::new(cap), Captured::new(cap));
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(plugin.manifest.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        Self { wasi, table: ResourceTable::new(), limits, plugin, call: CallState::default(), stdout, stderr }
+    }
+
+    fn deny(&mut self, c: Capability) -> wasmtime::Error {
+        let f = Failure::new(FailureKind::CapabilityDenied, format!("capability `{}` is not granted", c.as_str()));
+        self.call.violation.get_or_insert(f.clone());
+        wasmtime::Error::msg(f.message)
+    }
+
+    fn sample(
+        &mut self,
+        kind: SampleKind,
+        name: String,
+        value: f64,
+        labels: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        if !self.plugin.granted(Capability::Metrics) {
+            return Err(self.deny(Capability::Metrics));
+        }
+        self.plugin.samples.record(&self.plugin.name, kind, &name, value, labels);
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl super::bindings::handler::eventyard::plugin::types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if !self.plugin.granted(Capability::Log) {
+            return Err(self.deny(Capability::Log));
+        }
+        let plugin = &*self.plugin.name;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl emit::Host for HostState {
+    fn send(&mut self, event: Emitted) -> wasmtime::Result<Result<(), String>> {
+        if !self.plugin.granted(Capability::Emit) {
+            return Err(self.deny(Capability::Emit));
+        }
+        let plugin = self.plugin.clone();
+        match plugin.check_emitted(&event, &mut self.call) {
+            Ok(data) => {
+                self.call.emitted.push((event.type_, data));
+                Ok(Ok(()))
+            }
+            Err(f) => {
+                let message = f.message.clone();
+                self.call.violation.get_or_insert(f);
+                Ok(Err(message))
+            }
+        }
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.sample(SampleKind::Counter, name, value, labels)
+    }
+
+    fn gauge(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.sample(SampleKind::Gauge, name, value, labels)
+    }
+
+    fn histogram(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.sample(SampleKind::Histogram, name, value, labels)
+    }
+}
+
+impl config::Host for HostState {
+    fn get(&mut self) -> wasmtime::Result<String> {
+        Ok(self.plugin.config_json.clone())
+    }
+}

@@ -1,0 +1,125 @@
+//! The Wasm plugin host: sandboxed filter and handler components behind the WIT package
+//! in `wit/`.
+//!
+//! - [`engine`]: the one `Engine`/`Config`, the shared `Linker`, the epoch ticker and the
+//!   precompiled-artifact cache;
+//! - [`bindings`]: the one `bindgen!`;
+//! - [`host`]: the per-store state and the host imports (log, emit, metrics, config),
+//!   each checked against the plugin's grants;
+//! - [`plugin`]: a loaded plugin: `InstancePre`, warm instances, limits, failure
+//!   classification, circuit breaker, stats;
+//! - [`output`]: bounded capture of the guest's stdout and stderr.
+
+pub mod bindings;
+pub mod builtin;
+pub mod engine;
+pub mod host;
+mod output;
+pub mod plugin;
+
+pub use engine::WasmEngine;
+pub use plugin::Plugin;
+
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    #[error("component does not compile: {0}")]
+    Compile(String),
+    #[error("component does not fit world `{world}`: {message}")]
+    World { world: &'static str, message: String },
+    #[error("artifact cache: {0}")]
+    Cache(String),
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+}
+
+/// Why one plugin call failed; the dead letters and `/metrics` use these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The guest trapped (panic, unreachable, bad memory access).
+    Trap,
+    /// The guest recursed past the Wasm stack limit.
+    StackOverflow,
+    /// The call ran past its deadline (epoch interruption).
+    Deadline,
+    /// The guest tried to grow memory past its cap.
+    Memory,
+    /// The guest used up its fuel budget.
+    Fuel,
+    /// Emitted a type its manifest does not list.
+    EmitDenied,
+    /// Emitted an event that fails its schema (or is not JSON).
+    EmitInvalid,
+    /// Emitted more events or bytes than one call may.
+    EmitBudget,
+    /// Called a host import its manifest does not grant.
+    CapabilityDenied,
+    /// The handler returned an error.
+    HandlerError,
+    /// A filter's replacement event is invalid.
+    BadOutput,
+    /// The plugin's circuit breaker is open; the call was not made.
+    CircuitOpen,
+    /// A fresh instance could not be created.
+    Instantiate,
+    /// An emitted event went past the hop limit (plugins emitting at each other).
+    HopLimit,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 14] = [
+        FailureKind::Trap,
+        FailureKind::StackOverflow,
+        FailureKind::Deadline,
+        FailureKind::Memory,
+        FailureKind::Fuel,
+        FailureKind::EmitDenied,
+        FailureKind::EmitInvalid,
+        FailureKind::EmitBudget,
+        FailureKind::CapabilityDenied,
+        FailureKind::HandlerError,
+        FailureKind::BadOutput,
+        FailureKind::CircuitOpen,
+        FailureKind::Instantiate,
+        FailureKind::HopLimit,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::StackOverflow => "stack_overflow",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+            FailureKind::Fuel => "fuel",
+            FailureKind::EmitDenied => "emit_denied",
+            FailureKind::EmitInvalid => "emit_invalid",
+            FailureKind::EmitBudget => "emit_budget",
+            FailureKind::CapabilityDenied => "capability_denied",
+            FailureKind::HandlerError => "handler_error",
+            FailureKind::BadOutput => "bad_output",
+            FailureKind::CircuitOpen => "circuit_open",
+            FailureKind::Instantiate => "instantiate",
+            FailureKind::HopLimit => "hop_limit",
+        }
+    }
+}
+
+/// A failed plugin call.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// Whether a retry may help (a handler said so, or a deadline).
+    pub retryable: bool,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        let retryable = matches!(kind, FailureKind::Deadline);
+        Self { kind, message: message.into(), retryable }
+    }
+}

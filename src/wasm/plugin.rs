@@ -1,0 +1,317 @@
+//! A loaded plugin: its `InstancePre`, a pool of warm instances, the per-call sandbox
+//! limits, failure classification, the circuit breaker and call statistics.
+
+use super::bindings::{filter, handler, Emitted, Event as WitEvent, Verdict};
+use super::engine::{WasmEngine, EPOCH_TICK};
+use super::host::{CallState, HostState, PluginContext};
+use super::{Failure, FailureKind, WasmError};
+use crate::config::{PluginConfig, World};
+use crate::metrics::{Histogram, PluginSamples};
+use crate::schema::Registry;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap};
+
+enum Pre {
+    Filter(filter::FilterPre<HostState>),
+    Handler(handler::HandlerPre<HostState>),
+}
+
+enum Bound {
+    Filter(filter::Filter),
+    Handler(handler::Handler),
+}
+
+/// An instance kept warm between events.
+struct Warm {
+    store: Store<HostState>,
+    bound: Bound,
+    calls: u64,
+}
+
+/// What one successful call produced.
+pub enum Output {
+    Verdict(Verdict),
+    /// Checked emitted events (host `emit` and the returned list), as (type, data).
+    Emitted(Vec<(String, serde_json::Value)>),
+}
+
+pub struct Plugin {
+    pub ctx: Arc<PluginContext>,
+    pre: Pre,
+    warm: Mutex<Vec<Warm>>,
+    deadline_ticks: u64,
+    /// Whether the engine meters fuel.
+    metered: bool,
+    breaker: Breaker,
+    pub stats: PluginStats,
+}
+
+/// Per-plugin counters for `/metrics`.
+#[derive(Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub failures: [AtomicU64; FailureKind::ALL.len()],
+    pub latency: Histogram,
+    pub instantiations: AtomicU64,
+    /// Bytes of stdout/stderr over the capture cap, dropped instead of logged.
+    pub output_dropped_bytes: AtomicU64,
+}
+
+impl Plugin {
+    /// Compiles (or loads from the cache) and type-checks a component against its world.
+    pub fn load(
+        engine: &WasmEngine,
+        manifest: PluginConfig,
+        bytes: &[u8],
+        registry: Arc<Registry>,
+        samples: Arc<PluginSamples>,
+    ) -> Result<Plugin, WasmError> {
+        let component = engine.load(bytes)?;
+        let world_err = |world, e: wasmtime::Error| WasmError::World { world, message: format!("{e:#}") };
+        let instance_pre =
+            engine.linker.instantiate_pre(&component).map_err(|e| world_err(manifest.world.as_str(), e))?;
+        let pre = match manifest.world {
+            World::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(|e| world_err("filter", e))?),
+            World::Handler => {
+                Pre::Handler(handler::HandlerPre::new(instance_pre).map_err(|e| world_err("handler", e))?)
+            }
+        };
+        let deadline_ticks = (manifest.limits.deadline_ms as u128 * 1000 / EPOCH_TICK.as_micros()).max(1) as u64;
+        let breaker = Breaker::new(manifest.breaker.failures, Duration::from_millis(manifest.breaker.cool_down_ms));
+        let config_json = manifest.config.to_string();
+        let ctx =
+            Arc::new(PluginContext { name: manifest.name.as_str().into(), manifest, config_json, registry, samples });
+        Ok(Plugin {
+            ctx,
+            pre,
+            warm: Mutex::new(Vec::new()),
+            deadline_ticks,
+            metered: engine.fuel,
+            breaker,
+            stats: PluginStats::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    pub fn world(&self) -> World {
+        self.ctx.manifest.world
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Runs the plugin on one event: a filter's verdict or a handler's checked output.
+    pub fn call(&self, event: &WitEvent) -> Result<Output, Failure> {
+        let start = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = if !self.breaker.allow() {
+            Err(Failure::new(FailureKind::CircuitOpen, "circuit breaker open after repeated failures"))
+        } else {
+            let r = self.call_sandboxed(event);
+            if self.breaker.record(r.is_ok()) {
+                tracing::error!(plugin = self.name(), "circuit breaker tripped; calls paused for the cool-down");
+            }
+            r
+        };
+        self.stats.latency.observe(start.elapsed().as_secs_f64());
+        if let Err(f) = &result {
+            let i = FailureKind::ALL.iter().position(|k| *k == f.kind).expect("every kind is listed");
+            self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn call_sandboxed(&self, event: &WitEvent) -> Result<Output, Failure> {
+        let mut warm = match self.take_warm() {
+            Some(w) => w,
+            None => self.instantiate()?,
+        };
+        let store = &mut warm.store;
+        store.data_mut().call = CallState::default();
+        store.set_epoch_deadline(self.deadline_ticks);
+        if self.metered {
+            // A fuel-metering engine needs fuel in every store; only budgeted plugins run short.
+            let fuel = self.ctx.manifest.limits.fuel.unwrap_or(u64::MAX);
+            store.set_fuel(fuel).map_err(|e| Failure::new(FailureKind::Instantiate, e.to_string()))?;
+        }
+        let raw = match &warm.bound {
+            Bound::Filter(f) => f.call_filter(&mut *store, event).map(Raw::Verdict),
+            Bound::Handler(h) => h.call_handle(&mut *store, event).map(Raw::Handled),
+        };
+        warm.calls += 1;
+        let stderr_tail = self.drain_output(store);
+        let call = std::mem::take(&mut store.data_mut().call);
+        let outcome = self.classify(raw, call).map_err(|mut f| {
+            let limits = &self.ctx.manifest.limits;
+            match f.kind {
+                FailureKind::Deadline => f.message = format!("ran past its deadline of {} ms", limits.deadline_ms),
+                FailureKind::Fuel => f.message = format!("used up its fuel budget of {}", limits.fuel.unwrap_or(0)),
+                // A panicking guest says why on stderr; the dead letter should say it too.
+                FailureKind::Trap if !stderr_tail.is_empty() => {
+                    f.message = format!("{}; guest stderr: {stderr_tail}", f.message)
+                }
+                _ => {}
+            }
+            f
+        });
+        // A trapped instance may be in any state: it is dropped, never reused.
+        let trapped = matches!(&outcome, Err(f) if !matches!(f.kind, FailureKind::HandlerError | FailureKind::EmitDenied | FailureKind::EmitInvalid | FailureKind::EmitBudget | FailureKind::BadOutput));
+        let limits = &self.ctx.manifest.limits;
+        if !trapped && !limits.strict && warm.calls < limits.recycle_after_calls {
+            self.warm.lock().expect("warm pool").push(warm);
+        }
+        outcome
+    }
+
+    fn classify(&self, raw: wasmtime::Result<Raw>, mut call: CallState) -> Result<Output, Failure> {
+        if let Some(v) = call.violation.take() {
+            return Err(v);
+        }
+        match raw {
+            Err(e) => Err(classify_error(&e)),
+            Ok(Raw::Verdict(v)) => Ok(Output::Verdict(v)),
+            Ok(Raw::Handled(Err(he))) => {
+                Err(Failure { kind: FailureKind::HandlerError, message: he.message, retryable: he.retryable })
+            }
+            Ok(Raw::Handled(Ok(list))) => {
+                let mut out = std::mem::take(&mut call.emitted);
+                for e in &list {
+                    out.push((e.type_.clone(), self.ctx.check_emitted(e, &mut call)?));
+                }
+                Ok(Output::Emitted(out))
+            }
+        }
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        if self.ctx.manifest.limits.strict {
+            return None;
+        }
+        self.warm.lock().expect("warm pool").pop()
+    }
+
+    fn instantiate(&self) -> Result<Warm, Failure> {
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let engine = match &self.pre {
+            Pre::Filter(p) => p.engine(),
+            Pre::Handler(p) => p.engine(),
+        };
+        let mut store = Store::new(engine, HostState::new(self.ctx.clone()));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks);
+        if self.metered {
+            let _ = store.set_fuel(u64::MAX);
+        }
+        let bound = match &self.pre {
+            Pre::Filter(p) => p.instantiate(&mut store).map(Bound::Filter),
+            Pre::Handler(p) => p.instantiate(&mut store).map(Bound::Handler),
+        }
+        .map_err(|e| {
+            let f = classify_error(&e);
+            Failure::new(if f.kind == FailureKind::Trap { FailureKind::Instantiate } else { f.kind }, f.message)
+        })?;
+        Ok(Warm { store, bound, calls: 0 })
+    }
+
+    /// Copies what the guest printed into the router's log, under its name; returns the
+    /// last few lines of stderr (for a trap's dead letter).
+    fn drain_output(&self, store: &mut Store<HostState>) -> String {
+        let data = store.data();
+        let mut stderr_tail = String::new();
+        for (stream, cap) in [("stdout", &data.stdout), ("stderr", &data.stderr)] {
+            let (bytes, dropped) = cap.drain();
+            if !bytes.is_empty() {
+                let text = String::from_utf8_lossy(&bytes);
+                for line in text.lines() {
+                    tracing::info!(target: "plugin", plugin = self.name(), stream, "{line}");
+                }
+                if stream == "stderr" {
+                    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                    stderr_tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ");
+                }
+            }
+            if dropped > 0 {
+                self.stats.output_dropped_bytes.fetch_add(dropped as u64, Ordering::Relaxed);
+                tracing::warn!(target: "plugin", plugin = self.name(), stream, dropped, "output over the limit was dropped");
+            }
+        }
+        stderr_tail
+    }
+}
+
+enum Raw {
+    Verdict(Verdict),
+    Handled(Result<Vec<Emitted>, super::bindings::HandlerError>),
+}
+
+/// Lines of a trapping guest's stderr kept in its dead letter (a Rust panic is 2-3 lines).
+const STDERR_TAIL_LINES: usize = 3;
+
+/// Maps a wasmtime error to the failure kind an operator needs to see. The message is the
+/// cause (the trap, the refused memory growth); the Wasm backtrace goes to the debug log.
+fn classify_error(e: &wasmtime::Error) -> Failure {
+    let cause = e.root_cause().to_string();
+    let kind = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Deadline,
+        Some(Trap::OutOfFuel) => FailureKind::Fuel,
+        Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+        _ if cause.contains("forcing trap when growing memory") => FailureKind::Memory,
+        _ => FailureKind::Trap,
+    };
+    tracing::debug!(kind = kind.as_str(), "plugin call failed: {e:?}");
+    Failure::new(kind, cause)
+}
+
+/// Opens after `threshold` consecutive failures; after `cool_down` lets one call through
+/// (half-open): success closes it, failure opens it again.
+struct Breaker {
+    threshold: u32,
+    cool_down: Duration,
+    consecutive: AtomicU32,
+    opened_at: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    fn new(threshold: u32, cool_down: Duration) -> Self {
+        Self { threshold, cool_down, consecutive: AtomicU32::new(0), opened_at: Mutex::new(None) }
+    }
+
+    fn is_open(&self) -> bool {
+        // Fast path without the lock: fewer consecutive failures than the threshold.
+        if self.threshold == 0 || self.consecutive.load(Ordering::Relaxed) < self.threshold {
+            return false;
+        }
+        self.opened_at.lock().expect("breaker").is_some_and(|t| t.elapsed() < self.cool_down)
+    }
+
+    fn allow(&self) -> bool {
+        !self.is_open()
+    }
+
+    /// Records a call; returns true when this call tripped the breaker.
+    fn record(&self, ok: bool) -> bool {
+        if self.threshold == 0 {
+            return false;
+        }
+        if ok {
+            if self.consecutive.swap(0, Ordering::Relaxed) >= self.threshold {
+                *self.opened_at.lock().expect("breaker") = None;
+            }
+            return false;
+        }
+        let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            let mut opened = self.opened_at.lock().expect("breaker");
+            let tripped = opened.is_none_or(|t| t.elapsed() >= self.cool_down);
+            *opened = Some(Instant::now());
+            return tripped;
+        }
+        false
+    }
+}

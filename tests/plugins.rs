@@ -1,0 +1,234 @@
+//! Wasm plugins end to end: the example plugins built from `guest-examples/rust/`, loaded
+//! by a real server on port 0, driven over HTTP, their emitted events read by a real
+//! WebSocket subscriber and their metrics from `/metrics`.
+
+use crate::support::{client, guest, metric, next_json, post, repo, wait_metric, Server};
+use eventyard::config::Config;
+use serde_json::{json, Value};
+
+/// The five examples on their routes, built from source (`builtin:` would use the copies
+/// shipped in the binary; the embedded-default test covers those).
+fn examples_toml() -> String {
+    format!(
+        r#"
+        [[plugin]]
+        name = "cleanup-plan"
+        component = "{cleanup}"
+        world = "handler"
+        capabilities = ["log"]
+        emits = ["fixinventory/cleanup_plan"]
+        config = {{ max_age_days = 30, required_tags = ["owner"], protected_kinds = ["aws_s3_bucket"] }}
+
+        [[plugin]]
+        name = "generator"
+        component = "{generator}"
+        world = "handler"
+        emits = ["infrahub/finalize.validator.execution"]
+
+        [[plugin]]
+        name = "metrics"
+        component = "{metrics}"
+        world = "handler"
+        capabilities = ["metrics"]
+        emits = ["fixinventory/post_generate_metrics"]
+
+        [[plugin]]
+        name = "echo"
+        component = "{echo}"
+        world = "handler"
+        emits = ["infrahub/response/send.echo.request"]
+
+        [[plugin]]
+        name = "priority-filter"
+        component = "{filter}"
+        world = "filter"
+        config = {{ min_priority = 2, max_priority = 4 }}
+
+        [[route]]
+        match = "fixinventory/cleanup_plan"
+        handlers = ["cleanup-plan"]
+
+        [[route]]
+        match = "fixinventory/generate_metrics"
+        handlers = ["metrics"]
+
+        [[route]]
+        name = "generators"
+        regex = "^infrahub/check\\.generator\\.(run|other)$"
+        filters = ["priority-filter"]
+        handlers = ["generator"]
+
+        [[route]]
+        match = "infrahub/send.echo.request"
+        handlers = ["echo"]
+        "#,
+        cleanup = guest("cleanup-plan"),
+        generator = guest("generator"),
+        metrics = guest("metrics"),
+        echo = guest("echo"),
+        filter = guest("priority-filter"),
+    )
+}
+
+async fn examples_server() -> Server {
+    Server::with_config(Config::parse(&examples_toml()).expect("example config")).await
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn subscribe(s: &Server, types: &str) -> Ws {
+    tokio_tungstenite::connect_async(s.ws_url(&format!("/v1/subscribe?types={types}"))).await.unwrap().0
+}
+
+fn generator_run(priority: u8) -> Value {
+    json!({
+        "meta": { "correlation_id": "corr-7", "priority": priority },
+        "commit": "9fceb02", "repository_id": "r-1", "repository_name": "acme/net", "repository_kind": "git",
+        "branch_name": "main", "target_id": "t-17", "target_name": "edge-01", "query": "q",
+        "variables": {}, "validator_id": "v-88", "proposed_change": "pc-1"
+    })
+}
+
+#[tokio::test]
+async fn cleanup_plan_handler_answers_with_the_resources_to_clean_up() {
+    let s = examples_server().await;
+    let mut ws = subscribe(&s, "fixinventory/cleanup_plan").await;
+    let resources = json!([
+        { "id": "i-old-untagged", "kind": "aws_ec2_instance", "age_days": 40, "tags": {} },
+        { "id": "i-old-owned", "kind": "aws_ec2_instance", "age_days": 90, "tags": { "owner": "ana" } },
+        { "id": "i-new", "kind": "aws_ec2_instance", "age_days": 2, "tags": {} },
+        { "id": "b-old", "kind": "aws_s3_bucket", "age_days": 400, "tags": {} },
+        { "id": "v-old", "kind": "aws_ebs_volume", "age_days": 31, "tags": { "team": "x" } }
+    ]);
+    let body = json!({ "kind": "action", "message_type": "cleanup_plan",
+                       "data": { "task": "t-1", "step": "cleanup_plan", "resources": resources } });
+    let id = post(&s, "fixinventory/cleanup_plan", body).await;
+    assert_eq!(next_json(&mut ws).await["id"], id.as_str(), "subscribers see the original first");
+    let done = next_json(&mut ws).await;
+    assert_eq!(done["type"], "fixinventory/cleanup_plan");
+    assert_eq!(done["source"], "plugin:cleanup-plan");
+    assert_eq!(done["data"]["kind"], "action_done");
+    assert_eq!(done["data"]["data"]["task"], "t-1");
+    let ids: Vec<&str> =
+        done["data"]["data"]["cleanup"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["i-old-untagged", "v-old"]);
+    assert_eq!(done["data"]["data"]["kept"], 3);
+    assert!(done["data"]["data"]["cleanup"][1]["reason"].as_str().unwrap().contains("missing tag(s) owner"));
+    // Its own action_done came back through the route and was left alone: no third event.
+    wait_metric(&s, r#"eventyard_plugin_calls_total{plugin="cleanup-plan"}"#, 2.0).await;
+    assert_eq!(metric(&s, "eventyard_events_emitted_total").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn generator_finalizes_the_same_validator() {
+    let s = examples_server().await;
+    let mut ws = subscribe(&s, "infrahub/finalize.*").await;
+    post(&s, "infrahub/check.generator.run", generator_run(3)).await;
+    let f = next_json(&mut ws).await;
+    assert_eq!(f["type"], "infrahub/finalize.validator.execution");
+    assert_eq!(f["data"]["validator_id"], "v-88");
+    assert_eq!(f["data"]["proposed_change"], "pc-1");
+    assert_eq!(f["data"]["validator_type"], "GeneratorValidator");
+    assert_eq!(f["data"]["meta"]["correlation_id"], "corr-7");
+    assert_eq!(f["priority"], 3);
+}
+
+#[tokio::test]
+async fn filter_drops_low_priority_and_rewrites_high_priority() {
+    let s = examples_server().await;
+    let mut ws = subscribe(&s, "infrahub/finalize.*").await;
+    post(&s, "infrahub/check.generator.run", generator_run(1)).await; // below min_priority 2: dropped
+    post(&s, "infrahub/check.generator.run", generator_run(5)).await; // above max_priority 4: rewritten to 4
+    let f = next_json(&mut ws).await;
+    assert_eq!(f["data"]["meta"]["priority"], 4, "the handler saw the rewritten event");
+    assert_eq!(f["priority"], 4);
+    assert_eq!(metric(&s, "eventyard_events_dropped_total").await, Some(1.0));
+    assert_eq!(metric(&s, r#"eventyard_plugin_calls_total{plugin="generator"}"#).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn metrics_handler_publishes_samples_and_emits_post_generate_metrics() {
+    let s = examples_server().await;
+    let mut ws = subscribe(&s, "fixinventory/post_generate_metrics").await;
+    let body = json!({ "kind": "action", "message_type": "generate_metrics", "data": { "task": "t-9", "step": "generate_metrics",
+        "resources": [ { "kind": "aws_ec2_instance", "age_days": 3 }, { "kind": "aws_ec2_instance", "age_days": 50 },
+                       { "kind": "aws_s3_bucket", "age_days": 7 } ] } });
+    post(&s, "fixinventory/generate_metrics", body).await;
+    let f = next_json(&mut ws).await;
+    assert_eq!(
+        f["data"],
+        json!({ "kind": "event", "message_type": "post_generate_metrics",
+                                  "data": { "step": "post_generate_metrics", "kinds": 2, "task": "t-9" } })
+    );
+    let m = |series: &'static str| metric(&s, series);
+    assert_eq!(m(r#"eventyard_plugin_resources{plugin="metrics",kind="aws_ec2_instance"}"#).await, Some(2.0));
+    assert_eq!(m(r#"eventyard_plugin_resources{plugin="metrics",kind="aws_s3_bucket"}"#).await, Some(1.0));
+    assert_eq!(m(r#"eventyard_plugin_runs{plugin="metrics"}"#).await, Some(1.0));
+    assert_eq!(m(r#"eventyard_plugin_resource_age_days_count{plugin="metrics"}"#).await, Some(3.0));
+    assert_eq!(m(r#"eventyard_plugin_resource_age_days_sum{plugin="metrics"}"#).await, Some(60.0));
+    assert_eq!(m(r#"eventyard_plugin_calls_total{plugin="metrics"}"#).await, Some(1.0));
+    assert!(m(r#"eventyard_plugin_call_seconds_count{plugin="metrics"}"#).await.unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn echo_answers_with_the_response_type_and_correlation_id() {
+    let s = examples_server().await;
+    let mut ws = subscribe(&s, "infrahub/response/*").await;
+    post(&s, "infrahub/send.echo.request", json!({ "message": "ping", "meta": { "correlation_id": "c-1" } })).await;
+    let r = next_json(&mut ws).await;
+    assert_eq!(r["type"], "infrahub/response/send.echo.request");
+    assert_eq!(r["data"]["data"]["response"], "Reply to: ping");
+    assert_eq!(r["data"]["meta"]["correlation_id"], "c-1");
+    assert_eq!(r["data"]["passed"], true);
+    assert_eq!(metric(&s, "eventyard_events_routed_total").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn embedded_default_runs_the_prebuilt_examples() {
+    let s = Server::with_config(Config::embedded_default()).await;
+    let health: Value = client().get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let mut handlers: Vec<&str> =
+        health["plugins"]["handlers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    handlers.sort();
+    assert_eq!(handlers, ["cleanup-plan", "echo", "generator", "metrics"]);
+    assert_eq!(health["plugins"]["filters"], json!(["priority-filter"]));
+    let mut ws = subscribe(&s, "infrahub/response/*").await;
+    post(&s, "infrahub/send.echo.request", json!({ "message": "from the default" })).await;
+    assert_eq!(next_json(&mut ws).await["data"]["data"]["response"], "Reply to: from the default");
+}
+
+/// The same walk and hash as `guest-examples/sources-hash.sh`.
+fn sources_hash() -> String {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if !p.ends_with("guest-examples/rust/target") {
+                    walk(&p, out);
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let root = repo();
+    let mut files = vec![root.join("wit/eventyard.wit")];
+    walk(&root.join("guest-examples/rust"), &mut files);
+    let mut rel: Vec<String> =
+        files.iter().map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned()).collect();
+    rel.sort();
+    let listing: String =
+        rel.iter().map(|r| format!("{:x}  {r}\n", Sha256::digest(std::fs::read(root.join(r)).unwrap()))).collect();
+    format!("{:x}", Sha256::digest(listing.as_bytes()))
+}
+
+#[test]
+fn prebuilt_plugins_match_their_sources() {
+    let recorded = std::fs::read_to_string(repo().join("guest-examples/prebuilt/SOURCES.sha256")).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        sources_hash(),
+        "guest-examples/ or wit/ changed since the shipped plugins were built: run `bash guest-examples/build.sh`"
+    );
+}
