@@ -207,7 +207,7 @@ fn sources_hash() -> String {
                 if !p.ends_with("guest-examples/rust/target") {
                     walk(&p, out);
                 }
-            } else {
+            } else if p.extension().is_none_or(|e| e != "md") {
                 out.push(p);
             }
         }
