@@ -23,6 +23,10 @@ use serde_json::{json, Value};
 use std::hint::black_box;
 use std::sync::Arc;
 
+/// The binary's allocator, so the numbers are the router's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BODY: &str = r#"{"meta":{"correlation_id":"c0a8-77f1","request_id":"01HZX3K9V7Q2M8N4P6R5T0W1YA","priority":3},"message":"ping from the benchmark"}"#;
 
 fn manifests(strict: bool) -> Config {

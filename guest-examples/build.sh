@@ -8,7 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
-(cd guest-examples/rust && cargo build --release --locked --target wasm32-wasip2)
+(cd guest-examples/rust && cargo build --release --target wasm32-wasip2)
 for crate in cleanup_plan generator metrics echo priority_filter; do
     cp "guest-examples/rust/target/wasm32-wasip2/release/$crate.wasm" "guest-examples/prebuilt/$crate.wasm"
 done

@@ -232,3 +232,40 @@ fn prebuilt_plugins_match_their_sources() {
         "guest-examples/ or wit/ changed since the shipped plugins were built: run `bash guest-examples/build.sh`"
     );
 }
+
+#[tokio::test]
+async fn an_invalid_replacement_is_a_dead_letter_not_a_routed_event() {
+    // max_priority = 0 makes the filter rewrite meta.priority to 0, which the schema forbids.
+    let toml =
+        examples_toml().replace("config = { min_priority = 2, max_priority = 4 }", "config = { max_priority = 0 }");
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    post(&s, "infrahub/check.generator.run", generator_run(3)).await;
+    let letters = crate::support::dead_letters(&s, "", 1).await;
+    assert_eq!(letters[0]["kind"], "bad_output");
+    assert_eq!(letters[0]["plugin"], "priority-filter");
+    assert_eq!(letters[0]["route"], "generators");
+    assert!(letters[0]["message"].as_str().unwrap().contains("/meta/priority"), "{}", letters[0]["message"]);
+    assert_eq!(metric(&s, r#"eventyard_plugin_calls_total{plugin="generator"}"#).await, Some(0.0));
+}
+
+#[test]
+fn precompiled_artifacts_are_cached_under_a_key_of_component_and_engine() {
+    use eventyard::wasm::WasmEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(guest("echo")).unwrap();
+    let plain = WasmEngine::new(false, Some(dir.path().to_path_buf())).unwrap();
+    let metered = WasmEngine::new(true, Some(dir.path().to_path_buf())).unwrap();
+    assert_ne!(plain.cache_key(&bytes), metered.cache_key(&bytes), "another engine config, another artifact");
+    assert_ne!(plain.cache_key(&bytes), plain.cache_key(b"other bytes"));
+    plain.load(&bytes).unwrap();
+    let artifact = dir.path().join(format!("{}.cwasm", plain.cache_key(&bytes)));
+    let written = std::fs::metadata(&artifact).unwrap().modified().unwrap();
+    plain.load(&bytes).unwrap();
+    assert_eq!(std::fs::metadata(&artifact).unwrap().modified().unwrap(), written, "loaded, not recompiled");
+    metered.load(&bytes).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    // A damaged artifact is recompiled, never trusted.
+    std::fs::write(&artifact, b"garbage").unwrap();
+    plain.load(&bytes).unwrap();
+    assert!(std::fs::read(&artifact).unwrap().len() > 1000);
+}

@@ -26,6 +26,12 @@ pub const POOL_MEMORIES: u32 = 1024;
 pub const POOL_TABLES: u32 = 2048;
 /// The largest memory any plugin may be granted; each plugin's own cap is lower.
 pub const MAX_PLUGIN_MEMORY_BYTES: usize = 512 * 1024 * 1024;
+/// Bytes of a freed linear memory (and table) zeroed with `memset` and kept mapped instead
+/// of returned with `madvise`: a guest touches only a few pages per call, so a fresh
+/// instance in strict mode avoids page faults and system calls.
+pub const POOL_KEEP_RESIDENT: usize = 64 * 1024;
+/// Freed slots whose remaining pages are returned to the OS in one batch.
+pub const POOL_DECOMMIT_BATCH: usize = 16;
 /// Wasm stack a call may use before it traps with a stack overflow (deep recursion).
 pub const MAX_WASM_STACK: usize = 1024 * 1024;
 
@@ -48,7 +54,10 @@ impl WasmEngine {
             .total_core_instances(POOL_CORE_INSTANCES)
             .total_memories(POOL_MEMORIES)
             .total_tables(POOL_TABLES)
-            .max_memory_size(MAX_PLUGIN_MEMORY_BYTES);
+            .max_memory_size(MAX_PLUGIN_MEMORY_BYTES)
+            .linear_memory_keep_resident(POOL_KEEP_RESIDENT)
+            .table_keep_resident(POOL_KEEP_RESIDENT)
+            .decommit_batch_size(POOL_DECOMMIT_BATCH);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
