@@ -14,7 +14,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventyard::config::Config;
 use eventyard::metrics::PluginSamples;
-use eventyard::router::pipeline::to_wit;
+use eventyard::router::pipeline::plugin_event;
 use eventyard::router::Event;
 use eventyard::schema::Registry;
 use eventyard::wasm::plugin::Output;
@@ -80,6 +80,7 @@ fn accept(registry: &Registry, body: &str) -> Event {
         source: None,
         data,
         hops: 0,
+        raw: Some(body.into()),
     }
 }
 
@@ -103,7 +104,7 @@ fn native(registry: &Registry, event: &Event) -> Option<Value> {
 
 fn through_plugins(s: &Setup, with_handler: bool) {
     let event = accept(&s.registry, BODY);
-    let wit = to_wit(&event);
+    let wit = plugin_event(&event);
     match s.filter.call(&wit) {
         Ok(Output::Verdict(_)) => {}
         _ => panic!("filter failed"),
@@ -147,7 +148,7 @@ fn per_event(c: &mut Criterion) {
         })
     });
     g.bench_function("load_from_cache+first_call", |b| {
-        let event = to_wit(&accept(&registry, BODY));
+        let event = plugin_event(&accept(&registry, BODY));
         b.iter(|| {
             let m = manifests(false).plugins.remove(1);
             let p = Plugin::load(&engine, m, bytes, registry.clone(), Arc::default()).unwrap();

@@ -104,7 +104,7 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
         }
         None => None,
     };
-    Ok(Envelope { id: get("id"), source: get("source"), time })
+    Ok(Envelope { id: get("id"), source: get("source"), time, raw: None })
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.

@@ -18,6 +18,8 @@ pub struct Envelope {
     pub source: Option<String>,
     /// Now when absent.
     pub time: Option<time::OffsetDateTime>,
+    /// The data's JSON text as received, kept for plugins (see [`Event::raw`]).
+    pub raw: Option<Arc<str>>,
 }
 
 /// Looks the type up, then [`accept_typed`].
@@ -39,6 +41,7 @@ pub fn accept_typed(state: &AppState, ty: &EventType, data: Value, envelope: Env
         source: envelope.source,
         data,
         hops: 0,
+        raw: envelope.raw,
     };
     state.pipeline.accept(event).map_err(|_| ApiError::Overloaded)?;
     Ok(id)
@@ -61,7 +64,9 @@ pub async fn post_native(
         }
         let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
         let data = body::parse_json(&bytes)?;
-        accept_typed(&state, ty, data, Envelope::default())
+        // Plugins get the body as sent; valid JSON is valid UTF-8, so this never fails.
+        let raw = state.pipeline.has_routes().then(|| std::str::from_utf8(&bytes).ok().map(Arc::from)).flatten();
+        accept_typed(&state, ty, data, Envelope { raw, ..Envelope::default() })
     }
     .await;
     Ok(state.answer(result))

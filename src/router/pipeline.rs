@@ -12,9 +12,10 @@ use super::Event;
 use crate::config::{Config, World};
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
-use crate::wasm::bindings::{Event as WitEvent, Verdict};
+use crate::wasm::bindings::Verdict;
+use crate::wasm::host::PluginEvent;
 use crate::wasm::plugin::Output;
-use crate::wasm::{Failure, FailureKind, Plugin};
+use crate::wasm::{Checked, Failure, FailureKind, Plugin};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,6 +136,11 @@ impl Pipeline {
         }
     }
 
+    /// Whether any route exists (then events are worth preparing for plugins).
+    pub fn has_routes(&self) -> bool {
+        !self.core.routes.is_empty()
+    }
+
     pub fn core(&self) -> &Core {
         &self.core
     }
@@ -150,7 +156,7 @@ impl Core {
         'routes: for route in self.routes.iter().filter(|r| r.matcher.matches(&event.type_name)) {
             self.counters.routed.fetch_add(1, Ordering::Relaxed);
             let mut current = std::borrow::Cow::Borrowed(event);
-            let mut wit = to_wit(&current);
+            let mut wit = plugin_event(&current);
             for f in &route.filters {
                 match f.call(&wit) {
                     Ok(Output::Verdict(Verdict::Keep)) => {}
@@ -163,7 +169,7 @@ impl Core {
                         match self.replacement(f, &current, &r.type_, &r.data) {
                             Ok(e) => {
                                 current = std::borrow::Cow::Owned(e);
-                                wit = to_wit(&current);
+                                wit = plugin_event(&current);
                             }
                             Err(fail) => {
                                 self.dead_letter(&current, f, route, fail);
@@ -181,8 +187,8 @@ impl Core {
             for h in &route.handlers {
                 match h.call(&wit) {
                     Ok(Output::Emitted(events)) => {
-                        for (type_name, data) in events {
-                            self.emit(h, route, &current, &type_name, data);
+                        for e in events {
+                            self.emit(h, route, &current, e);
                         }
                     }
                     Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
@@ -193,32 +199,39 @@ impl Core {
     }
 
     /// A filter's rewritten event: the same type or one its manifest lists, valid.
-    fn replacement(&self, f: &Plugin, current: &Event, type_name: &str, data: &str) -> Result<Event, Failure> {
+    fn replacement(&self, f: &Plugin, current: &Event, type_name: &str, raw: &str) -> Result<Event, Failure> {
         let bad = |m: String| Failure::new(FailureKind::BadOutput, m);
         if type_name != &*current.type_name && !f.ctx.manifest.emits.iter().any(|t| t == type_name) {
             return Err(bad(format!("replacement type `{type_name}` is neither the event's nor in `emits`")));
         }
         let ty = self.registry.get(type_name).map_err(|e| bad(e.to_string()))?;
         let data: serde_json::Value =
-            serde_json::from_str(data).map_err(|e| bad(format!("replacement is not JSON: {e}")))?;
+            serde_json::from_str(raw).map_err(|e| bad(format!("replacement is not JSON: {e}")))?;
         if let Err(v) = ty.validate(&data) {
             let detail: Vec<String> = v.iter().map(|v| format!("{}: {}", v.instance_path, v.message)).collect();
             return Err(bad(format!("replacement fails its schema: {}", detail.join("; "))));
         }
-        Ok(Event { type_name: ty.name.clone(), priority: ty.priority_of(&data), data, ..current.clone() })
+        Ok(Event {
+            type_name: ty.name.clone(),
+            priority: ty.priority_of(&data),
+            data,
+            raw: Some(raw.into()),
+            ..current.clone()
+        })
     }
 
     /// Routes one checked emitted event like any other, one hop further.
-    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, type_name: &str, data: serde_json::Value) {
-        let Ok(ty) = self.registry.get(type_name) else { return };
+    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked) {
+        let Ok(ty) = self.registry.get(&e.type_name) else { return };
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             type_name: ty.name.clone(),
             time: time::OffsetDateTime::now_utc(),
-            priority: ty.priority_of(&data),
+            priority: ty.priority_of(&e.data),
             source: Some(format!("plugin:{}", from.name())),
-            data,
+            data: e.data,
             hops: parent.hops + 1,
+            raw: Some(e.raw),
         };
         if event.hops > self.hop_limit {
             let f = Failure::new(
@@ -309,17 +322,21 @@ impl Core {
     }
 }
 
-/// The event as plugins receive it.
-pub fn to_wit(e: &Event) -> WitEvent {
-    WitEvent {
+/// The event as plugins receive it, shared by every plugin of a route.
+pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
+    Arc::new(PluginEvent {
         id: e.id.clone(),
-        type_: e.type_name.to_string(),
-        source: e.source.clone().unwrap_or_else(|| "eventyard".to_string()),
-        time: e.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        type_name: e.type_name.clone(),
+        source: e.source.clone(),
+        time: e.time,
         priority: e.priority,
         // Not `pointer()`: it unescapes every token with `str::replace`, a hot-path cost.
-        correlation_id: e.data.get("meta").and_then(|m| m.get("correlation_id")).and_then(|v| v.as_str()).map(str::to_string),
-        attributes: Vec::new(),
-        data: e.data.to_string(),
-    }
+        correlation_id: e
+            .data
+            .get("meta")
+            .and_then(|m| m.get("correlation_id"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        data: e.raw.clone().unwrap_or_else(|| e.data.to_string().into()),
+    })
 }

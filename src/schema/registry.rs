@@ -66,8 +66,10 @@ impl EventType {
 
     /// The event's priority: its own `meta.priority` (Infrahub), else the documented one.
     pub fn priority_of(&self, event: &Value) -> u8 {
+        // Not `pointer()`: it unescapes every token with `str::replace`; this runs per event.
         event
-            .pointer("/meta/priority")
+            .get("meta")
+            .and_then(|m| m.get("priority"))
             .and_then(Value::as_u64)
             .filter(|p| (1..=5).contains(p))
             .map(|p| p as u8)

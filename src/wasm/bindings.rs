@@ -8,6 +8,7 @@ pub mod handler {
         path: "wit",
         world: "handler",
         imports: { default: trappable },
+        with: { "eventyard:plugin/types.event": crate::wasm::host::EventHandle },
     });
 }
 

@@ -4,12 +4,12 @@
 
 use super::bindings::{config, emit, log, metrics, Emitted};
 use super::output::Captured;
-use super::{Failure, FailureKind};
+use super::{Checked, Failure, FailureKind};
 use crate::config::{Capability, PluginConfig};
 use crate::metrics::{PluginSamples, SampleKind};
 use crate::schema::Registry;
 use std::sync::Arc;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -28,8 +28,8 @@ impl PluginContext {
         self.manifest.capabilities.contains(&c)
     }
 
-    /// Checks one emitted event against the manifest and its schema; returns its data.
-    pub fn check_emitted(&self, e: &Emitted, call: &mut CallState) -> Result<serde_json::Value, Failure> {
+    /// Checks one emitted event against the manifest and its schema.
+    pub fn check_emitted(&self, e: Emitted, call: &mut CallState) -> Result<Checked, Failure> {
         let limits = &self.manifest.limits;
         call.emit_count += 1;
         call.emit_bytes += e.data.len();
@@ -56,15 +56,34 @@ impl PluginContext {
                 format!("`{}` fails its schema: {}", e.type_, detail.join("; ")),
             ));
         }
-        Ok(data)
+        Ok(Checked { type_name: e.type_, data, raw: e.data.into() })
     }
+}
+
+/// The WIT `event` resource as the host sees it: a marker, since the event a call is about
+/// is always the one in [`CallState::event`] (a borrowed handle cannot outlive the call).
+pub struct EventHandle;
+
+/// An event prepared for plugins: shared by every plugin of a route, fields handed out
+/// only when a guest asks for them.
+#[derive(Debug)]
+pub struct PluginEvent {
+    pub id: String,
+    pub type_name: Arc<str>,
+    pub source: Option<String>,
+    pub time: time::OffsetDateTime,
+    pub priority: u8,
+    pub correlation_id: Option<String>,
+    pub data: Arc<str>,
 }
 
 /// Per-call bookkeeping, reset before each call.
 #[derive(Default)]
 pub struct CallState {
+    /// The event of this call.
+    pub event: Option<Arc<PluginEvent>>,
     /// Events sent through the `emit` import, already checked.
-    pub emitted: Vec<(String, serde_json::Value)>,
+    pub emitted: Vec<Checked>,
     pub emit_count: usize,
     pub emit_bytes: usize,
     /// The first rule the call broke; it fails the event even if the guest carried on.
@@ -131,6 +150,50 @@ impl WasiView for HostState {
 
 impl super::bindings::handler::eventyard::plugin::types::Host for HostState {}
 
+impl HostState {
+    fn event(&self) -> wasmtime::Result<&PluginEvent> {
+        self.call.event.as_deref().ok_or_else(|| wasmtime::Error::msg("no event outside a call"))
+    }
+}
+
+impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState {
+    fn id(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event()?.id.clone())
+    }
+
+    fn type_(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event()?.type_name.to_string())
+    }
+
+    fn source(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event()?.source.clone().unwrap_or_else(|| "eventyard".to_string()))
+    }
+
+    fn time(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(crate::router::rfc3339(self.event()?.time))
+    }
+
+    fn priority(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<u8> {
+        Ok(self.event()?.priority)
+    }
+
+    fn correlation_id(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event()?.correlation_id.clone())
+    }
+
+    fn attributes(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    fn data(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event()?.data.to_string())
+    }
+
+    fn drop(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
 impl log::Host for HostState {
     fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         if !self.plugin.granted(Capability::Log) {
@@ -154,9 +217,9 @@ impl emit::Host for HostState {
             return Err(self.deny(Capability::Emit));
         }
         let plugin = self.plugin.clone();
-        match plugin.check_emitted(&event, &mut self.call) {
-            Ok(data) => {
-                self.call.emitted.push((event.type_, data));
+        match plugin.check_emitted(event, &mut self.call) {
+            Ok(checked) => {
+                self.call.emitted.push(checked);
                 Ok(Ok(()))
             }
             Err(f) => {

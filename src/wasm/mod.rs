@@ -108,6 +108,15 @@ impl FailureKind {
     }
 }
 
+/// An emitted event the host checked against the manifest and its schema.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub type_name: String,
+    pub data: serde_json::Value,
+    /// The JSON text the plugin sent.
+    pub raw: std::sync::Arc<str>,
+}
+
 /// A failed plugin call.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {

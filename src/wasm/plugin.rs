@@ -1,16 +1,17 @@
 //! A loaded plugin: its `InstancePre`, a pool of warm instances, the per-call sandbox
 //! limits, failure classification, the circuit breaker and call statistics.
 
-use super::bindings::{filter, handler, Emitted, Event as WitEvent, Verdict};
+use super::bindings::{filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
-use super::host::{CallState, HostState, PluginContext};
-use super::{Failure, FailureKind, WasmError};
+use super::host::{CallState, EventHandle, HostState, PluginContext, PluginEvent};
+use super::{Checked, Failure, FailureKind, WasmError};
 use crate::config::{PluginConfig, World};
 use crate::metrics::{Histogram, PluginSamples};
 use crate::schema::Registry;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
 enum Pre {
@@ -34,7 +35,7 @@ struct Warm {
 pub enum Output {
     Verdict(Verdict),
     /// Checked emitted events (host `emit` and the returned list), as (type, data).
-    Emitted(Vec<(String, serde_json::Value)>),
+    Emitted(Vec<Checked>),
 }
 
 pub struct Plugin {
@@ -107,7 +108,7 @@ impl Plugin {
     }
 
     /// Runs the plugin on one event: a filter's verdict or a handler's checked output.
-    pub fn call(&self, event: &WitEvent) -> Result<Output, Failure> {
+    pub fn call(&self, event: &Arc<PluginEvent>) -> Result<Output, Failure> {
         let start = Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let result = if !self.breaker.allow() {
@@ -127,13 +128,16 @@ impl Plugin {
         result
     }
 
-    fn call_sandboxed(&self, event: &WitEvent) -> Result<Output, Failure> {
+    fn call_sandboxed(&self, event: &Arc<PluginEvent>) -> Result<Output, Failure> {
         let mut warm = match self.take_warm() {
             Some(w) => w,
             None => self.instantiate()?,
         };
         let store = &mut warm.store;
-        store.data_mut().call = CallState::default();
+        store.data_mut().call = CallState { event: Some(event.clone()), ..CallState::default() };
+        // The guest reaches the event through this borrowed handle; the host answers its
+        // getters from `CallState::event`, so no resource table entry is needed.
+        let handle = Resource::<EventHandle>::new_borrow(0);
         store.set_epoch_deadline(self.deadline_ticks);
         if self.metered {
             // A fuel-metering engine needs fuel in every store; only budgeted plugins run short.
@@ -141,8 +145,8 @@ impl Plugin {
             store.set_fuel(fuel).map_err(|e| Failure::new(FailureKind::Instantiate, e.to_string()))?;
         }
         let raw = match &warm.bound {
-            Bound::Filter(f) => f.call_filter(&mut *store, event).map(Raw::Verdict),
-            Bound::Handler(h) => h.call_handle(&mut *store, event).map(Raw::Handled),
+            Bound::Filter(f) => f.call_filter(&mut *store, handle).map(Raw::Verdict),
+            Bound::Handler(h) => h.call_handle(&mut *store, handle).map(Raw::Handled),
         };
         warm.calls += 1;
         let stderr_tail = self.drain_output(store);
@@ -181,8 +185,8 @@ impl Plugin {
             }
             Ok(Raw::Handled(Ok(list))) => {
                 let mut out = std::mem::take(&mut call.emitted);
-                for e in &list {
-                    out.push((e.type_.clone(), self.ctx.check_emitted(e, &mut call)?));
+                for e in list {
+                    out.push(self.ctx.check_emitted(e, &mut call)?);
                 }
                 Ok(Output::Emitted(out))
             }

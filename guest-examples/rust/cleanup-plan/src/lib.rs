@@ -69,8 +69,8 @@ impl Rules {
 }
 
 impl Guest for CleanupPlan {
-    fn handle(event: Event) -> Result<Vec<Emitted>, HandlerError> {
-        let body: Value = serde_json::from_str(&event.data)
+    fn handle(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
+        let body: Value = serde_json::from_str(&event.data())
             .map_err(|e| HandlerError { message: format!("event data is not JSON: {e}"), retryable: false })?;
         // Our own answers (action_done) come back through the router: nothing to do.
         if !matches!(body["kind"].as_str(), Some("action" | "event")) {

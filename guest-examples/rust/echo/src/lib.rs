@@ -39,11 +39,12 @@ struct Data {
 }
 
 impl Guest for Echo {
-    fn handle(event: Event) -> Result<Vec<Emitted>, HandlerError> {
-        let request: Request = serde_json::from_str(&event.data)
+    fn handle(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
+        let (data, correlation_id) = (event.data(), event.correlation_id());
+        let request: Request = serde_json::from_str(&data)
             .map_err(|e| HandlerError { message: format!("not an echo request: {e}"), retryable: false })?;
         let response = Response {
-            meta: Meta { correlation_id: event.correlation_id.as_deref(), priority: event.priority },
+            meta: Meta { correlation_id: correlation_id.as_deref(), priority: event.priority() },
             data: Data { response: format!("Reply to: {}", request.message) },
             errors: [],
             passed: true,

@@ -15,8 +15,8 @@ use eventyard::plugin::config;
 struct Generator;
 
 impl Guest for Generator {
-    fn handle(event: Event) -> Result<Vec<Emitted>, HandlerError> {
-        let run: Value = serde_json::from_str(&event.data)
+    fn handle(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
+        let run: Value = serde_json::from_str(&event.data())
             .map_err(|e| HandlerError { message: format!("event data is not JSON: {e}"), retryable: false })?;
         let conf: Value = serde_json::from_str(&config::get()).unwrap_or(Value::Null);
         let validator_type = conf.get("validator_type").and_then(Value::as_str).unwrap_or("GeneratorValidator");
@@ -25,16 +25,16 @@ impl Guest for Generator {
             .ok_or_else(|| HandlerError { message: "no validator_id".into(), retryable: false })?;
         let meta = &run["meta"];
         let execution =
-            meta["validator_execution_id"].as_str().map_or_else(|| format!("exec-{}", event.id), str::to_string);
+            meta["validator_execution_id"].as_str().map_or_else(|| format!("exec-{}", event.id()), str::to_string);
         let finalize = json!({
             "meta": {
-                "correlation_id": event.correlation_id,
+                "correlation_id": event.correlation_id(),
                 "request_id": meta["request_id"].as_str().unwrap_or(""),
                 "priority": meta["priority"].as_i64().unwrap_or(3),
             },
             "validator_id": validator_id,
             "validator_execution_id": execution,
-            "start_time": event.time,
+            "start_time": event.time(),
             "validator_type": validator_type,
             "proposed_change": run["proposed_change"].as_str().unwrap_or(""),
         });

@@ -42,7 +42,7 @@ fn recurse(n: u64) -> u64 {
 }
 
 impl Guest for Hostile {
-    fn handle(_event: Event) -> Result<Vec<Emitted>, HandlerError> {
+    fn handle(_event: &Event) -> Result<Vec<Emitted>, HandlerError> {
         let conf: Value = serde_json::from_str(&config::get()).unwrap_or(Value::Null);
         let echo = |data: String| Emitted { type_: "infrahub/send.echo.request".into(), data };
         match conf["mode"].as_str().unwrap_or("") {

@@ -16,8 +16,8 @@ use eventyard::plugin::metrics;
 struct Metrics;
 
 impl Guest for Metrics {
-    fn handle(event: Event) -> Result<Vec<Emitted>, HandlerError> {
-        let body: Value = serde_json::from_str(&event.data)
+    fn handle(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
+        let body: Value = serde_json::from_str(&event.data())
             .map_err(|e| HandlerError { message: format!("event data is not JSON: {e}"), retryable: false })?;
         if !matches!(body["kind"].as_str(), Some("action" | "event")) {
             return Ok(Vec::new());

@@ -38,17 +38,17 @@ impl Rule {
 }
 
 impl Guest for PriorityFilter {
-    fn filter(event: Event) -> Verdict {
+    fn filter(event: &Event) -> Verdict {
         let Rule { min, max } = *RULE.get_or_init(Rule::from_config);
-        if u64::from(event.priority) < min {
-            return Verdict::Drop(format!("priority {} is below {min}", event.priority));
+        if u64::from(event.priority()) < min {
+            return Verdict::Drop(format!("priority {} is below {min}", event.priority()));
         }
         let Some(max) = max else { return Verdict::Keep };
-        let Ok(mut data) = serde_json::from_str::<Value>(&event.data) else { return Verdict::Keep };
+        let Ok(mut data) = serde_json::from_str::<Value>(&event.data()) else { return Verdict::Keep };
         match data.pointer_mut("/meta/priority") {
             Some(p) if p.as_u64().is_some_and(|p| p > max) => {
                 *p = Value::from(max);
-                Verdict::Replace(Emitted { type_: event.type_, data: data.to_string() })
+                Verdict::Replace(Emitted { type_: event.type_(), data: data.to_string() })
             }
             _ => Verdict::Keep,
         }
