@@ -4,6 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -13,6 +14,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 #[derive(Clone)]
 pub struct Captured {
     inner: Arc<Mutex<Buffer>>,
+    /// Set by every write, so that draining a stream nobody wrote to takes no lock.
+    written: Arc<AtomicBool>,
     capacity: usize,
 }
 
@@ -24,10 +27,11 @@ struct Buffer {
 
 impl Captured {
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Arc::new(Mutex::new(Buffer::default())), capacity }
+        Self { inner: Arc::new(Mutex::new(Buffer::default())), written: Arc::default(), capacity }
     }
 
     fn push(&self, data: &[u8]) {
+        self.written.store(true, Ordering::Release);
         let mut b = self.inner.lock().expect("capture lock");
         let room = self.capacity.saturating_sub(b.bytes.len());
         let take = room.min(data.len());
@@ -37,6 +41,9 @@ impl Captured {
 
     /// Takes what was written since the last drain, and how many bytes were dropped.
     pub fn drain(&self) -> (Bytes, usize) {
+        if !self.written.swap(false, Ordering::Acquire) {
+            return (Bytes::new(), 0);
+        }
         let mut b = self.inner.lock().expect("capture lock");
         let dropped = std::mem::take(&mut b.dropped);
         (b.bytes.split().freeze(), dropped)
