@@ -37,6 +37,11 @@ pub const MIN_PLUGIN_MEMORY: usize = 1024 * 1024;
 pub const BUILTIN_PREFIX: &str = "builtin:";
 /// The embedded default config `eventyard serve` uses when given none.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+/// Log segment size: large enough that rolling is rare, small enough that a finished one
+/// is deleted soon.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Log size past which ingestion answers 503 (unfinished events are piling up).
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Consecutive failures that trip a plugin's circuit breaker, and how long it stays open.
 pub const DEFAULT_BREAKER_FAILURES: u32 = 20;
 pub const DEFAULT_BREAKER_COOL_DOWN_MS: u64 = 30_000;
@@ -64,6 +69,7 @@ pub struct Config {
     /// Where precompiled plugins (and later the event log) are kept.
     pub data_dir: PathBuf,
     pub pipeline: PipelineConfig,
+    pub store: StoreConfig,
     #[serde(rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     #[serde(rename = "route")]
@@ -82,6 +88,45 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self { workers: 0, queue: DEFAULT_QUEUE, hop_limit: DEFAULT_HOP_LIMIT }
+    }
+}
+
+/// `[store]`: the durable event log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `group` (default: appends arriving together share one fdatasync before their 202),
+    /// `always` (one fdatasync per request), `off` (no sync; survives a process crash, not
+    /// a power loss).
+    pub durability: DurabilityMode,
+    /// How long the writer gathers appends before a group sync (µs); 0 = sync as soon as
+    /// the previous sync is done. A 202 waits at most about this plus one sync.
+    pub group_window_us: u64,
+    /// A segment file is closed past this size; finished segments are deleted.
+    pub segment_bytes: u64,
+    /// Past this much log on disk, ingestion answers 503 instead of filling the disk.
+    pub max_bytes: u64,
+    /// Where the log lives; default `<data_dir>/log`.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    Always,
+    Group,
+    Off,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            durability: DurabilityMode::Group,
+            group_window_us: 0,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_bytes: DEFAULT_MAX_LOG_BYTES,
+            dir: None,
+        }
     }
 }
 
@@ -241,6 +286,7 @@ impl Default for Config {
             schemas: SchemaConfig::default(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pipeline: PipelineConfig::default(),
+            store: StoreConfig::default(),
             plugins: Vec::new(),
             routes: Vec::new(),
         }
@@ -274,7 +320,10 @@ impl Config {
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.schemas.source, &mut config.schemas.dir].into_iter().flatten() {
+        if config.data_dir.is_relative() {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for p in [&mut config.schemas.source, &mut config.schemas.dir, &mut config.store.dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -310,6 +359,12 @@ impl Config {
             return Err(ConfigError::Invalid { key: "schemas", message: "set `source` or `dir`, not both".into() });
         }
         positive("pipeline.queue", self.pipeline.queue)?;
+        if self.store.segment_bytes < 4096 || self.store.max_bytes < self.store.segment_bytes {
+            return Err(ConfigError::Invalid {
+                key: "store",
+                message: "segment_bytes must be at least 4096 and max_bytes at least segment_bytes".into(),
+            });
+        }
         let bad = |key: String, message: String| ConfigError::Plugin { key, message };
         for (i, p) in self.plugins.iter().enumerate() {
             let key = |k: &str| format!("plugin[{i}] ({}).{k}", p.name);

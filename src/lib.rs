@@ -9,6 +9,7 @@
 //! - [`ingest`]: the axum app: native events, CloudEvents, NDJSON, schemas, subscriptions;
 //! - [`router`]: accepted events, type patterns, the subscriber bus, routes, the plugin
 //!   pipeline and the dead letters;
+//! - [`store`]: the durable event log (local segment log; a NATS backend later);
 //! - [`wasm`]: the sandboxed Wasm plugin host (one engine, one `bindgen!`, limits, imports);
 //! - [`metrics`]: counters exported at `/metrics`;
 //! - [`config`]: the TOML config and its defaults;
@@ -23,4 +24,5 @@ pub mod metrics;
 pub mod router;
 pub mod schema;
 pub mod server;
+pub mod store;
 pub mod wasm;

@@ -3,16 +3,19 @@
 //! thing on port 0.
 
 use crate::catalog::Catalog;
-use crate::config::{Config, RouteConfig, BUILTIN_PREFIX};
+use crate::config::{Config, DurabilityMode, RouteConfig, BUILTIN_PREFIX};
 use crate::ingest::{self, AppState};
 use crate::metrics::{Metrics, PluginSamples};
 use crate::router::pattern::TypePattern;
 use crate::router::pipeline::{Matcher, Route};
 use crate::router::Pipeline;
 use crate::schema::{Registry, SchemaError, Strictness};
+use crate::store::local::LocalOptions;
+use crate::store::{Durability, EventStore, LocalStore, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Why the router could not start; each names the config key or file at fault.
@@ -24,6 +27,8 @@ pub enum StartError {
     Plugin { plugin: String, source: WasmError },
     #[error("{key}: {message}")]
     Config { key: String, message: String },
+    #[error("event log: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The compiled schemas a config asks for: the built-in catalogue, the user's Markdown
@@ -45,13 +50,22 @@ pub fn registry(config: &Config) -> Result<Registry, SchemaError> {
 pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
     let registry = Arc::new(registry(config)?);
     let samples = Arc::new(PluginSamples::default());
-    let pipeline = if config.plugins.is_empty() {
-        Pipeline::with_routes(config, registry.clone(), vec![], vec![], samples)
-    } else {
-        let plugins = load_plugins(config, &registry, &samples)?;
-        let routes = config.routes.iter().enumerate().map(|(i, r)| route(i, r, &plugins)).collect::<Result<_, _>>()?;
-        Pipeline::with_routes(config, registry.clone(), plugins, routes, samples)
+    let plugins = if config.plugins.is_empty() { Vec::new() } else { load_plugins(config, &registry, &samples)? };
+    let routes: Vec<Route> =
+        config.routes.iter().enumerate().map(|(i, r)| route(i, r, &plugins)).collect::<Result<_, _>>()?;
+    let options = LocalOptions {
+        dir: config.store.dir.clone().unwrap_or_else(|| config.data_dir.join("log")),
+        durability: match config.store.durability {
+            DurabilityMode::Always => Durability::Always,
+            DurabilityMode::Group => Durability::Group { window: Duration::from_micros(config.store.group_window_us) },
+            DurabilityMode::Off => Durability::Off,
+        },
+        segment_bytes: config.store.segment_bytes,
+        max_bytes: config.store.max_bytes,
     };
+    let (store, recovered) = LocalStore::open(&options, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some((store, recovered)));
     Ok(Arc::new(AppState {
         registry,
         pipeline: Arc::new(pipeline),
@@ -131,6 +145,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let state = state(config)?;
     tracing::info!(addr = %listener.local_addr()?, event_types = state.registry.len(), "eventyard listening");
-    ingest::serve(listener, state, shutdown).await?;
+    ingest::serve(listener, state.clone(), shutdown).await?;
+    // HTTP has stopped taking events; let the workers finish what they are on and sync the log.
+    state.pipeline.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }

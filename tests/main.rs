@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod config;
 mod corpus;
+mod durability;
 mod http;
 mod plugins;
 mod sandbox;

@@ -1,8 +1,9 @@
 //! `POST /v1/events`: CloudEvents 1.0 over HTTP (structured, binary and batch modes) and
 //! NDJSON batches. The CloudEvents `type` is the event type, `data` the native payload.
 
-use super::events::{accept, Envelope};
+use super::events::{prepare, Envelope};
 use super::{body, body::MediaType, ApiError, AppState};
+use crate::router::Event;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -38,15 +39,21 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Err(e) => return state.answer(Err(e)),
     };
     match media {
-        MediaType::CloudEventBatch => batch(&state, &bytes),
-        MediaType::Ndjson => super::ndjson::batch(&state, &bytes),
-        MediaType::CloudEvent => state.answer(body::parse_json(&bytes).and_then(|v| structured(&state, v))),
-        _ => state.answer(body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data))),
+        MediaType::CloudEventBatch => batch(&state, &bytes).await,
+        MediaType::Ndjson => super::ndjson::batch(&state, &bytes).await,
+        MediaType::CloudEvent => {
+            let prepared = body::parse_json(&bytes).and_then(|v| structured(&state, v));
+            state.answer(state.admit_one(prepared).await)
+        }
+        _ => {
+            let prepared = body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data));
+            state.answer(state.admit_one(prepared).await)
+        }
     }
 }
 
 /// Structured mode: the whole CloudEvent is the JSON body.
-fn structured(state: &AppState, event: Value) -> Result<String, ApiError> {
+fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
     let Value::Object(mut attrs) = event else {
         return Err(ApiError::InvalidCloudEvent {
             missing: vec![],
@@ -69,15 +76,15 @@ fn structured(state: &AppState, event: Value) -> Result<String, ApiError> {
     let envelope = checked_envelope(|k| get(&attrs, k))?;
     let type_name = get(&attrs, "type").expect("checked above");
     let data = attrs.remove("data").unwrap_or(Value::Null);
-    accept(state, &type_name, data, envelope)
+    prepare(state, &type_name, data, envelope)
 }
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.
-fn binary_mode(state: &AppState, headers: &HeaderMap, data: Value) -> Result<String, ApiError> {
+fn binary_mode(state: &AppState, headers: &HeaderMap, data: Value) -> Result<Event, ApiError> {
     let get = |k: &str| headers.get(format!("ce-{k}")).and_then(|v| v.to_str().ok()).map(str::to_string);
     let envelope = checked_envelope(get)?;
     let type_name = get("type").expect("checked above");
-    accept(state, &type_name, data, envelope)
+    prepare(state, &type_name, data, envelope)
 }
 
 /// Checks the required attributes (naming every missing one) and the optional `time`.
@@ -108,13 +115,14 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.
-fn batch(state: &AppState, bytes: &[u8]) -> Response {
+async fn batch(state: &AppState, bytes: &[u8]) -> Response {
     let events = match body::parse_json(bytes) {
         Ok(Value::Array(a)) => a,
         Ok(_) => return state.answer(Err(ApiError::BadRequest("a CloudEvents batch is a JSON array".into()))),
         Err(e) => return state.answer(Err(e)),
     };
-    let results = events.into_iter().enumerate().map(|(i, ev)| ("index", i, state.count(structured(state, ev))));
+    let prepared = events.into_iter().map(|ev| structured(state, ev)).collect();
+    let results = state.admit(prepared).await.into_iter().enumerate().map(|(i, r)| ("index", i, state.count(r)));
     batch_response(results)
 }
 

@@ -6,8 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
+    #[error("no accepted event has id `{id}` (or it is older than the status window)")]
+    UnknownEvent { id: String },
     #[error("event does not match the schema of {type_name}")]
     Validation { type_name: String, errors: Vec<Violation> },
     #[error("unknown event type `{name}`")]
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound => "not_found",
             ApiError::Overloaded => "overloaded",
+            ApiError::UnknownEvent { .. } => "unknown_event",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnknownEvent { .. } => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,6 +116,15 @@ impl From<SchemaError> for ApiError {
         match e {
             SchemaError::UnknownType { name, suggestions } => ApiError::UnknownType { name, suggestions },
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::router::AcceptError> for ApiError {
+    fn from(e: crate::router::AcceptError) -> Self {
+        match e {
+            crate::router::AcceptError::Overloaded => ApiError::Overloaded,
+            crate::router::AcceptError::Store(e) => ApiError::Internal(format!("event log: {e}")),
         }
     }
 }

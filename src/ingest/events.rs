@@ -22,19 +22,20 @@ pub struct Envelope {
     pub raw: Option<Arc<str>>,
 }
 
-/// Looks the type up, then [`accept_typed`].
-pub fn accept(state: &AppState, type_name: &str, data: Value, envelope: Envelope) -> Result<String, ApiError> {
-    accept_typed(state, state.registry.get(type_name)?, data, envelope)
+/// Looks the type up, then [`prepare_typed`].
+pub fn prepare(state: &AppState, type_name: &str, data: Value, envelope: Envelope) -> Result<Event, ApiError> {
+    prepare_typed(state.registry.get(type_name)?, data, envelope)
 }
 
-/// Validates and accepts one event: the single path every ingestion mode goes through.
-pub fn accept_typed(state: &AppState, ty: &EventType, data: Value, envelope: Envelope) -> Result<String, ApiError> {
+/// Validates one event and gives it an id: the single path every ingestion mode goes
+/// through before [`AppState::admit`].
+pub fn prepare_typed(ty: &EventType, data: Value, envelope: Envelope) -> Result<Event, ApiError> {
     if let Err(errors) = ty.validate(&data) {
         return Err(ApiError::Validation { type_name: ty.name.to_string(), errors });
     }
     let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let event = Event {
-        id: id.clone(),
+    Ok(Event {
+        id,
         type_name: ty.name.clone(),
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
         priority: ty.priority_of(&data),
@@ -42,9 +43,7 @@ pub fn accept_typed(state: &AppState, ty: &EventType, data: Value, envelope: Env
         data,
         hops: 0,
         raw: envelope.raw,
-    };
-    state.pipeline.accept(event).map_err(|_| ApiError::Overloaded)?;
-    Ok(id)
+    })
 }
 
 pub async fn post_native(
@@ -66,10 +65,19 @@ pub async fn post_native(
         let data = body::parse_json(&bytes)?;
         // Plugins get the body as sent; valid JSON is valid UTF-8, so this never fails.
         let raw = state.pipeline.has_routes().then(|| std::str::from_utf8(&bytes).ok().map(Arc::from)).flatten();
-        accept_typed(&state, ty, data, Envelope { raw, ..Envelope::default() })
+        prepare_typed(ty, data, Envelope { raw, ..Envelope::default() })
     }
     .await;
-    Ok(state.answer(result))
+    Ok(state.answer(state.admit_one(result).await))
+}
+
+/// `GET /v1/events/{id}`: where an accepted event is (queued, in progress, processed with
+/// what was emitted, dead-lettered with why).
+pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match state.pipeline.core().statuses.get(&id) {
+        Some(s) => Ok(axum::Json(s).into_response()),
+        None => Err(ApiError::UnknownEvent { id }),
+    }
 }
 
 /// `202 {"id": ...}`, written directly: this is the hot path.

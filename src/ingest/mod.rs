@@ -23,7 +23,7 @@ pub use error::ApiError;
 
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
-use crate::router::Pipeline;
+use crate::router::{Event, Pipeline};
 use crate::schema::Registry;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,6 +53,33 @@ impl AppState {
         result
     }
 
+    /// Hands prepared events to the pipeline in one go (one log append, one sync) and
+    /// turns each into its id or its error; a failure of the whole append fails them all.
+    async fn admit(&self, prepared: Vec<Result<Event, ApiError>>) -> Vec<Result<String, ApiError>> {
+        let (mut ids, mut events) = (Vec::with_capacity(prepared.len()), Vec::new());
+        for p in prepared {
+            ids.push(p.map(|e| {
+                let id = e.id.clone();
+                events.push(e);
+                id
+            }));
+        }
+        if events.is_empty() {
+            return ids;
+        }
+        match self.pipeline.accept(events).await {
+            Ok(()) => ids,
+            Err(e) => {
+                let err = ApiError::from(e);
+                ids.into_iter().map(|r| r.and_then(|_| Err(err.clone()))).collect()
+            }
+        }
+    }
+
+    async fn admit_one(&self, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
+        self.admit(vec![prepared]).await.pop().expect("one result per event")
+    }
+
     /// The response to a single-event request.
     fn answer(&self, result: Result<String, ApiError>) -> Response {
         match self.count(result) {
@@ -65,7 +92,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/v1/events", post(cloudevents::post))
-        .route("/v1/events/{*type}", post(events::post_native))
+        .route("/v1/events/{*type}", post(events::post_native).get(events::status))
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{*type}", get(schemas::get))
         .route("/v1/subscribe", get(subscribe::subscribe))

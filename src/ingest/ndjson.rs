@@ -3,8 +3,9 @@
 //! with a result per line (its 1-based line number), so one bad line never hides the rest.
 
 use super::cloudevents::batch_response;
-use super::events::{accept, Envelope};
+use super::events::{prepare, Envelope};
 use super::{ApiError, AppState};
+use crate::router::Event;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,20 +20,22 @@ struct Line {
     id: Option<String>,
 }
 
-pub fn batch(state: &AppState, bytes: &[u8]) -> Response {
-    let results = bytes
+pub async fn batch(state: &AppState, bytes: &[u8]) -> Response {
+    let (lines, prepared): (Vec<usize>, Vec<_>) = bytes
         .split(|&b| b == b'\n')
         .enumerate()
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, l)| ("line", i + 1, state.count(one(state, l))));
-    batch_response(results)
+        .map(|(i, l)| (i + 1, one(state, l)))
+        .unzip();
+    let results = state.admit(prepared).await;
+    batch_response(lines.into_iter().zip(results).map(|(line, r)| ("line", line, state.count(r))))
 }
 
-fn one(state: &AppState, line: &[u8]) -> Result<String, ApiError> {
+fn one(state: &AppState, line: &[u8]) -> Result<Event, ApiError> {
     // One pass straight into the line's shape; syntax errors and shape errors are told apart.
     let line: Line = serde_json::from_slice(line).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::InvalidBatchLine { message: e.to_string() },
         _ => ApiError::MalformedJson { line: e.line(), column: e.column(), message: e.to_string() },
     })?;
-    accept(state, &line.type_name, line.data, Envelope { id: line.id, ..Envelope::default() })
+    prepare(state, &line.type_name, line.data, Envelope { id: line.id, ..Envelope::default() })
 }

@@ -5,15 +5,17 @@ pub mod bus;
 pub mod dead_letters;
 pub mod pattern;
 pub mod pipeline;
+pub mod queue;
+pub mod status;
 
-pub use pipeline::{Overloaded, Pipeline};
+pub use pipeline::{AcceptError, Pipeline};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// An event that passed validation and was given an id.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
@@ -25,7 +27,7 @@ pub struct Event {
     /// 1 (lowest) to 5 (highest).
     pub priority: u8,
     /// The CloudEvents `source`, or `plugin:<name>` for events a plugin emitted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub data: Value,
     /// How many plugin emissions led to this event (0 for ingested ones).

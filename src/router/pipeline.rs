@@ -8,10 +8,13 @@
 use super::bus::Bus;
 use super::dead_letters::DeadLetters;
 use super::pattern::TypePattern;
+use super::queue::JobQueue;
+use super::status::{self, State, StatusBoard};
 use super::Event;
 use crate::config::{Config, World};
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
+use crate::store::{Emission, EventStore, FailureNote, Outcome, Recovered, StoreError};
 use crate::wasm::bindings::Verdict;
 use crate::wasm::host::PluginEvent;
 use crate::wasm::plugin::Output;
@@ -19,7 +22,7 @@ use crate::wasm::{Checked, Failure, FailureKind, Plugin};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Matches event types by glob or regex.
 pub enum Matcher {
@@ -43,9 +46,16 @@ pub struct Route {
     pub handlers: Vec<Arc<Plugin>>,
 }
 
-/// The queue is full: the caller should answer 503 with `Retry-After`.
-#[derive(Debug)]
-pub struct Overloaded;
+/// Why events could not be accepted; nothing of them was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The queue or the log is full: answer 503 with `Retry-After`.
+    #[error("the router is at capacity")]
+    Overloaded,
+    /// The log could not be written.
+    #[error(transparent)]
+    Store(StoreError),
+}
 
 #[derive(Default)]
 pub struct PipelineCounters {
@@ -53,12 +63,21 @@ pub struct PipelineCounters {
     pub dropped: AtomicU64,
     pub emitted: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Unfinished events found in the log at start-up and processed again.
+    pub recovered: AtomicU64,
+}
+
+/// A routed event waiting for a worker. `reserved`: it holds a queue reservation (new
+/// events do; recovered ones do not).
+struct Job {
+    event: Event,
+    reserved: bool,
 }
 
 pub struct Pipeline {
     pub bus: Bus,
     core: Arc<Core>,
-    queue: Option<crossbeam_channel::Sender<Event>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// What the workers share.
@@ -69,12 +88,16 @@ pub struct Core {
     pub dead_letters: DeadLetters,
     pub counters: PipelineCounters,
     pub samples: Arc<PluginSamples>,
+    /// Where every accepted event is, for `GET /v1/events/{id}`.
+    pub statuses: StatusBoard,
     bus: Bus,
     hop_limit: u8,
+    queue: JobQueue<Job>,
+    store: Option<Arc<dyn EventStore>>,
 }
 
 impl Pipeline {
-    /// A pipeline with no plugins: accepted events only reach subscribers.
+    /// A pipeline with no plugins and no log: accepted events only reach subscribers.
     pub fn new(subscriber_buffer: usize) -> Self {
         Self::with_routes(
             &Config { subscribers: crate::config::SubscriberConfig { buffer: subscriber_buffer }, ..Config::default() },
@@ -82,17 +105,25 @@ impl Pipeline {
             vec![],
             vec![],
             Arc::default(),
+            None,
         )
     }
 
+    /// Starts the workers; `store` is the durable log and what it recovered (unfinished
+    /// events are processed again, finished ones are remembered for status lookups).
     pub fn with_routes(
         config: &Config,
         registry: Arc<Registry>,
         plugins: Vec<Arc<Plugin>>,
         routes: Vec<Route>,
         samples: Arc<PluginSamples>,
+        store: Option<(Arc<dyn EventStore>, Recovered)>,
     ) -> Self {
         let bus = Bus::new(config.subscribers.buffer);
+        let (store, recovered) = match store {
+            Some((s, r)) => (Some(s), r),
+            None => (None, Recovered::default()),
+        };
         let core = Arc::new(Core {
             registry,
             routes,
@@ -100,40 +131,71 @@ impl Pipeline {
             dead_letters: DeadLetters::default(),
             counters: PipelineCounters::default(),
             samples,
+            statuses: StatusBoard::default(),
             bus: bus.clone(),
             hop_limit: config.pipeline.hop_limit,
+            queue: JobQueue::new(config.pipeline.queue),
+            store,
         });
-        let queue = (!core.routes.is_empty()).then(|| {
-            let (tx, rx) = crossbeam_channel::bounded::<Event>(config.pipeline.queue);
-            let workers = match config.pipeline.workers {
+        for (event, outcome) in recovered.finished {
+            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, status::finished(outcome));
+        }
+        let mut workers = Vec::new();
+        if !core.routes.is_empty() {
+            let n = match config.pipeline.workers {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             };
-            for i in 0..workers {
-                let (rx, core) = (rx.clone(), core.clone());
-                std::thread::Builder::new()
+            for i in 0..n {
+                let core = core.clone();
+                let worker = std::thread::Builder::new()
                     .name(format!("eventyard-worker-{i}"))
                     .spawn(move || {
-                        for event in rx {
-                            core.process(&event);
+                        while let Some(job) = core.queue.pop(|j| j.reserved) {
+                            core.run(job.event);
                         }
                     })
                     .expect("spawn pipeline worker");
+                workers.push(worker);
             }
-            tx
-        });
-        Self { bus, core, queue }
+        }
+        core.counters.recovered.fetch_add(recovered.pending.len() as u64, Ordering::Relaxed);
+        for event in recovered.pending {
+            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
+            core.queue.push(event.priority, Job { event, reserved: false });
+        }
+        Self { bus, core, workers: Mutex::new(workers) }
     }
 
-    /// Takes an accepted event: subscribers see it at once; routed events are queued.
-    pub fn accept(&self, event: Event) -> Result<(), Overloaded> {
-        self.bus.publish(&event);
-        match &self.queue {
-            Some(q) if self.core.routes.iter().any(|r| r.matcher.matches(&event.type_name)) => {
-                q.try_send(event).map_err(|_| Overloaded)
+    /// Takes accepted (validated) events: written to the log and acknowledged by it (as
+    /// durably as configured) before this returns; then subscribers see them and routed
+    /// ones are queued for the workers. All or nothing: on an error none was accepted.
+    pub async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+        let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
+        let reserve = routed.iter().filter(|r| **r).count();
+        self.core.queue.reserve(reserve).map_err(|_| AcceptError::Overloaded)?;
+        if let Some(store) = &self.core.store {
+            let durable = match store.append(&events, &routed) {
+                Ok(ack) => ack.await.unwrap_or(Err(StoreError::Closed)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = durable {
+                self.core.queue.release(reserve);
+                return Err(match e {
+                    StoreError::Full { .. } => AcceptError::Overloaded,
+                    other => AcceptError::Store(other),
+                });
             }
-            _ => Ok(()),
         }
+        for (event, routed) in events.into_iter().zip(routed) {
+            self.bus.publish(&event);
+            let state = if routed { State::Queued } else { State::Processed { outcome: Default::default() } };
+            self.core.statuses.insert(&event.id, event.type_name.clone(), event.priority, state);
+            if routed {
+                self.core.queue.push(event.priority, Job { event, reserved: true });
+            }
+        }
+        Ok(())
     }
 
     /// Whether any route exists (then events are worth preparing for plugins).
@@ -145,14 +207,40 @@ impl Pipeline {
         &self.core
     }
 
-    /// Runs one event through the routes on the calling thread (benchmarks, `plugin test`).
-    pub fn process_now(&self, event: &Event) {
-        self.core.process(event);
+    /// Graceful stop: workers finish the event they are on and stop; what is still queued
+    /// stays unfinished in the log and is processed at the next start; the log is synced.
+    pub async fn shutdown(&self) {
+        self.core.queue.close();
+        let workers = std::mem::take(&mut *self.workers.lock().expect("workers"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
+        if let Some(store) = &self.core.store {
+            let _ = store.flush().await;
+        }
     }
 }
 
 impl Core {
-    fn process(&self, event: &Event) {
+    fn is_routed(&self, type_name: &str) -> bool {
+        self.routes.iter().any(|r| r.matcher.matches(type_name))
+    }
+
+    /// Processes one event to the end and records what became of it.
+    fn run(&self, event: Event) {
+        self.statuses.set(&event.id, State::InProgress);
+        let mut outcome = Outcome::default();
+        self.process(&event, &mut outcome);
+        if let Some(store) = &self.store {
+            store.complete(&event, &outcome);
+        }
+        self.statuses.set(&event.id, status::finished(outcome));
+    }
+
+    fn process(&self, event: &Event, outcome: &mut Outcome) {
         'routes: for route in self.routes.iter().filter(|r| r.matcher.matches(&event.type_name)) {
             self.counters.routed.fetch_add(1, Ordering::Relaxed);
             let mut current = std::borrow::Cow::Borrowed(event);
@@ -163,6 +251,7 @@ impl Core {
                     Ok(Output::Verdict(Verdict::Drop(reason))) => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
+                        outcome.dropped.push((f.name().to_string(), reason));
                         continue 'routes;
                     }
                     Ok(Output::Verdict(Verdict::Replace(r))) => {
@@ -172,14 +261,14 @@ impl Core {
                                 wit = plugin_event(&current);
                             }
                             Err(fail) => {
-                                self.dead_letter(&current, f, route, fail);
+                                self.dead_letter(&current, f, route, fail, outcome);
                                 continue 'routes;
                             }
                         }
                     }
                     Ok(Output::Emitted(_)) => unreachable!("filters answer with verdicts"),
                     Err(fail) => {
-                        self.dead_letter(&current, f, route, fail);
+                        self.dead_letter(&current, f, route, fail, outcome);
                         continue 'routes;
                     }
                 }
@@ -188,11 +277,11 @@ impl Core {
                 match h.call(&wit) {
                     Ok(Output::Emitted(events)) => {
                         for e in events {
-                            self.emit(h, route, &current, e);
+                            self.emit(h, route, &current, e, outcome);
                         }
                     }
                     Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
-                    Err(fail) => self.dead_letter(&current, h, route, fail),
+                    Err(fail) => self.dead_letter(&current, h, route, fail, outcome),
                 }
             }
         }
@@ -221,7 +310,7 @@ impl Core {
     }
 
     /// Routes one checked emitted event like any other, one hop further.
-    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked) {
+    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked, outcome: &mut Outcome) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
@@ -238,16 +327,34 @@ impl Core {
                 FailureKind::HopLimit,
                 format!("emitted event went past the hop limit of {}", self.hop_limit),
             );
-            self.dead_letter(&event, from, route, f);
+            self.dead_letter(&event, from, route, f, outcome);
             return;
         }
         self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+        outcome.emitted.push(Emission {
+            plugin: from.name().to_string(),
+            type_name: event.type_name.to_string(),
+            id: event.id.clone(),
+        });
         self.bus.publish(&event);
-        self.process(&event);
+        self.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::InProgress);
+        // Emitted events are processed here, before their parent is finished: a crash in
+        // between processes the parent (and so re-emits them) again.
+        let mut own = Outcome::default();
+        self.process(&event, &mut own);
+        outcome.failed.extend(own.failed.iter().cloned());
+        outcome.emitted.extend(own.emitted.iter().cloned());
+        self.statuses.set(&event.id, status::finished(own));
     }
 
-    fn dead_letter(&self, event: &Event, plugin: &Plugin, route: &Route, failure: Failure) {
+    fn dead_letter(&self, event: &Event, plugin: &Plugin, route: &Route, failure: Failure, outcome: &mut Outcome) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        outcome.failed.push(FailureNote {
+            plugin: plugin.name().to_string(),
+            kind: failure.kind.as_str().to_string(),
+            message: failure.message.clone(),
+            attempts: 1,
+        });
         self.dead_letters.push(event, plugin.name(), &route.name, failure);
     }
 

@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct Server {
     pub addr: SocketAddr,
     _stop: oneshot::Sender<()>,
+    /// This server's own event log (the artifact cache is shared).
+    _log: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -32,6 +34,10 @@ impl Server {
             // One artifact cache for the whole test run: each component compiles once.
             config.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("eventyard-data");
         }
+        let log = config.store.dir.is_none().then(|| tempfile::tempdir().expect("temp dir for the log"));
+        if let Some(dir) = &log {
+            config.store.dir = Some(dir.path().to_path_buf());
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -39,7 +45,7 @@ impl Server {
         tokio::spawn(eventyard::ingest::serve(listener, state, async move {
             let _ = stopped.await;
         }));
-        Server { addr, _stop: stop }
+        Server { addr, _stop: stop, _log: log }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,178 @@
+//! [`LocalStore`]: the segment log as an [`EventStore`], for one machine with no external
+//! service. Keeps, per segment, how many of its routed events are still unfinished; once
+//! the oldest segments hold none, the writer deletes them (compaction), so disk use is
+//! bounded by the unfinished events plus at most one segment of finished ones... and by
+//! `max_bytes`, past which appends are refused (back-pressure) instead of filling the disk.
+
+use super::segment::{self, Command, Writer};
+use super::{Ack, Durability, EventStore, Outcome, Record, Recovered, StoreError};
+use crate::router::Event;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Settings of the local log (from `[store]` in the config).
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// Appends are refused (503) while the log holds more than this.
+    pub max_bytes: u64,
+}
+
+pub struct LocalStore {
+    tx: crossbeam_channel::Sender<Command>,
+    /// The segment appends currently go to (never less than where they really land).
+    current: Arc<AtomicU64>,
+    /// Bytes of all segments on disk.
+    bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+    tracking: Mutex<Tracking>,
+}
+
+/// Which unfinished routed events live in which segment.
+#[derive(Default)]
+struct Tracking {
+    segment_of: HashMap<String, u64>,
+    unfinished: BTreeMap<u64, usize>,
+    deleted_below: u64,
+}
+
+impl LocalStore {
+    /// Opens (or creates) the log in `options.dir`, recovers what it holds, and starts the
+    /// writer on a fresh segment. `routed` says which recovered events need processing.
+    pub fn open(
+        options: &LocalOptions,
+        routed: impl Fn(&Event) -> bool,
+    ) -> Result<(LocalStore, Recovered), StoreError> {
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let (recovered, tracking, next, bytes) = recover(dir, routed)?;
+        let writer = Writer::open(dir, next, options.durability, options.segment_bytes)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let current = Arc::new(AtomicU64::new(next));
+        let bytes = Arc::new(AtomicU64::new(bytes));
+        let (cur, b) = (current.clone(), bytes.clone());
+        std::thread::Builder::new()
+            .name("eventyard-log".into())
+            .spawn(move || writer.with_bytes(b).run(rx, move |n| cur.store(n, Ordering::Release)))
+            .map_err(|e| StoreError::io(dir, e))?;
+        let store = LocalStore { tx, current, bytes, max_bytes: options.max_bytes, tracking: Mutex::new(tracking) };
+        store.compact(&mut store.tracking.lock().expect("tracking"));
+        Ok((store, recovered))
+    }
+
+    fn compact(&self, t: &mut Tracking) {
+        let oldest_needed = t.unfinished.keys().next().copied().unwrap_or_else(|| self.current.load(Ordering::Acquire));
+        if oldest_needed > t.deleted_below {
+            t.deleted_below = oldest_needed;
+            let _ = self.tx.send(Command::DeleteBelow(oldest_needed));
+        }
+    }
+}
+
+impl EventStore for LocalStore {
+    fn append(&self, events: &[Event], routed: &[bool]) -> Result<Ack, StoreError> {
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if bytes > self.max_bytes {
+            return Err(StoreError::Full { bytes });
+        }
+        let mut frames = Vec::with_capacity(events.len() * 512);
+        for event in events {
+            segment::frame_event(event, &mut frames);
+        }
+        let (ack, rx) = oneshot::channel();
+        {
+            let mut t = self.tracking.lock().expect("tracking");
+            let seg = self.current.load(Ordering::Acquire);
+            for (event, _) in events.iter().zip(routed).filter(|(_, routed)| **routed) {
+                if t.segment_of.insert(event.id.clone(), seg).is_none() {
+                    *t.unfinished.entry(seg).or_default() += 1;
+                }
+            }
+        }
+        self.tx
+            .send(Command::Append { frames, records: events.len(), ack: Some(ack) })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    fn complete(&self, event: &Event, outcome: &Outcome) {
+        let mut frames = Vec::with_capacity(256);
+        segment::frame(&Record::Done { id: event.id.clone(), outcome: outcome.clone() }, &mut frames);
+        let _ = self.tx.send(Command::Append { frames, records: 1, ack: None });
+        let mut t = self.tracking.lock().expect("tracking");
+        if let Some(seg) = t.segment_of.remove(&event.id) {
+            if let Some(n) = t.unfinished.get_mut(&seg) {
+                *n -= 1;
+                if *n == 0 {
+                    t.unfinished.remove(&seg);
+                    self.compact(&mut t);
+                }
+            }
+        }
+    }
+
+    fn flush(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Flush(tx));
+        rx
+    }
+
+    fn pending_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads every segment, cuts a torn tail, and sorts events into unfinished and finished.
+/// Returns also the tracking of the unfinished, the next segment number and the bytes on disk.
+fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tracking, u64, u64), StoreError> {
+    let mut order: Vec<(u64, Event)> = Vec::new();
+    let mut done: HashMap<String, Outcome> = HashMap::new();
+    let mut next = 1;
+    let mut bytes = 0;
+    for (number, path) in segment::segments(dir)? {
+        let (records, good) = segment::read_segment(&path)?;
+        let len = std::fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?.len();
+        if good < len {
+            tracing::warn!(path = %path.display(), kept = good, cut = len - good, "cutting a torn record off the log");
+            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+            f.set_len(good).and_then(|_| f.sync_all()).map_err(|e| StoreError::io(&path, e))?;
+        }
+        bytes += good;
+        for r in records {
+            match r {
+                Record::Event { event } => order.push((number, event)),
+                Record::Done { id, outcome } => {
+                    done.insert(id, outcome);
+                }
+            }
+        }
+        next = number + 1;
+    }
+    let mut recovered = Recovered::default();
+    let mut tracking = Tracking::default();
+    let mut seen = std::collections::HashSet::new();
+    for (seg, event) in order {
+        if !seen.insert(event.id.clone()) {
+            continue;
+        }
+        match done.remove(&event.id) {
+            Some(outcome) => recovered.finished.push((event, outcome)),
+            None if routed(&event) => {
+                tracking.segment_of.insert(event.id.clone(), seg);
+                *tracking.unfinished.entry(seg).or_default() += 1;
+                recovered.pending.push(event);
+            }
+            None => recovered.finished.push((event, Outcome::default())),
+        }
+    }
+    if !recovered.pending.is_empty() {
+        tracing::info!(events = recovered.pending.len(), "recovered unfinished events from the log");
+    }
+    Ok((recovered, tracking, next, bytes))
+}

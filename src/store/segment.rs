@@ -1,0 +1,247 @@
+//! A segment log of our own: numbered append-only files of checksummed records, one
+//! writer thread that commits in groups, recovery that stops at the first torn record, and
+//! compaction that deletes the oldest segments once everything in them is finished.
+//!
+//! Why our own and not an embedded database: the access pattern is a pure append-only
+//! journal read back only at start-up, where a file append plus one `fdatasync` per group
+//! is the cheapest durable write there is; a B-tree store (redb, sled) would add a
+//! write-ahead log and page writes on top for features we do not use.
+//!
+//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` (payload = one JSON [`Record`]).
+
+use super::{Durability, Record, StoreError};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Largest record accepted back at recovery; anything bigger is a torn or foreign write.
+pub const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
+const HEADER: usize = 8;
+
+/// One write request for the writer thread.
+pub enum Command {
+    Append {
+        frames: Vec<u8>,
+        records: usize,
+        ack: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    /// Delete segments numbered below this one (everything in them is finished).
+    DeleteBelow(u64),
+    /// Write and sync everything queued, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A record that borrows its event, so appending never clones one.
+#[derive(serde::Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum RecordRef<'a> {
+    Event { event: &'a crate::router::Event },
+}
+
+/// Frames one accepted event (read back as [`Record::Event`]).
+pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
+    frame(&RecordRef::Event { event }, out);
+}
+
+pub fn frame(record: &impl serde::Serialize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    serde_json::to_writer(&mut *out, record).expect("records always serialise");
+    let len = (out.len() - start - HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}.seg"))
+}
+
+/// The segment files of `dir`, oldest first, as (number, path).
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let path = entry.map_err(|e| StoreError::io(dir, e))?.path();
+        let number = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        if let (Some(n), Some("seg")) = (number, path.extension().and_then(|e| e.to_str())) {
+            out.push((n, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every whole, intact record of a segment; returns them and the byte length of the
+/// intact prefix (a crash can leave a torn record at the end: it is cut off there).
+pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut records, mut good) = (Vec::new(), 0u64);
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    loop {
+        if read_full(&mut reader, &mut header).map_err(|e| StoreError::io(path, e))? < HEADER {
+            break;
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > MAX_RECORD_BYTES {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        if read_full(&mut reader, &mut payload).map_err(|e| StoreError::io(path, e))? < payload.len()
+            || crc32fast::hash(&payload) != crc
+        {
+            break;
+        }
+        match serde_json::from_slice::<Record>(&payload) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), offset = good, error = %e, "skipping an unreadable record")
+            }
+        }
+        good += (HEADER + payload.len()) as u64;
+    }
+    Ok((records, good))
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The writer thread's state: the open segment and what it has written.
+pub struct Writer {
+    dir: PathBuf,
+    durability: Durability,
+    segment_bytes: u64,
+    number: u64,
+    file: File,
+    written: u64,
+    /// Bytes of all segments on disk, shared with the store (back-pressure, metrics).
+    bytes: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Opens a fresh segment numbered `number` (segments are never appended to after a
+    /// restart, so a torn tail in an old one stays where recovery cut it).
+    pub fn open(dir: &Path, number: u64, durability: Durability, segment_bytes: u64) -> Result<Writer, StoreError> {
+        let path = segment_path(dir, number);
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            durability,
+            segment_bytes,
+            number,
+            file,
+            written: 0,
+            bytes: Arc::default(),
+        })
+    }
+
+    pub fn with_bytes(mut self, bytes: Arc<AtomicU64>) -> Self {
+        self.bytes = bytes;
+        self
+    }
+
+    /// Serves commands until every sender is gone: drains what is queued, writes it in
+    /// one go, syncs once per group (or per append with `Durability::Always`), then acks.
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<Command>, on_roll: impl Fn(u64)) {
+        let mut acks = Vec::new();
+        let mut buf = Vec::with_capacity(1 << 20);
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            if let Durability::Group { window } = self.durability {
+                if !window.is_zero() {
+                    std::thread::sleep(window.min(Duration::from_millis(50)));
+                }
+            }
+            let started = Instant::now();
+            let mut flushes = Vec::new();
+            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+                match cmd {
+                    Command::Append { frames, records: _, ack } => {
+                        buf.extend_from_slice(&frames);
+                        acks.extend(ack);
+                        if self.durability == Durability::Always {
+                            let r = self.commit(&mut buf, true, &on_roll);
+                            answer(&mut acks, &r);
+                        }
+                    }
+                    Command::DeleteBelow(n) => self.delete_below(n),
+                    Command::Flush(done) => flushes.push(done),
+                }
+                // Bound a group so one ack never waits behind an unbounded burst.
+                if buf.len() >= 8 << 20 || started.elapsed() > Duration::from_millis(20) {
+                    break;
+                }
+            }
+            let sync = self.durability != Durability::Off || !flushes.is_empty();
+            let r = self.commit(&mut buf, sync, &on_roll);
+            answer(&mut acks, &r);
+            for f in flushes {
+                let _ = f.send(());
+            }
+        }
+        let _ = self.commit(&mut buf, true, &on_roll);
+    }
+
+    fn commit(&mut self, buf: &mut Vec<u8>, sync: bool, on_roll: &impl Fn(u64)) -> Result<(), StoreError> {
+        if !buf.is_empty() {
+            let path = segment_path(&self.dir, self.number);
+            self.file.write_all(buf).map_err(|e| StoreError::io(&path, e))?;
+            self.written += buf.len() as u64;
+            self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            buf.clear();
+            if sync {
+                self.file.sync_data().map_err(|e| StoreError::io(&path, e))?;
+            }
+        }
+        if self.written >= self.segment_bytes {
+            self.file.sync_data().map_err(|e| StoreError::io(&self.dir, e))?;
+            *self = Writer::open(&self.dir, self.number + 1, self.durability, self.segment_bytes)?
+                .with_bytes(self.bytes.clone());
+            on_roll(self.number);
+        }
+        Ok(())
+    }
+
+    fn delete_below(&self, n: u64) {
+        let Ok(list) = segments(&self.dir) else { return };
+        for (number, path) in list.into_iter().filter(|(k, _)| *k < n && *k < self.number) {
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    self.bytes.fetch_sub(len.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+                    tracing::debug!(segment = number, "compacted: every event in it is finished")
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot delete a finished segment"),
+            }
+        }
+    }
+}
+
+fn answer(acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>, r: &Result<(), StoreError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "event log write failed");
+    }
+    for ack in acks.drain(..) {
+        let _ = ack.send(r.clone());
+    }
+}
+
+/// Makes a new file's directory entry durable too.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}

@@ -1,0 +1,275 @@
+//! Nothing accepted is lost: the real `eventyard` binary is killed with SIGKILL in the
+//! middle of a stream from several clients, restarted on the same data directory, and every
+//! event that was answered 202 ends processed (with its handler's effect) or dead-lettered.
+
+use crate::support::{client, guest, post, Server};
+use eventyard::config::Config;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The router as a child process on a free port, with `config` in `dir`.
+struct Router {
+    child: Child,
+    base: String,
+}
+
+impl Router {
+    async fn start(dir: &Path, config: &str) -> Router {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let path = dir.join("eventyard.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{config}")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client().get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "router did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Router { child, base }
+    }
+
+    async fn status(&self, id: &str) -> Value {
+        let res = client().get(format!("{}/v1/events/{id}", self.base)).send().await.unwrap();
+        res.json().await.unwrap()
+    }
+
+    /// Waits until the event is finished; returns its status.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(id).await;
+            if matches!(s["state"].as_str(), Some("processed" | "dead_lettered")) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} never finished: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ECHO: &str = r#"
+[[plugin]]
+name = "echo"
+component = "builtin:echo"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+
+[[route]]
+match = "infrahub/send.echo.request"
+handlers = ["echo"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_answered_202_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut router = Router::start(dir.path(), ECHO).await;
+    // Four clients stream events; the router is killed while they are at it.
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let base = router.base.clone();
+        clients.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for i in 0..2000 {
+                let body = json!({ "message": format!("c{c}-{i}") });
+                let sent =
+                    client().post(format!("{base}/v1/events/infrahub/send.echo.request")).json(&body).send().await;
+                match sent {
+                    Ok(res) if res.status() == 202 => {
+                        accepted.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string())
+                    }
+                    Ok(res) => panic!("unexpected {}", res.status()),
+                    Err(_) => break, // the router is gone
+                }
+            }
+            accepted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Command::new("kill").args(["-9", &router.child.id().to_string()]).status().unwrap();
+    let _ = router.child.wait();
+    let mut accepted = Vec::new();
+    for c in clients {
+        accepted.extend(c.await.unwrap());
+    }
+    assert!(accepted.len() > 100, "the kill came too early to prove anything ({} accepted)", accepted.len());
+    assert!(accepted.len() < 8000, "the kill came after the stream ended");
+
+    let restarted = Router::start(dir.path(), ECHO).await;
+    for id in &accepted {
+        let s = restarted.finished(id).await;
+        assert_eq!(s["state"], "processed", "{s}");
+        let emitted = s["emitted"].as_array().unwrap();
+        assert_eq!(emitted.len(), 1, "the echo handler's answer is recorded: {s}");
+        assert_eq!(emitted[0]["type"], "infrahub/response/send.echo.request");
+    }
+    drop(router);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_nothing_queued_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = format!(
+        r#"
+[pipeline]
+workers = 1
+
+[[plugin]]
+name = "slow"
+component = "{}"
+world = "handler"
+config = {{ mode = "loop" }}
+limits = {{ deadline_ms = 30 }}
+breaker = {{ failures = 0 }}
+
+[[route]]
+match = "fixinventory/collect"
+handlers = ["slow"]
+"#,
+        guest("hostile")
+    );
+    let mut router = Router::start(dir.path(), &slow).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let res = client()
+            .post(format!("{}/v1/events/fixinventory/collect", router.base))
+            .json(&json!({ "kind": "event", "message_type": "collect", "data": {} }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    Command::new("kill").args(["-TERM", &router.child.id().to_string()]).status().unwrap();
+    let status = router.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends with exit 0");
+
+    // Each call takes its 30 ms deadline: most were still queued at SIGTERM. They are not lost.
+    let restarted = Router::start(dir.path(), &slow).await;
+    for id in &ids {
+        let s = restarted.finished(id).await;
+        assert_eq!(s["state"], "dead_lettered", "{s}");
+        assert_eq!(s["failed"][0]["kind"], "deadline");
+    }
+}
+
+#[tokio::test]
+async fn event_status_shows_what_became_of_each_event() {
+    let toml = format!(
+        "{}\n[[plugin]]\nname = \"boom\"\ncomponent = \"{}\"\nworld = \"handler\"\nconfig = {{ mode = \"trap\" }}\n[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"boom\"]\n",
+        ECHO.replace("builtin:echo", &guest("echo")),
+        guest("hostile")
+    );
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let get = |id: String| {
+        let url = s.url(&format!("/v1/events/{id}"));
+        async move { client().get(url).send().await.unwrap() }
+    };
+    let wait = |id: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v: Value = get(id.clone()).await.json().await.unwrap();
+            if v["state"] != "queued" && v["state"] != "in_progress" {
+                return v;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let echo = post(&s, "infrahub/send.echo.request", json!({ "message": "hi" })).await;
+    let v = wait(echo.clone()).await;
+    assert_eq!(v["state"], "processed");
+    assert_eq!(v["type"], "infrahub/send.echo.request");
+    assert_eq!(v["priority"], 5);
+    assert_eq!(v["emitted"][0]["plugin"], "echo");
+    let reply = v["emitted"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(wait(reply).await["type"], "infrahub/response/send.echo.request");
+
+    let boom =
+        post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
+    let v = wait(boom).await;
+    assert_eq!(v["state"], "dead_lettered");
+    assert_eq!((v["failed"][0]["plugin"].as_str(), v["failed"][0]["kind"].as_str()), (Some("boom"), Some("trap")));
+
+    // No route: processed as soon as it is durable.
+    let unrouted =
+        post(&s, "fixinventory/cleanup", json!({ "kind": "event", "message_type": "cleanup", "data": {} })).await;
+    let v: Value = get(unrouted).await.json().await.unwrap();
+    assert_eq!((v["state"].as_str(), v["emitted"].as_array().map(Vec::len)), (Some("processed"), Some(0)));
+    let res = get("no-such-id".into()).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unknown_event");
+}
+
+fn event(i: usize) -> eventyard::router::Event {
+    eventyard::router::Event {
+        id: format!("e-{i}"),
+        type_name: "infrahub/send.echo.request".into(),
+        time: time::OffsetDateTime::now_utc(),
+        priority: 3,
+        source: None,
+        data: json!({ "message": format!("m{i}") }),
+        hops: 0,
+        raw: None,
+    }
+}
+
+#[tokio::test]
+async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
+    use eventyard::store::local::LocalOptions;
+    use eventyard::store::{Durability, EventStore, LocalStore, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        dir: dir.path().to_path_buf(),
+        durability: Durability::Group { window: Duration::ZERO },
+        segment_bytes: 4096,
+        max_bytes: 1 << 30,
+    };
+    {
+        let (store, recovered) = LocalStore::open(&options, |_| true).unwrap();
+        assert!(recovered.pending.is_empty());
+        for chunk in (0..100).collect::<Vec<_>>().chunks(10) {
+            let events: Vec<_> = chunk.iter().map(|&i| event(i)).collect();
+            store.append(&events, &vec![true; events.len()]).unwrap().await.unwrap().unwrap();
+        }
+        for i in 0..50 {
+            store.complete(&event(i), &Outcome::default());
+        }
+        store.flush().await.unwrap();
+    }
+    // A crash in the middle of a write leaves half a record at the end.
+    let segments = eventyard::store::segment::segments(dir.path()).unwrap();
+    let last = &segments.last().unwrap().1;
+    let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(f);
+
+    let (store, recovered) = LocalStore::open(&options, |_| true).unwrap();
+    let pending: Vec<&str> = recovered.pending.iter().map(|e| e.id.as_str()).collect();
+    let expected: Vec<String> = (50..100).map(|i| format!("e-{i}")).collect();
+    assert_eq!(pending, expected.iter().map(String::as_str).collect::<Vec<_>>(), "oldest first, none lost");
+    // Segments holding only finished events were already deleted in the first run.
+    assert!(recovered.finished.len() < 50, "{} finished events still on disk", recovered.finished.len());
+    // Finishing everything lets the writer delete every segment before its current one.
+    let before = eventyard::store::segment::segments(dir.path()).unwrap().len();
+    for e in &recovered.pending {
+        store.complete(e, &Outcome::default());
+    }
+    store.flush().await.unwrap();
+    let after = eventyard::store::segment::segments(dir.path()).unwrap().len();
+    assert!(before > 2 && after == 1, "segments before {before}, after {after}");
+}
