@@ -10,6 +10,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Largest single event body: 1 MiB, far above any documented event, small enough that a
 /// flood of oversized requests cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long an event id is remembered for idempotency (bounded also by the status board's
+/// capacity, the newest 200,000 events).
+pub const DEFAULT_IDEMPOTENCY_WINDOW_SECS: u64 = 24 * 3600;
 /// Largest batch body (CloudEvents batch or NDJSON): room for thousands of events.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Events a WebSocket subscriber may fall behind before it skips the oldest.
@@ -257,6 +260,9 @@ pub struct RouteConfig {
 pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
+    /// An event whose id (CloudEvents `id`, NDJSON `id`, or `Idempotency-Key` header) was
+    /// accepted less than this long ago is answered like the first and processed once.
+    pub idempotency_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -295,7 +301,11 @@ impl Default for Config {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, max_batch_bytes: DEFAULT_MAX_BATCH_BYTES }
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            idempotency_window_secs: DEFAULT_IDEMPOTENCY_WINDOW_SECS,
+        }
     }
 }
 

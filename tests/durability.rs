@@ -273,3 +273,58 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     let after = eventyard::store::segment::segments(dir.path()).unwrap().len();
     assert!(before > 2 && after == 1, "segments before {before}, after {after}");
 }
+
+#[tokio::test]
+async fn a_resent_event_is_answered_like_the_first_and_processed_once() {
+    let s = Server::with_config(Config::parse(&ECHO.replace("builtin:echo", &guest("echo"))).unwrap()).await;
+    let send = |key: &'static str| {
+        let url = s.url("/v1/events/infrahub/send.echo.request");
+        async move {
+            let res = client()
+                .post(url)
+                .header("idempotency-key", key)
+                .json(&json!({ "message": "once" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+            res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(send("order-42").await, "order-42");
+    assert_eq!(send("order-42").await, "order-42", "the retry gets the first answer");
+    // CloudEvents ids and NDJSON ids are idempotency keys too, also within one batch.
+    let ce = json!({ "specversion": "1.0", "id": "ce-1", "source": "test", "type": "infrahub/send.echo.request",
+                     "data": { "message": "once" } });
+    for _ in 0..2 {
+        let res = client()
+            .post(s.url("/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .json(&ce)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    let line = r#"{"type":"infrahub/send.echo.request","id":"nd-1","data":{"message":"once"}}"#;
+    let res = client()
+        .post(s.url("/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{line}\n{line}\n"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["accepted"], 2);
+    assert_eq!((body["results"][0]["id"].as_str(), body["results"][1]["id"].as_str()), (Some("nd-1"), Some("nd-1")));
+    crate::support::wait_metric(&s, r#"eventyard_plugin_calls_total{plugin="echo"}"#, 3.0).await;
+    assert_eq!(crate::support::metric(&s, "eventyard_events_duplicate_total").await, Some(3.0));
+    let bad = client()
+        .post(s.url("/v1/events/infrahub/send.echo.request"))
+        .header("idempotency-key", "x".repeat(300))
+        .json(&json!({ "message": "once" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}

@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// Longest `Idempotency-Key` accepted (it becomes the event id, kept in the status board).
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
 /// What a producer may say about an event besides its data.
 #[derive(Debug, Default)]
 pub struct Envelope {
@@ -65,7 +68,17 @@ pub async fn post_native(
         let data = body::parse_json(&bytes)?;
         // Plugins get the body as sent; valid JSON is valid UTF-8, so this never fails.
         let raw = state.pipeline.has_routes().then(|| std::str::from_utf8(&bytes).ok().map(Arc::from)).flatten();
-        prepare_typed(ty, data, Envelope { raw, ..Envelope::default() })
+        // The producer's idempotency key is the event's id: a retry is answered like the first.
+        let id = match headers.get("idempotency-key").map(|v| v.to_str()) {
+            Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_string()),
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                )))
+            }
+            None => None,
+        };
+        prepare_typed(ty, data, Envelope { raw, id, ..Envelope::default() })
     }
     .await;
     Ok(state.answer(state.admit_one(result).await))

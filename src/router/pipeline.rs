@@ -65,6 +65,8 @@ pub struct PipelineCounters {
     pub dead_lettered: AtomicU64,
     /// Unfinished events found in the log at start-up and processed again.
     pub recovered: AtomicU64,
+    /// Events answered as duplicates (an id seen within the idempotency window).
+    pub duplicates: AtomicU64,
 }
 
 /// A routed event waiting for a worker. `reserved`: it holds a queue reservation (new
@@ -94,6 +96,7 @@ pub struct Core {
     hop_limit: u8,
     queue: JobQueue<Job>,
     store: Option<Arc<dyn EventStore>>,
+    idempotency_window: std::time::Duration,
 }
 
 impl Pipeline {
@@ -136,9 +139,11 @@ impl Pipeline {
             hop_limit: config.pipeline.hop_limit,
             queue: JobQueue::new(config.pipeline.queue),
             store,
+            idempotency_window: std::time::Duration::from_secs(config.ingest.idempotency_window_secs),
         });
         for (event, outcome) in recovered.finished {
-            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, status::finished(outcome));
+            let state = status::finished(outcome);
+            core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, state, event.time);
         }
         let mut workers = Vec::new();
         if !core.routes.is_empty() {
@@ -161,7 +166,7 @@ impl Pipeline {
         }
         core.counters.recovered.fetch_add(recovered.pending.len() as u64, Ordering::Relaxed);
         for event in recovered.pending {
-            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
+            core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, State::Queued, event.time);
             core.queue.push(event.priority, Job { event, reserved: false });
         }
         Self { bus, core, workers: Mutex::new(workers) }
@@ -170,10 +175,28 @@ impl Pipeline {
     /// Takes accepted (validated) events: written to the log and acknowledged by it (as
     /// durably as configured) before this returns; then subscribers see them and routed
     /// ones are queued for the workers. All or nothing: on an error none was accepted.
+    ///
+    /// An event whose id was accepted within the idempotency window is a duplicate: it is
+    /// answered like the first (same id) and not stored or processed again.
     pub async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+        let window = self.core.idempotency_window;
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| {
+                let fresh = self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window);
+                if !fresh {
+                    self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                fresh
+            })
+            .collect();
+        let unclaim = |events: &[Event]| events.iter().for_each(|e| self.core.statuses.unclaim(&e.id));
         let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
         let reserve = routed.iter().filter(|r| **r).count();
-        self.core.queue.reserve(reserve).map_err(|_| AcceptError::Overloaded)?;
+        if self.core.queue.reserve(reserve).is_err() {
+            unclaim(&events);
+            return Err(AcceptError::Overloaded);
+        }
         if let Some(store) = &self.core.store {
             let durable = match store.append(&events, &routed) {
                 Ok(ack) => ack.await.unwrap_or(Err(StoreError::Closed)),
@@ -181,6 +204,7 @@ impl Pipeline {
             };
             if let Err(e) = durable {
                 self.core.queue.release(reserve);
+                unclaim(&events);
                 return Err(match e {
                     StoreError::Full { .. } => AcceptError::Overloaded,
                     other => AcceptError::Store(other),
@@ -189,8 +213,9 @@ impl Pipeline {
         }
         for (event, routed) in events.into_iter().zip(routed) {
             self.bus.publish(&event);
-            let state = if routed { State::Queued } else { State::Processed { outcome: Default::default() } };
-            self.core.statuses.insert(&event.id, event.type_name.clone(), event.priority, state);
+            if !routed {
+                self.core.statuses.set(&event.id, State::Processed { outcome: Default::default() });
+            }
             if routed {
                 self.core.queue.push(event.priority, Job { event, reserved: true });
             }
@@ -366,6 +391,12 @@ impl Core {
             ("eventyard_events_dropped_total", "Events a filter dropped.", &c.dropped),
             ("eventyard_events_emitted_total", "Events plugins emitted and the router accepted.", &c.emitted),
             ("eventyard_events_dead_lettered_total", "Events a plugin failed on.", &c.dead_lettered),
+            (
+                "eventyard_events_duplicate_total",
+                "Events answered as duplicates of one accepted before.",
+                &c.duplicates,
+            ),
+            ("eventyard_events_recovered_total", "Unfinished events recovered from the log at start-up.", &c.recovered),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }

@@ -35,6 +35,10 @@ pub enum State {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// When the router accepted it (or, for events recovered from the log, their time):
+    /// the idempotency window counts from here.
+    #[serde(skip)]
+    pub accepted_at: time::OffsetDateTime,
     pub id: String,
     #[serde(rename = "type")]
     pub type_name: Arc<str>,
@@ -56,8 +60,36 @@ struct Board {
 
 impl StatusBoard {
     pub fn insert(&self, id: &str, type_name: Arc<str>, priority: u8, state: State) {
+        self.insert_at(id, type_name, priority, state, time::OffsetDateTime::now_utc());
+    }
+
+    /// [`insert`](Self::insert) with the time it was accepted (recovery uses the event's).
+    pub fn insert_at(&self, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
+        self.inner.lock().expect("status board").put(id, type_name, priority, state, at);
+    }
+
+    /// Inserts `id` as queued unless it was accepted less than `window` ago: false for a
+    /// duplicate. Atomic, so two concurrent copies of one event cannot both be accepted.
+    pub fn claim(&self, id: &str, type_name: Arc<str>, priority: u8, window: std::time::Duration) -> bool {
+        let now = time::OffsetDateTime::now_utc();
         let mut b = self.inner.lock().expect("status board");
-        let status = Status { id: id.to_string(), type_name, priority, state };
+        if b.map.get(id).is_some_and(|s| now - s.accepted_at < window) {
+            return false;
+        }
+        b.put(id, type_name, priority, State::Queued, now);
+        true
+    }
+
+    /// Forgets a claim whose event was not accepted after all.
+    pub fn unclaim(&self, id: &str) {
+        self.inner.lock().expect("status board").map.remove(id);
+    }
+}
+
+impl Board {
+    fn put(&mut self, id: &str, type_name: Arc<str>, priority: u8, state: State, accepted_at: time::OffsetDateTime) {
+        let b = self;
+        let status = Status { accepted_at, id: id.to_string(), type_name, priority, state };
         if b.map.insert(id.to_string(), status).is_none() {
             b.order.push_back(id.to_string());
             if b.order.len() > STATUS_CAPACITY {
@@ -67,7 +99,9 @@ impl StatusBoard {
             }
         }
     }
+}
 
+impl StatusBoard {
     pub fn set(&self, id: &str, state: State) {
         if let Some(s) = self.inner.lock().expect("status board").map.get_mut(id) {
             s.state = state;
