@@ -45,6 +45,10 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Log size past which ingestion answers 503 (unfinished events are piling up).
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Handler calls per event and route before a dead letter, and the back-off between them.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_RETRY_BASE_MS: u64 = 200;
+pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
 /// Consecutive failures that trip a plugin's circuit breaker, and how long it stays open.
 pub const DEFAULT_BREAKER_FAILURES: u32 = 20;
 pub const DEFAULT_BREAKER_COOL_DOWN_MS: u64 = 30_000;
@@ -253,6 +257,26 @@ pub struct RouteConfig {
     pub filters: Vec<String>,
     #[serde(default)]
     pub handlers: Vec<String>,
+    /// How a handler call that failed in a way that may pass (a retryable handler error, a
+    /// deadline, a failed output) is tried again before it becomes a dead letter.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Calls in all, the first included; 1 turns retries off.
+    pub max_attempts: u32,
+    /// The first wait; each next one doubles, up to `max_ms`, half of it random (jitter).
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: DEFAULT_MAX_ATTEMPTS, base_ms: DEFAULT_RETRY_BASE_MS, max_ms: DEFAULT_RETRY_MAX_MS }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -403,6 +427,9 @@ impl Config {
         }
         for (i, r) in self.routes.iter().enumerate() {
             let key = |k: &str| format!("route[{i}].{k}");
+            if r.retry.max_attempts == 0 || r.retry.base_ms == 0 || r.retry.max_ms < r.retry.base_ms {
+                return Err(bad(key("retry"), "max_attempts and base_ms must be > 0, max_ms >= base_ms".into()));
+            }
             if r.glob.is_some() == r.regex.is_some() {
                 return Err(bad(key("match"), "set exactly one of `match` (glob) or `regex`".into()));
             }

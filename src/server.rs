@@ -8,6 +8,7 @@ use crate::ingest::{self, AppState};
 use crate::metrics::{Metrics, PluginSamples};
 use crate::router::pattern::TypePattern;
 use crate::router::pipeline::{Matcher, Route};
+use crate::router::retry::{Clock, RetryPolicy, SystemClock};
 use crate::router::Pipeline;
 use crate::schema::{Registry, SchemaError, Strictness};
 use crate::store::local::LocalOptions;
@@ -48,6 +49,11 @@ pub fn registry(config: &Config) -> Result<Registry, SchemaError> {
 
 /// Everything a router serves from: compiled schemas, loaded plugins, the pipeline.
 pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
+    state_with_clock(config, Arc::new(SystemClock::default()))
+}
+
+/// [`state`] with the clock that times retries (tests drive a [`crate::router::retry::ManualClock`]).
+pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<AppState>, StartError> {
     let registry = Arc::new(registry(config)?);
     let samples = Arc::new(PluginSamples::default());
     let plugins = if config.plugins.is_empty() { Vec::new() } else { load_plugins(config, &registry, &samples)? };
@@ -65,7 +71,8 @@ pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
     };
     let (store, recovered) = LocalStore::open(&options, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some((store, recovered)));
+    let pipeline =
+        Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some((store, recovered)), clock);
     Ok(Arc::new(AppState {
         registry,
         pipeline: Arc::new(pipeline),
@@ -130,6 +137,11 @@ fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, St
         names.iter().filter_map(|n| plugins.iter().find(|p| p.name() == n).cloned()).collect()
     };
     Ok(Route {
+        retry: RetryPolicy {
+            max_attempts: r.retry.max_attempts,
+            base: Duration::from_millis(r.retry.base_ms),
+            max: Duration::from_millis(r.retry.max_ms),
+        },
         name: r.name.clone().unwrap_or_else(|| format!("route-{i}")),
         matcher,
         filters: pick(&r.filters),

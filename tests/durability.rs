@@ -328,3 +328,89 @@ async fn a_resent_event_is_answered_like_the_first_and_processed_once() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn failures_that_may_pass_are_retried_with_backoff_then_dead_lettered() {
+    use eventyard::router::retry::ManualClock;
+    use std::sync::Arc;
+    let toml = format!(
+        r#"
+[[plugin]]
+name = "busy"
+component = "{hostile}"
+world = "handler"
+config = {{ mode = "fail-retryable" }}
+breaker = {{ failures = 0 }}
+
+[[plugin]]
+name = "broken"
+component = "{hostile}"
+world = "handler"
+config = {{ mode = "read-env" }}
+
+[[route]]
+match = "fixinventory/collect"
+handlers = ["busy"]
+retry = {{ max_attempts = 3, base_ms = 1000, max_ms = 10000 }}
+
+[[route]]
+match = "fixinventory/cleanup"
+handlers = ["broken"]
+"#,
+        hostile = guest("hostile")
+    );
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(&toml).unwrap();
+    config.data_dir = dir.path().to_path_buf();
+    let s = Server::with_state(eventyard::server::state_with_clock(&config, clock.clone()).unwrap()).await;
+    let calls = r#"eventyard_plugin_calls_total{plugin="busy"}"#;
+    let status = |id: String| {
+        let url = s.url(&format!("/v1/events/{id}"));
+        async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let id = post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
+    crate::support::wait_metric(&s, calls, 1.0).await;
+    let mut v = status(id.clone()).await;
+    for _ in 0..100 {
+        if v["state"] == "retrying" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        v = status(id.clone()).await;
+    }
+    assert_eq!(
+        (v["state"].as_str(), v["attempt"].as_u64(), v["plugin"].as_str()),
+        (Some("retrying"), Some(1), Some("busy"))
+    );
+    assert_eq!(v["last_error"], "handler_error: upstream busy");
+    // The first wait is 1 s with equal jitter: between 0.5 and 1 s. Not before 0.5 s...
+    clock.advance(Duration::from_millis(450));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(crate::support::metric(&s, calls).await, Some(1.0), "no retry before half the back-off");
+    // ...and by 1 s it has happened.
+    clock.advance(Duration::from_millis(550));
+    crate::support::wait_metric(&s, calls, 2.0).await;
+    // The second wait doubles: 1 to 2 s.
+    clock.advance(Duration::from_millis(950));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(crate::support::metric(&s, calls).await, Some(2.0), "the back-off grows");
+    clock.advance(Duration::from_millis(1050));
+    crate::support::wait_metric(&s, calls, 3.0).await;
+    // Three attempts were allowed: now it is a dead letter, with the count.
+    let letters = crate::support::dead_letters(&s, "?plugin=busy", 1).await;
+    assert_eq!((letters[0]["kind"].as_str(), letters[0]["retryable"].as_bool()), (Some("handler_error"), Some(true)));
+    let mut v = status(id.clone()).await;
+    while v["state"] != "dead_lettered" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        v = status(id.clone()).await;
+    }
+    assert_eq!(v["failed"][0]["attempts"], 3);
+    assert_eq!(crate::support::metric(&s, "eventyard_handler_retries_total").await, Some(2.0));
+
+    // A failure that will not pass goes straight to the dead letters.
+    post(&s, "fixinventory/cleanup", json!({ "kind": "event", "message_type": "cleanup", "data": {} })).await;
+    let letters = crate::support::dead_letters(&s, "?plugin=broken", 1).await;
+    assert_eq!(letters[0]["retryable"], false);
+    assert_eq!(crate::support::metric(&s, r#"eventyard_plugin_calls_total{plugin="broken"}"#).await, Some(1.0));
+}

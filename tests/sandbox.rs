@@ -70,8 +70,9 @@ async fn hostile_plugins_are_stopped_and_good_events_all_get_through() {
     // A fuel budget: the same endless loop, stopped by fuel before its (long) deadline.
     toml += &hostile_plugin("hostile-fuel", "loop", "limits = { fuel = 5_000_000, deadline_ms = 10_000 }");
     names.push("\"hostile-fuel\"".into());
+    // One attempt each: this suite is about how each call is stopped, not about retries.
     toml += &format!(
-        "[[route]]\nname = \"hostile\"\nmatch = \"fixinventory/collect\"\nhandlers = [{}]\n",
+        "[[route]]\nname = \"hostile\"\nmatch = \"fixinventory/collect\"\nhandlers = [{}]\nretry = {{ max_attempts = 1 }}\n",
         names.join(", ")
     );
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;

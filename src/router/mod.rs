@@ -6,6 +6,7 @@ pub mod dead_letters;
 pub mod pattern;
 pub mod pipeline;
 pub mod queue;
+pub mod retry;
 pub mod status;
 
 pub use pipeline::{AcceptError, Pipeline};

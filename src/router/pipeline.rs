@@ -9,6 +9,7 @@ use super::bus::Bus;
 use super::dead_letters::DeadLetters;
 use super::pattern::TypePattern;
 use super::queue::JobQueue;
+use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler, SystemClock};
 use super::status::{self, State, StatusBoard};
 use super::Event;
 use crate::config::{Config, World};
@@ -42,6 +43,7 @@ impl Matcher {
 pub struct Route {
     pub name: String,
     pub matcher: Matcher,
+    pub retry: RetryPolicy,
     pub filters: Vec<Arc<Plugin>>,
     pub handlers: Vec<Arc<Plugin>>,
 }
@@ -67,13 +69,39 @@ pub struct PipelineCounters {
     pub recovered: AtomicU64,
     /// Events answered as duplicates (an id seen within the idempotency window).
     pub duplicates: AtomicU64,
+    /// Handler calls scheduled to be made again.
+    pub retries: AtomicU64,
 }
 
-/// A routed event waiting for a worker. `reserved`: it holds a queue reservation (new
-/// events do; recovered ones do not).
-struct Job {
+/// Work waiting for a worker.
+enum Job {
+    /// A routed event; `reserved`: it holds a queue reservation (new events do; recovered
+    /// ones do not).
+    Event { event: Event, reserved: bool },
+    /// A handler call to make again.
+    Retry(RetryTask),
+}
+
+/// What processing (part of) one accepted event produced.
+struct Run {
+    /// The accepted event's id.
+    root: String,
+    outcome: Outcome,
+    retries: Vec<RetryTask>,
+    last_error: String,
+}
+
+impl Run {
+    fn new(root: &str) -> Self {
+        Run { root: root.to_string(), outcome: Outcome::default(), retries: Vec::new(), last_error: String::new() }
+    }
+}
+
+/// An accepted event waiting for its retries.
+struct Inflight {
     event: Event,
-    reserved: bool,
+    outcome: Outcome,
+    remaining: usize,
 }
 
 pub struct Pipeline {
@@ -97,6 +125,8 @@ pub struct Core {
     queue: JobQueue<Job>,
     store: Option<Arc<dyn EventStore>>,
     idempotency_window: std::time::Duration,
+    retries: Arc<Scheduler>,
+    inflight: Mutex<HashMap<String, Inflight>>,
 }
 
 impl Pipeline {
@@ -109,6 +139,7 @@ impl Pipeline {
             vec![],
             Arc::default(),
             None,
+            Arc::new(SystemClock::default()),
         )
     }
 
@@ -121,6 +152,7 @@ impl Pipeline {
         routes: Vec<Route>,
         samples: Arc<PluginSamples>,
         store: Option<(Arc<dyn EventStore>, Recovered)>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let bus = Bus::new(config.subscribers.buffer);
         let (store, recovered) = match store {
@@ -140,6 +172,8 @@ impl Pipeline {
             queue: JobQueue::new(config.pipeline.queue),
             store,
             idempotency_window: std::time::Duration::from_secs(config.ingest.idempotency_window_secs),
+            retries: Scheduler::new(clock),
+            inflight: Mutex::default(),
         });
         for (event, outcome) in recovered.finished {
             let state = status::finished(outcome);
@@ -156,18 +190,32 @@ impl Pipeline {
                 let worker = std::thread::Builder::new()
                     .name(format!("eventyard-worker-{i}"))
                     .spawn(move || {
-                        while let Some(job) = core.queue.pop(|j| j.reserved) {
-                            core.run(job.event);
+                        while let Some(job) = core.queue.pop(|j| matches!(j, Job::Event { reserved: true, .. })) {
+                            match job {
+                                Job::Event { event, .. } => core.run(event),
+                                Job::Retry(task) => core.retry(task),
+                            }
                         }
                     })
                     .expect("spawn pipeline worker");
                 workers.push(worker);
             }
+            let c = core.clone();
+            let scheduler = std::thread::Builder::new()
+                .name("eventyard-retries".into())
+                .spawn(move || {
+                    c.retries.run(|task| {
+                        let priority = task.event.priority;
+                        c.queue.push(priority, Job::Retry(task));
+                    })
+                })
+                .expect("spawn retry scheduler");
+            workers.push(scheduler);
         }
         core.counters.recovered.fetch_add(recovered.pending.len() as u64, Ordering::Relaxed);
         for event in recovered.pending {
             core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, State::Queued, event.time);
-            core.queue.push(event.priority, Job { event, reserved: false });
+            core.queue.push(event.priority, Job::Event { event, reserved: false });
         }
         Self { bus, core, workers: Mutex::new(workers) }
     }
@@ -217,7 +265,7 @@ impl Pipeline {
                 self.core.statuses.set(&event.id, State::Processed { outcome: Default::default() });
             }
             if routed {
-                self.core.queue.push(event.priority, Job { event, reserved: true });
+                self.core.queue.push(event.priority, Job::Event { event, reserved: true });
             }
         }
         Ok(())
@@ -236,6 +284,7 @@ impl Pipeline {
     /// stays unfinished in the log and is processed at the next start; the log is synced.
     pub async fn shutdown(&self) {
         self.core.queue.close();
+        self.core.retries.stop();
         let workers = std::mem::take(&mut *self.workers.lock().expect("workers"));
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
@@ -254,19 +303,92 @@ impl Core {
         self.routes.iter().any(|r| r.matcher.matches(type_name))
     }
 
-    /// Processes one event to the end and records what became of it.
+    /// Processes one accepted event; it is finished now, or once its retries are done.
     fn run(&self, event: Event) {
         self.statuses.set(&event.id, State::InProgress);
-        let mut outcome = Outcome::default();
-        self.process(&event, &mut outcome);
-        if let Some(store) = &self.store {
-            store.complete(&event, &outcome);
-        }
-        self.statuses.set(&event.id, status::finished(outcome));
+        let mut run = Run::new(&event.id);
+        self.process(&event, &mut run);
+        self.settle(Some(event), run, 0);
     }
 
-    fn process(&self, event: &Event, outcome: &mut Outcome) {
-        'routes: for route in self.routes.iter().filter(|r| r.matcher.matches(&event.type_name)) {
+    /// Calls a handler again for an accepted event.
+    fn retry(&self, task: RetryTask) {
+        let route = &self.routes[task.route];
+        let handler = &route.handlers[task.handler];
+        let mut run = Run::new(&task.root);
+        match handler.call(&plugin_event(&task.event)) {
+            Ok(Output::Emitted(events)) => {
+                for e in events {
+                    self.emit(handler, route, &task.event, e, &mut run);
+                }
+            }
+            Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
+            Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, &mut run),
+        }
+        self.settle(None, run, 1);
+    }
+
+    /// Adds what some work on an accepted event produced; schedules its retries; once none
+    /// is left, finishes the event (the `done` record in the log, the final status).
+    /// `first`: the event itself, on its first pass. `finished_tasks`: retries this work ended.
+    fn settle(&self, first: Option<Event>, run: Run, finished_tasks: usize) {
+        let Run { root, outcome, retries, last_error } = run;
+        let done = {
+            let mut inflight = self.inflight.lock().expect("inflight");
+            let Some(entry) = (match first {
+                Some(event) => Some(inflight.entry(root.clone()).or_insert(Inflight {
+                    event,
+                    outcome: Outcome::default(),
+                    remaining: 0,
+                })),
+                None => inflight.get_mut(&root),
+            }) else {
+                return;
+            };
+            entry.outcome.emitted.extend(outcome.emitted);
+            entry.outcome.failed.extend(outcome.failed);
+            entry.outcome.dropped.extend(outcome.dropped);
+            entry.remaining = (entry.remaining + retries.len()).saturating_sub(finished_tasks);
+            if entry.remaining == 0 {
+                inflight.remove(&root)
+            } else {
+                None
+            }
+        };
+        for task in retries {
+            let delay = self.routes[task.route].retry.delay(task.attempt);
+            let plugin = self.routes[task.route].handlers[task.handler].name().to_string();
+            let next_at = time::OffsetDateTime::now_utc() + delay;
+            let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
+            self.statuses.set(&root, state);
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.retries.schedule(task, delay);
+        }
+        if let Some(done) = done {
+            if let Some(store) = &self.store {
+                store.complete(&done.event, &done.outcome);
+            }
+            self.statuses.set(&done.event.id, status::finished(done.outcome));
+        }
+    }
+
+    /// A handler call failed: retried later when the failure may pass and the route allows
+    /// more attempts, else a dead letter.
+    fn handler_failed(&self, event: &Event, route: usize, handler: usize, fail: Failure, attempts: u32, run: &mut Run) {
+        let policy = self.routes[route].retry;
+        if fail.retryable && attempts < policy.max_attempts {
+            run.last_error = format!("{}: {}", fail.kind.as_str(), fail.message);
+            let task = RetryTask { root: run.root.clone(), event: event.clone(), route, handler, attempt: attempts };
+            run.retries.push(task);
+        } else {
+            let r = &self.routes[route];
+            self.dead_letter(event, &r.handlers[handler], r, fail, attempts, run);
+        }
+    }
+
+    fn process(&self, event: &Event, run: &mut Run) {
+        let matching = self.routes.iter().enumerate().filter(|(_, r)| r.matcher.matches(&event.type_name));
+        'routes: for (route_index, route) in matching {
             self.counters.routed.fetch_add(1, Ordering::Relaxed);
             let mut current = std::borrow::Cow::Borrowed(event);
             let mut wit = plugin_event(&current);
@@ -276,7 +398,7 @@ impl Core {
                     Ok(Output::Verdict(Verdict::Drop(reason))) => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
-                        outcome.dropped.push((f.name().to_string(), reason));
+                        run.outcome.dropped.push((f.name().to_string(), reason));
                         continue 'routes;
                     }
                     Ok(Output::Verdict(Verdict::Replace(r))) => {
@@ -286,27 +408,27 @@ impl Core {
                                 wit = plugin_event(&current);
                             }
                             Err(fail) => {
-                                self.dead_letter(&current, f, route, fail, outcome);
+                                self.dead_letter(&current, f, route, fail, 1, run);
                                 continue 'routes;
                             }
                         }
                     }
                     Ok(Output::Emitted(_)) => unreachable!("filters answer with verdicts"),
                     Err(fail) => {
-                        self.dead_letter(&current, f, route, fail, outcome);
+                        self.dead_letter(&current, f, route, fail, 1, run);
                         continue 'routes;
                     }
                 }
             }
-            for h in &route.handlers {
+            for (handler_index, h) in route.handlers.iter().enumerate() {
                 match h.call(&wit) {
                     Ok(Output::Emitted(events)) => {
                         for e in events {
-                            self.emit(h, route, &current, e, outcome);
+                            self.emit(h, route, &current, e, run);
                         }
                     }
                     Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
-                    Err(fail) => self.dead_letter(&current, h, route, fail, outcome),
+                    Err(fail) => self.handler_failed(&current, route_index, handler_index, fail, 1, run),
                 }
             }
         }
@@ -335,7 +457,7 @@ impl Core {
     }
 
     /// Routes one checked emitted event like any other, one hop further.
-    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked, outcome: &mut Outcome) {
+    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
@@ -352,11 +474,11 @@ impl Core {
                 FailureKind::HopLimit,
                 format!("emitted event went past the hop limit of {}", self.hop_limit),
             );
-            self.dead_letter(&event, from, route, f, outcome);
+            self.dead_letter(&event, from, route, f, 1, run);
             return;
         }
         self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-        outcome.emitted.push(Emission {
+        run.outcome.emitted.push(Emission {
             plugin: from.name().to_string(),
             type_name: event.type_name.to_string(),
             id: event.id.clone(),
@@ -365,20 +487,31 @@ impl Core {
         self.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::InProgress);
         // Emitted events are processed here, before their parent is finished: a crash in
         // between processes the parent (and so re-emits them) again.
-        let mut own = Outcome::default();
-        self.process(&event, &mut own);
-        outcome.failed.extend(own.failed.iter().cloned());
-        outcome.emitted.extend(own.emitted.iter().cloned());
+        let before = (run.outcome.emitted.len(), run.outcome.failed.len());
+        self.process(&event, run);
+        let own = Outcome {
+            emitted: run.outcome.emitted[before.0..].to_vec(),
+            failed: run.outcome.failed[before.1..].to_vec(),
+            dropped: Vec::new(),
+        };
         self.statuses.set(&event.id, status::finished(own));
     }
 
-    fn dead_letter(&self, event: &Event, plugin: &Plugin, route: &Route, failure: Failure, outcome: &mut Outcome) {
+    fn dead_letter(
+        &self,
+        event: &Event,
+        plugin: &Plugin,
+        route: &Route,
+        failure: Failure,
+        attempts: u32,
+        run: &mut Run,
+    ) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        outcome.failed.push(FailureNote {
+        run.outcome.failed.push(FailureNote {
             plugin: plugin.name().to_string(),
             kind: failure.kind.as_str().to_string(),
             message: failure.message.clone(),
-            attempts: 1,
+            attempts,
         });
         self.dead_letters.push(event, plugin.name(), &route.name, failure);
     }
@@ -397,6 +530,11 @@ impl Core {
                 &c.duplicates,
             ),
             ("eventyard_events_recovered_total", "Unfinished events recovered from the log at start-up.", &c.recovered),
+            (
+                "eventyard_handler_retries_total",
+                "Handler calls scheduled again after a failure that may pass.",
+                &c.retries,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }

@@ -128,7 +128,9 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        let retryable = matches!(kind, FailureKind::Deadline);
+        // A deadline or a failed output may pass on another try (a slow moment, a transient
+        // bug); traps, limits and denials will not.
+        let retryable = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
         Self { kind, message: message.into(), retryable }
     }
 }

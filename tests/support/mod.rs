@@ -38,10 +38,18 @@ impl Server {
         if let Some(dir) = &log {
             config.store.dir = Some(dir.path().to_path_buf());
         }
+        let state = eventyard::server::state(&config).expect("server state");
+        let mut server = Self::with_state(state).await;
+        server._log = log;
+        server
+    }
+
+    /// Serves an already assembled state (for tests that inject a clock).
+    pub async fn with_state(state: std::sync::Arc<eventyard::ingest::AppState>) -> Server {
+        let log = None;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = eventyard::server::state(&config).expect("server state");
         tokio::spawn(eventyard::ingest::serve(listener, state, async move {
             let _ = stopped.await;
         }));

@@ -15,6 +15,7 @@
 //! | `log-denied` | logs without the `log` capability | `capability_denied` |
 //! | `open-file` | reads `/etc/passwd` | handler error with the sandbox's refusal |
 //! | `read-env` | reads the environment and arguments | handler error saying they are empty |
+//! | `fail-retryable` | answers a handler error that says a retry may help | retried, then a dead letter |
 //! | `echo-back` | answers every event with a new `send.echo.request` (a loop through the router) | `hop_limit` |
 //!
 //! Anything else (or no config) behaves: it emits nothing.
@@ -102,6 +103,7 @@ impl Guest for Hostile {
                 let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_else(|e| e.to_string());
                 Err(refuse(format!("env: {vars} variables, {args} arguments, cwd: {cwd}")))
             }
+            "fail-retryable" => Err(HandlerError { message: "upstream busy".into(), retryable: true }),
             "echo-back" => Ok(vec![echo(r#"{"message":"again"}"#.into())]),
             _ => Ok(Vec::new()),
         }

@@ -1,0 +1,148 @@
+//! Retries of failed handler calls: exponential back-off with jitter up to a per-route
+//! number of attempts, timed by a [`Clock`] that tests can drive by hand.
+
+use super::Event;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the scheduler looks at the clock when nothing is due sooner; also the
+/// resolution of retry times under a [`ManualClock`].
+pub const SCHEDULER_TICK: Duration = Duration::from_millis(5);
+
+/// Monotonic time for retries.
+pub trait Clock: Send + Sync {
+    /// Time since some fixed origin.
+    fn now(&self) -> Duration;
+}
+
+/// The real clock.
+pub struct SystemClock(Instant);
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// A clock that moves only when told to (tests of retry timing).
+#[derive(Default)]
+pub struct ManualClock(Mutex<Duration>);
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().expect("clock") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.0.lock().expect("clock")
+    }
+}
+
+/// A route's retry policy (`retry = { max_attempts, base_ms, max_ms }`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Calls in all, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: `base * 2^(attempt-1)` capped at `max`, with
+    /// "equal jitter" (half fixed, half random) so that retries of many events spread out.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max);
+        let half = exp / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// One handler call to make again.
+#[derive(Debug, Clone)]
+pub struct RetryTask {
+    /// The event that was accepted (its completion waits for this task).
+    pub root: String,
+    /// The event the handler failed on (the root, or one emitted while handling it).
+    pub event: Event,
+    pub route: usize,
+    pub handler: usize,
+    /// Calls made so far.
+    pub attempt: u32,
+}
+
+/// Holds tasks until they are due, then hands them to `deliver`.
+pub struct Scheduler {
+    clock: Arc<dyn Clock>,
+    inner: Mutex<Pending>,
+    wake: Condvar,
+    stopped: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Reverse<(Duration, u64)>>,
+    tasks: HashMap<u64, RetryTask>,
+    seq: u64,
+}
+
+impl Scheduler {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self { clock, inner: Mutex::default(), wake: Condvar::new(), stopped: AtomicBool::new(false) })
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// Runs the task after `delay`.
+    pub fn schedule(&self, task: RetryTask, delay: Duration) {
+        let due = self.clock.now() + delay;
+        let mut p = self.inner.lock().expect("scheduler");
+        p.seq += 1;
+        let seq = p.seq;
+        p.heap.push(Reverse((due, seq)));
+        p.tasks.insert(seq, task);
+        self.wake.notify_one();
+    }
+
+    /// The scheduler thread: delivers due tasks until [`stop`](Self::stop).
+    pub fn run(&self, deliver: impl Fn(RetryTask)) {
+        let mut p = self.inner.lock().expect("scheduler");
+        while !self.stopped.load(Ordering::Acquire) {
+            let now = self.clock.now();
+            let mut due = Vec::new();
+            while let Some(Reverse((at, seq))) = p.heap.peek().copied() {
+                if at > now {
+                    break;
+                }
+                p.heap.pop();
+                due.extend(p.tasks.remove(&seq));
+            }
+            if !due.is_empty() {
+                drop(p);
+                due.into_iter().for_each(&deliver);
+                p = self.inner.lock().expect("scheduler");
+                continue;
+            }
+            let wait =
+                p.heap.peek().map_or(SCHEDULER_TICK, |Reverse((at, _))| at.saturating_sub(now).min(SCHEDULER_TICK));
+            p = self.wake.wait_timeout(p, wait.max(Duration::from_millis(1))).expect("scheduler").0;
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+}
