@@ -36,6 +36,14 @@ pub enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+    /// Inspect, replay or purge the dead letters of a running router.
+    DeadLetters {
+        /// The router's address.
+        #[arg(long, default_value = "http://127.0.0.1:7878", global = true)]
+        server: String,
+        #[command(subcommand)]
+        command: crate::cli_dead_letters::DeadLetterCommand,
+    },
     /// Validate one event against its type's schema: exit 0 when valid, 1 when not.
     Validate {
         /// The event type, e.g. `infrahub/check.generator.run`.
@@ -88,6 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", def.type_name());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { server, command } => {
+            tokio::task::spawn_blocking(move || crate::cli_dead_letters::run(&server, command)).await?
         }
         Command::Validate { type_name, file, source, allow_unknown_fields, json } => {
             validate(&type_name, &file, source.as_ref(), allow_unknown_fields, json)

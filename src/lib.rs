@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod cli_dead_letters;
 pub mod config;
 pub mod ingest;
 pub mod metrics;

@@ -6,7 +6,9 @@ use crate::catalog::Catalog;
 use crate::config::{Config, DurabilityMode, RouteConfig, BUILTIN_PREFIX};
 use crate::ingest::{self, AppState};
 use crate::metrics::{Metrics, PluginSamples};
+use crate::router::dead_letters::DeadLetters;
 use crate::router::pattern::TypePattern;
+use crate::router::pipeline::Durable;
 use crate::router::pipeline::{Matcher, Route};
 use crate::router::retry::{Clock, RetryPolicy, SystemClock};
 use crate::router::Pipeline;
@@ -71,8 +73,10 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
     };
     let (store, recovered) = LocalStore::open(&options, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let pipeline =
-        Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some((store, recovered)), clock);
+    let letters = options.dir.join("dead-letters.jsonl");
+    let dead_letters = DeadLetters::open(letters.clone()).map_err(|e| StoreError::io(&letters, e))?;
+    let durable = Durable { store, recovered, dead_letters };
+    let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some(durable), clock);
     Ok(Arc::new(AppState {
         registry,
         pipeline: Arc::new(pipeline),

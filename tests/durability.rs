@@ -414,3 +414,116 @@ handlers = ["broken"]
     assert_eq!(letters[0]["retryable"], false);
     assert_eq!(crate::support::metric(&s, r#"eventyard_plugin_calls_total{plugin="broken"}"#).await, Some(1.0));
 }
+
+/// A route whose handler `boom` is `component` (first the hostile trap, later the fix).
+fn boom(component: &str, mode: &str) -> String {
+    format!(
+        r#"
+[[plugin]]
+name = "boom"
+component = "{component}"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+config = {{ mode = "{mode}" }}
+breaker = {{ failures = 0 }}
+
+[[route]]
+name = "echo"
+match = "infrahub/send.echo.request"
+handlers = ["boom"]
+retry = {{ max_attempts = 1 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_survive_a_restart_and_replay_after_a_fix() {
+    let log = tempfile::tempdir().unwrap();
+    let config = |toml: String| {
+        let mut c = Config::parse(&toml).unwrap();
+        c.store.dir = Some(log.path().to_path_buf());
+        c
+    };
+    let before = time::OffsetDateTime::now_utc();
+    let ids = {
+        let s = Server::with_config(config(boom(&guest("hostile"), "trap"))).await;
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(post(&s, "infrahub/send.echo.request", json!({ "message": format!("m{i}") })).await);
+        }
+        let letters = crate::support::dead_letters(&s, "", 3).await;
+        assert_eq!(letters.len(), 3);
+        ids
+    };
+    // A new version of the plugin, a new router process on the same data: the letters are there.
+    let s = Server::with_config(config(boom(&guest("echo"), ""))).await;
+    let list = |q: String| {
+        let url = s.url(&format!("/v1/dead-letters{q}"));
+        async move { client().get(url).send().await.unwrap() }
+    };
+    let all: Value = list(String::new()).await.json().await.unwrap();
+    assert_eq!(all["count"], 3);
+    let since = before.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let filtered: Value = list(format!("?kind=trap&plugin=boom&type=infrahub/send.echo.request&since={since}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filtered["count"], 3);
+    let none: Value = list(format!("?until={since}")).await.json().await.unwrap();
+    assert_eq!(none["count"], 0);
+    let bad = list("?since=yesterday".into()).await;
+    assert_eq!(bad.status(), 400);
+    let first = all["dead_letters"][0]["id"].as_str().unwrap().to_string();
+    let one: Value =
+        client().get(s.url(&format!("/v1/dead-letters/{first}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(one["plugin"], "boom");
+    assert!(ids.contains(&one["event"]["id"].as_str().unwrap().to_string()));
+    assert_eq!(client().get(s.url("/v1/dead-letters/nope")).send().await.unwrap().status(), 404);
+
+    // The CLI speaks to the same API.
+    let server = format!("http://{}", s.addr);
+    let out = crate::support::eventyard(
+        &["dead-letters", "list", "--server", &server, "--plugin", "boom"],
+        &crate::support::repo(),
+        None,
+    );
+    assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["count"], 3);
+    let out = crate::support::eventyard(&["dead-letters", "purge", "--server", &server], &crate::support::repo(), None);
+    assert_eq!(out.status.code(), Some(2), "purging everything needs --all");
+    let out = crate::support::eventyard(
+        &["dead-letters", "show", "nope", "--server", &server],
+        &crate::support::repo(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // Replay one by id, then the rest by selection: the fixed plugin answers each.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe?types=infrahub/response/*")).await.unwrap();
+    let res = client().post(s.url(&format!("/v1/dead-letters/{first}/replay"))).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let reply = crate::support::next_json(&mut ws).await;
+    assert!(reply["data"]["data"]["response"].as_str().unwrap().starts_with("Reply to: m"));
+    let out = crate::support::eventyard(
+        &["dead-letters", "replay", "--server", &server, "--kind", "trap"],
+        &crate::support::repo(),
+        None,
+    );
+    assert!(out.status.success());
+    crate::support::next_json(&mut ws).await;
+    crate::support::next_json(&mut ws).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all: Value = list(String::new()).await.json().await.unwrap();
+        if all["count"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replayed letters are removed: {all}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Purge works on what is there (a fresh failure here).
+    let res = client().delete(s.url("/v1/dead-letters?kind=trap")).send().await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["purged"], 0);
+}

@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 pub enum ApiError {
     #[error("no accepted event has id `{id}` (or it is older than the status window)")]
     UnknownEvent { id: String },
+    #[error("no dead letter has id `{id}`")]
+    UnknownDeadLetter { id: String },
     #[error("event does not match the schema of {type_name}")]
     Validation { type_name: String, errors: Vec<Violation> },
     #[error("unknown event type `{name}`")]
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::Overloaded => "overloaded",
             ApiError::UnknownEvent { .. } => "unknown_event",
+            ApiError::UnknownDeadLetter { .. } => "unknown_dead_letter",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal(_) => "internal",
         }
@@ -68,7 +71,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnknownEvent { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

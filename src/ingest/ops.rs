@@ -1,9 +1,12 @@
 //! Operational endpoints: health, Prometheus metrics, the OpenAPI description.
 
+use super::ApiError;
 use super::AppState;
-use crate::router::dead_letters;
-use axum::extract::{Query, State};
+use crate::router::dead_letters::{self, DeadLetters};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
@@ -20,10 +23,63 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// `GET /v1/dead-letters?kind=&plugin=&type=&limit=`: newest first.
-pub async fn dead_letters(State(state): State<Arc<AppState>>, Query(q): Query<dead_letters::Query>) -> Response {
-    let items = state.pipeline.core().dead_letters.list(&q);
-    axum::Json(json!({ "count": items.len(), "dead_letters": items })).into_response()
+/// The dead-letter selection of a query string; a bad one (unknown key, a time that is not
+/// RFC 3339) is a 400 that says why.
+fn selection(q: Result<Query<dead_letters::Query>, QueryRejection>) -> Result<dead_letters::Query, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// `GET /v1/dead-letters?kind=&plugin=&type=&since=&until=&limit=`: newest first.
+pub async fn dead_letters(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<dead_letters::Query>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let items = state.pipeline.core().dead_letters.list(&selection(q)?);
+    Ok(axum::Json(json!({ "count": items.len(), "dead_letters": items })).into_response())
+}
+
+/// `GET /v1/dead-letters/{id}`.
+pub async fn dead_letter(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let letter = state.pipeline.core().dead_letters.get(&id).ok_or(ApiError::UnknownDeadLetter { id })?;
+    Ok(axum::Json(letter).into_response())
+}
+
+/// `POST /v1/dead-letters/{id}/replay`: tries it again (202); it leaves the list when done.
+pub async fn replay_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let core = state.pipeline.core();
+    core.dead_letters.get(&id).ok_or_else(|| ApiError::UnknownDeadLetter { id: id.clone() })?;
+    let n = core.replay_matching_ids(&[id]);
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "replaying": n }))).into_response())
+}
+
+/// `POST /v1/dead-letters/replay?<selection>`: tries every selected one again.
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<dead_letters::Query>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let n = state.pipeline.core().replay_matching(&selection(q)?);
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "replaying": n }))).into_response())
+}
+
+/// `DELETE /v1/dead-letters?<selection>` (all of them without one): purges them.
+pub async fn purge(
+    State(state): State<Arc<AppState>>,
+    q: Result<Query<dead_letters::Query>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = selection(q)?;
+    let purged = state.pipeline.core().dead_letters.take(DeadLetters::selector(&q));
+    let purged = purged.map_err(|e| ApiError::Internal(format!("dead letters: {e}")))?;
+    Ok(axum::Json(json!({ "purged": purged.len() })).into_response())
+}
+
+/// `DELETE /v1/dead-letters/{id}`.
+pub async fn purge_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let purged = state.pipeline.core().dead_letters.take(|d| d.id == id);
+    let purged = purged.map_err(|e| ApiError::Internal(format!("dead letters: {e}")))?;
+    if purged.is_empty() {
+        return Err(ApiError::UnknownDeadLetter { id });
+    }
+    Ok(axum::Json(json!({ "purged": 1 })).into_response())
 }
 
 /// A compact OpenAPI 3.1 description; the event type parameter lists every known type.

@@ -6,7 +6,7 @@
 //! fails that event for that plugin only: it becomes a dead letter.
 
 use super::bus::Bus;
-use super::dead_letters::DeadLetters;
+use super::dead_letters::{self, DeadLetter, DeadLetters};
 use super::pattern::TypePattern;
 use super::queue::JobQueue;
 use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler, SystemClock};
@@ -73,8 +73,17 @@ pub struct PipelineCounters {
     pub retries: AtomicU64,
 }
 
+/// What survives a restart: the event log, what it recovered, the dead letters.
+pub struct Durable {
+    pub store: Arc<dyn EventStore>,
+    pub recovered: Recovered,
+    pub dead_letters: DeadLetters,
+}
+
 /// Work waiting for a worker.
 enum Job {
+    /// A dead letter to try again (after a fix or a new plugin version).
+    Replay(DeadLetter),
     /// A routed event; `reserved`: it holds a queue reservation (new events do; recovered
     /// ones do not).
     Event { event: Event, reserved: bool },
@@ -151,19 +160,19 @@ impl Pipeline {
         plugins: Vec<Arc<Plugin>>,
         routes: Vec<Route>,
         samples: Arc<PluginSamples>,
-        store: Option<(Arc<dyn EventStore>, Recovered)>,
+        durable: Option<Durable>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let bus = Bus::new(config.subscribers.buffer);
-        let (store, recovered) = match store {
-            Some((s, r)) => (Some(s), r),
-            None => (None, Recovered::default()),
+        let (store, recovered, dead_letters) = match durable {
+            Some(d) => (Some(d.store), d.recovered, d.dead_letters),
+            None => (None, Recovered::default(), DeadLetters::default()),
         };
         let core = Arc::new(Core {
             registry,
             routes,
             plugins,
-            dead_letters: DeadLetters::default(),
+            dead_letters,
             counters: PipelineCounters::default(),
             samples,
             statuses: StatusBoard::default(),
@@ -194,6 +203,7 @@ impl Pipeline {
                             match job {
                                 Job::Event { event, .. } => core.run(event),
                                 Job::Retry(task) => core.retry(task),
+                                Job::Replay(letter) => core.replay(letter),
                             }
                         }
                     })
@@ -313,19 +323,69 @@ impl Core {
 
     /// Calls a handler again for an accepted event.
     fn retry(&self, task: RetryTask) {
+        let mut run = Run::new(&task.root);
+        self.call_again(&task, &mut run);
+        self.settle(None, run, 1);
+    }
+
+    /// Tries a dead letter again: its handler alone when that handler is still on its
+    /// route, else the whole event through every route. The letter is removed once the
+    /// attempt is done (a new failure makes a new letter).
+    fn replay(&self, letter: DeadLetter) {
+        let event = letter.event.clone();
+        let mut run = Run::new(&event.id);
+        let target =
+            self.routes.iter().position(|r| r.name == letter.route).and_then(|ri| {
+                self.routes[ri].handlers.iter().position(|h| h.name() == letter.plugin).map(|hi| (ri, hi))
+            });
+        match target {
+            Some((route, handler)) => {
+                let task = RetryTask { root: event.id.clone(), event: event.clone(), route, handler, attempt: 0 };
+                self.call_again(&task, &mut run);
+            }
+            None => self.process(&event, &mut run),
+        }
+        self.settle(Some(event), run, 0);
+        if let Err(e) = self.dead_letters.take(|d| d.id == letter.id) {
+            tracing::error!(error = %e, "cannot remove a replayed dead letter");
+        }
+    }
+
+    /// Queues the dead letters `q` selects for replay; returns how many.
+    pub fn replay_matching(&self, q: &dead_letters::Query) -> usize {
+        let letters = self.dead_letters.list(&dead_letters::Query { limit: Some(usize::MAX), ..q.clone() });
+        let n = letters.len();
+        for letter in letters {
+            let priority = letter.event.priority;
+            self.queue.push(priority, Job::Replay(letter));
+        }
+        n
+    }
+
+    /// Queues the dead letters with these ids for replay; returns how many.
+    pub fn replay_matching_ids(&self, ids: &[String]) -> usize {
+        let mut n = 0;
+        for id in ids {
+            if let Some(letter) = self.dead_letters.get(id) {
+                self.queue.push(letter.event.priority, Job::Replay(letter));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn call_again(&self, task: &RetryTask, run: &mut Run) {
         let route = &self.routes[task.route];
         let handler = &route.handlers[task.handler];
-        let mut run = Run::new(&task.root);
         match handler.call(&plugin_event(&task.event)) {
             Ok(Output::Emitted(events)) => {
                 for e in events {
-                    self.emit(handler, route, &task.event, e, &mut run);
+                    self.emit(handler, route, &task.event, e, run);
                 }
             }
             Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
-            Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, &mut run),
+            Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, run),
         }
-        self.settle(None, run, 1);
     }
 
     /// Adds what some work on an accepted event produced; schedules its retries; once none
@@ -513,7 +573,7 @@ impl Core {
             message: failure.message.clone(),
             attempts,
         });
-        self.dead_letters.push(event, plugin.name(), &route.name, failure);
+        self.dead_letters.push(event, plugin.name(), &route.name, failure, attempts);
     }
 
     /// The pipeline's and the plugins' lines of `/metrics`.

@@ -37,7 +37,7 @@ pub enum WasmError {
 }
 
 /// Why one plugin call failed; the dead letters and `/metrics` use these names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The guest trapped (panic, unreachable, bad memory access).
