@@ -527,3 +527,89 @@ async fn dead_letters_survive_a_restart_and_replay_after_a_fix() {
     let res = client().delete(s.url("/v1/dead-letters?kind=trap")).send().await.unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["purged"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_higher_priority_is_processed_first() {
+    let toml = format!(
+        r#"
+[pipeline]
+workers = 1
+
+[[plugin]]
+name = "slow"
+component = "{hostile}"
+world = "handler"
+config = {{ mode = "loop" }}
+limits = {{ deadline_ms = 300 }}
+
+[[plugin]]
+name = "echo"
+component = "{echo}"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+
+[[route]]
+match = "fixinventory/collect"
+handlers = ["slow"]
+retry = {{ max_attempts = 1 }}
+
+[[route]]
+match = "infrahub/send.echo.request"
+handlers = ["echo"]
+"#,
+        hostile = guest("hostile"),
+        echo = guest("echo")
+    );
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe?types=infrahub/response/*")).await.unwrap();
+    // The one worker is kept busy while the queue fills up.
+    post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
+    crate::support::wait_metric(&s, r#"eventyard_plugin_calls_total{plugin="slow"}"#, 1.0).await;
+    let send = |priority: &'static str, message: String| {
+        let url = s.url("/v1/events/infrahub/send.echo.request");
+        async move {
+            let res = client()
+                .post(url)
+                .header("priority", priority)
+                .json(&json!({ "message": message }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+        }
+    };
+    for i in 0..3 {
+        send("1", format!("low-{i}")).await;
+    }
+    for i in 0..3 {
+        send("5", format!("high-{i}")).await;
+    }
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        let r = crate::support::next_json(&mut ws).await;
+        order.push(r["data"]["data"]["response"].as_str().unwrap().trim_start_matches("Reply to: ").to_string());
+    }
+    assert_eq!(order, ["high-0", "high-1", "high-2", "low-0", "low-1", "low-2"]);
+    // A priority outside 1..5 is refused; CloudEvents carry it as the `priority` extension.
+    let res = client()
+        .post(s.url("/v1/events/infrahub/send.echo.request"))
+        .header("priority", "9")
+        .json(&json!({ "message": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let ce = json!({ "specversion": "1.0", "id": "p-1", "source": "t", "type": "infrahub/send.echo.request", "priority": 2,
+                     "data": { "message": "ce" } });
+    let res = client()
+        .post(s.url("/v1/events"))
+        .header("content-type", "application/cloudevents+json")
+        .json(&ce)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let v: Value = client().get(s.url("/v1/events/p-1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["priority"], 2);
+}

@@ -24,10 +24,15 @@ body = json.loads((PEERS / "body.json").read_text())
 BATCH.write_text("\n".join(json.dumps({"type": "infrahub/check.generator.run", "data": body}) for _ in range(BATCH_SIZE)) + "\n")
 
 EY = str(REPO / "target" / "release" / "eventyard")
-bench.SERVERS["E"] = (3020, [EY, "serve", "--listen", "127.0.0.1:3020"], REPO)
-PATHS = {3020: "/v1/events/infrahub/check.generator.run"}
+# E: the event log on, group commit (the default); E-off: the log written, never synced.
+import shutil
+shutil.rmtree("/tmp/eventyard-bench", ignore_errors=True)
+bench.SERVERS["E"] = (3020, [EY, "serve", "--listen", "127.0.0.1:3020", "--config", str(HERE / "ingest.toml")], REPO)
+bench.SERVERS["E-off"] = (3021, [EY, "serve", "--listen", "127.0.0.1:3021", "--config", str(HERE / "ingest-nosync.toml")], REPO)
+PATHS = {3020: "/v1/events/infrahub/check.generator.run", 3021: "/v1/events/infrahub/check.generator.run"}
 bench.ROUND = [("A0", "A0", "body.json"), ("A", "A", "body.json"), ("B", "B", "body.json"), ("C", "C", "body.json"),
-               ("E", "E", "body.json"), ("E-invalid", "E", "body_invalid.json"), ("E-ndjson", "E", "ndjson")]
+               ("E", "E", "body.json"), ("E-invalid", "E", "body_invalid.json"), ("E-ndjson", "E", "ndjson"),
+               ("E-off", "E-off", "body.json"), ("E-off-ndjson", "E-off", "ndjson")]
 
 _wrk = bench.wrk
 def wrk(setup, port, body_file, dur):
@@ -50,5 +55,8 @@ bench.main()
 summary = json.loads((PEERS / "results" / "summary.json").read_text())["summary"]
 for setup in {k.split("/")[0] for k in summary}:
     med = lambda label: summary[f"{setup}/{label}"]["rps_median"]
-    print(f"\n[{setup}] E/B (fastify+ajv) = {med('E') / med('B'):.2f}x   E/A0 (bare axum parse-only) = {med('E') / med('A0'):.0%}"
-          f"   E/A (axum+jsonschema) = {med('E') / med('A'):.0%}   NDJSON = {med('E-ndjson') * BATCH_SIZE:,.0f} events/s")
+    print(f"\n[{setup}] durable (group commit): E/B (fastify+ajv) = {med('E') / med('B'):.2f}x   "
+          f"E/A0 (bare axum parse-only) = {med('E') / med('A0'):.0%}   E/A (axum+jsonschema) = {med('E') / med('A'):.0%}   "
+          f"NDJSON = {med('E-ndjson') * BATCH_SIZE:,.0f} events/s")
+    print(f"[{setup}] log never synced:      E-off/A0 = {med('E-off') / med('A0'):.0%}   "
+          f"NDJSON = {med('E-off-ndjson') * BATCH_SIZE:,.0f} events/s")

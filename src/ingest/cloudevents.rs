@@ -72,7 +72,10 @@ fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
             });
         }
     }
-    let get = |attrs: &Map<String, Value>, k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+    // Extension attributes (e.g. `priority`) may be JSON integers as well as strings.
+    let get = |attrs: &Map<String, Value>, k: &str| {
+        attrs.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
+    };
     let envelope = checked_envelope(|k| get(&attrs, k))?;
     let type_name = get(&attrs, "type").expect("checked above");
     let data = attrs.remove("data").unwrap_or(Value::Null);
@@ -111,7 +114,8 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
         }
         None => None,
     };
-    Ok(Envelope { id: get("id"), source: get("source"), time, raw: None })
+    let priority = get("priority").map(|p| super::events::parse_priority(&p)).transpose()?;
+    Ok(Envelope { id: get("id"), source: get("source"), time, raw: None, priority })
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.

@@ -23,6 +23,17 @@ pub struct Envelope {
     pub time: Option<time::OffsetDateTime>,
     /// The data's JSON text as received, kept for plugins (see [`Event::raw`]).
     pub raw: Option<Arc<str>>,
+    /// The producer's priority for this event (the `Priority` header, the CloudEvents
+    /// `priority` extension), over `meta.priority` and the catalogue's `x-priority`.
+    pub priority: Option<u8>,
+}
+
+/// A priority given outside the body: 1 (lowest) to 5 (highest).
+pub fn parse_priority(value: &str) -> Result<u8, ApiError> {
+    match value.trim().parse::<u8>() {
+        Ok(p @ 1..=5) => Ok(p),
+        _ => Err(ApiError::BadRequest(format!("priority {value:?} is not an integer from 1 to 5"))),
+    }
 }
 
 /// Looks the type up, then [`prepare_typed`].
@@ -41,7 +52,7 @@ pub fn prepare_typed(ty: &EventType, data: Value, envelope: Envelope) -> Result<
         id,
         type_name: ty.name.clone(),
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
-        priority: ty.priority_of(&data),
+        priority: envelope.priority.unwrap_or_else(|| ty.priority_of(&data)),
         source: envelope.source,
         data,
         hops: 0,
@@ -78,7 +89,11 @@ pub async fn post_native(
             }
             None => None,
         };
-        prepare_typed(ty, data, Envelope { raw, id, ..Envelope::default() })
+        let priority = match headers.get("priority") {
+            Some(v) => Some(parse_priority(v.to_str().unwrap_or(""))?),
+            None => None,
+        };
+        prepare_typed(ty, data, Envelope { raw, id, priority, ..Envelope::default() })
     }
     .await;
     Ok(state.answer(state.admit_one(result).await))
