@@ -77,8 +77,9 @@ pub async fn post_native(
         }
         let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
         let data = body::parse_json(&bytes)?;
-        // Plugins get the body as sent; valid JSON is valid UTF-8, so this never fails.
-        let raw = state.pipeline.has_routes().then(|| std::str::from_utf8(&bytes).ok().map(Arc::from)).flatten();
+        // Plugins and the log get the body as sent (no re-serialisation); valid JSON is valid
+        // UTF-8, so this never fails.
+        let raw = std::str::from_utf8(&bytes).ok().map(Arc::from);
         // The producer's idempotency key is the event's id: a retry is answered like the first.
         let id = match headers.get("idempotency-key").map(|v| v.to_str()) {
             Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_string()),

@@ -39,7 +39,7 @@ pub struct Status {
     /// the idempotency window counts from here.
     #[serde(skip)]
     pub accepted_at: time::OffsetDateTime,
-    pub id: String,
+    pub id: Arc<str>,
     #[serde(rename = "type")]
     pub type_name: Arc<str>,
     pub priority: u8,
@@ -47,15 +47,25 @@ pub struct Status {
     pub state: State,
 }
 
-#[derive(Default)]
 pub struct StatusBoard {
     inner: Mutex<Board>,
 }
 
-#[derive(Default)]
+impl Default for StatusBoard {
+    /// Sized for its capacity up front: growing a map of 100,000s of entries under the
+    /// lock would stall ingestion for milliseconds at each doubling.
+    fn default() -> Self {
+        let board = Board {
+            map: HashMap::with_capacity(STATUS_CAPACITY + 1),
+            order: VecDeque::with_capacity(STATUS_CAPACITY + 1),
+        };
+        Self { inner: Mutex::new(board) }
+    }
+}
+
 struct Board {
-    map: HashMap<String, Status>,
-    order: VecDeque<String>,
+    map: HashMap<Arc<str>, Status>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl StatusBoard {
@@ -89,9 +99,14 @@ impl StatusBoard {
 impl Board {
     fn put(&mut self, id: &str, type_name: Arc<str>, priority: u8, state: State, accepted_at: time::OffsetDateTime) {
         let b = self;
-        let status = Status { accepted_at, id: id.to_string(), type_name, priority, state };
-        if b.map.insert(id.to_string(), status).is_none() {
-            b.order.push_back(id.to_string());
+        if let Some(s) = b.map.get_mut(id) {
+            *s = Status { accepted_at, id: s.id.clone(), type_name, priority, state };
+            return;
+        }
+        let key: Arc<str> = id.into();
+        b.map.insert(key.clone(), Status { accepted_at, id: key.clone(), type_name, priority, state });
+        {
+            b.order.push_back(key);
             if b.order.len() > STATUS_CAPACITY {
                 if let Some(old) = b.order.pop_front() {
                     b.map.remove(&old);

@@ -35,22 +35,59 @@ pub enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// A record that borrows its event, so appending never clones one.
-#[derive(serde::Serialize)]
-#[serde(tag = "record", rename_all = "snake_case")]
-enum RecordRef<'a> {
-    Event { event: &'a crate::router::Event },
+/// Frames one accepted event (read back as [`Record::Event`]), written by hand: the data
+/// goes in as the producer's JSON text when it is known, instead of re-serialising the
+/// parsed tree (the costliest step of an append).
+pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
+    out.extend_from_slice(br#"{"record":"event","event":{"id":"#);
+    json(out, &event.id.as_str());
+    out.extend_from_slice(br#","type":"#);
+    json(out, &&*event.type_name);
+    out.extend_from_slice(br#","time":""#);
+    out.extend_from_slice(crate::router::rfc3339(event.time).as_bytes());
+    out.extend_from_slice(br#"","priority":"#);
+    out.extend_from_slice(event.priority.to_string().as_bytes());
+    if let Some(source) = &event.source {
+        out.extend_from_slice(br#","source":"#);
+        json(out, &source.as_str());
+    }
+    if event.hops > 0 {
+        out.extend_from_slice(format!(r#","hops":{}"#, event.hops).as_bytes());
+    }
+    out.extend_from_slice(br#","data":"#);
+    match &event.raw {
+        Some(raw) => out.extend_from_slice(raw.as_bytes()),
+        None => json(out, &event.data),
+    }
+    out.extend_from_slice(b"}}");
+    finish(out, start);
 }
 
-/// Frames one accepted event (read back as [`Record::Event`]).
-pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
-    frame(&RecordRef::Event { event }, out);
+/// Writing one JSON value into a frame (strings escaped by serde_json).
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            serde_json::to_writer(out, self).expect("JSON values always serialise");
+        }
+    }
 }
 
 pub fn frame(record: &impl serde::Serialize, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     serde_json::to_writer(&mut *out, record).expect("records always serialise");
+    finish(out, start);
+}
+
+/// Fills in the header of the frame that starts at `start`.
+fn finish(out: &mut [u8], start: usize) {
     let len = (out.len() - start - HEADER) as u32;
     let crc = crc32fast::hash(&out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
