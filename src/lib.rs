@@ -14,7 +14,8 @@
 //! - [`metrics`]: counters exported at `/metrics`;
 //! - [`config`]: the TOML config and its defaults;
 //! - [`server`]: assembles the above from a config;
-//! - [`cli`]: the `eventyard` command line.
+//! - [`cli`]: the `eventyard` command line; [`cli_dead_letters`]: its `dead-letters` commands
+//!   (a client of the running router's API).
 
 pub mod catalog;
 pub mod cli;

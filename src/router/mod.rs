@@ -1,5 +1,6 @@
 //! Routing of accepted events: the subscriber [`bus`], route [`pattern`]s, the plugin
-//! [`pipeline`] and the [`dead_letters`].
+//! [`pipeline`] with its priority work [`queue`], [`retry`] scheduling, per-event
+//! [`status`] and the [`dead_letters`].
 
 pub mod bus;
 pub mod dead_letters;
