@@ -8,14 +8,18 @@ use super::{ApiError, AppState};
 use crate::router::Event;
 use axum::response::Response;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Line {
+struct Line<'a> {
     #[serde(rename = "type")]
     type_name: String,
-    data: Value,
+    /// Kept as text too: it is what plugins get and what the log stores, so the parsed
+    /// tree is never serialised back.
+    #[serde(borrow)]
+    data: &'a RawValue,
     #[serde(default)]
     id: Option<String>,
 }
@@ -37,5 +41,7 @@ fn one(state: &AppState, line: &[u8]) -> Result<Event, ApiError> {
         serde_json::error::Category::Data => ApiError::InvalidBatchLine { message: e.to_string() },
         _ => ApiError::MalformedJson { line: e.line(), column: e.column(), message: e.to_string() },
     })?;
-    prepare(state, &line.type_name, line.data, Envelope { id: line.id, ..Envelope::default() })
+    let text = line.data.get();
+    let data: Value = serde_json::from_str(text).map_err(|e| ApiError::InvalidBatchLine { message: e.to_string() })?;
+    prepare(state, &line.type_name, data, Envelope { id: line.id, raw: Some(text.into()), ..Envelope::default() })
 }
