@@ -241,7 +241,13 @@ impl Pipeline {
         let events: Vec<Event> = events
             .into_iter()
             .filter(|e| {
-                let fresh = self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window);
+                // Unrouted events are finished once durable; a failed append unclaims them.
+                let state = if self.core.is_routed(&e.type_name) {
+                    State::Queued
+                } else {
+                    State::Processed { outcome: Outcome::default() }
+                };
+                let fresh = self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state);
                 if !fresh {
                     self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
@@ -271,9 +277,6 @@ impl Pipeline {
         }
         for (event, routed) in events.into_iter().zip(routed) {
             self.bus.publish(&event);
-            if !routed {
-                self.core.statuses.set(&event.id, State::Processed { outcome: Default::default() });
-            }
             if routed {
                 self.core.queue.push(event.priority, Job::Event { event, reserved: true });
             }

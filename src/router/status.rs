@@ -56,7 +56,7 @@ impl Default for StatusBoard {
     /// lock would stall ingestion for milliseconds at each doubling.
     fn default() -> Self {
         let board = Board {
-            map: HashMap::with_capacity(STATUS_CAPACITY + 1),
+            map: HashMap::with_capacity_and_hasher(STATUS_CAPACITY + 1, foldhash::fast::RandomState::default()),
             order: VecDeque::with_capacity(STATUS_CAPACITY + 1),
         };
         Self { inner: Mutex::new(board) }
@@ -64,7 +64,9 @@ impl Default for StatusBoard {
 }
 
 struct Board {
-    map: HashMap<Arc<str>, Status>,
+    /// foldhash: several times cheaper than SipHash on 36-byte ids; the ids are the
+    /// producers', but a flood of colliding ids only slows the board, it cannot grow it.
+    map: HashMap<Arc<str>, Status, foldhash::fast::RandomState>,
     order: VecDeque<Arc<str>>,
 }
 
@@ -78,15 +80,22 @@ impl StatusBoard {
         self.inner.lock().expect("status board").put(id, type_name, priority, state, at);
     }
 
-    /// Inserts `id` as queued unless it was accepted less than `window` ago: false for a
+    /// Inserts `id` in `state` unless it was accepted less than `window` ago: false for a
     /// duplicate. Atomic, so two concurrent copies of one event cannot both be accepted.
-    pub fn claim(&self, id: &str, type_name: Arc<str>, priority: u8, window: std::time::Duration) -> bool {
+    pub fn claim(
+        &self,
+        id: &str,
+        type_name: Arc<str>,
+        priority: u8,
+        window: std::time::Duration,
+        state: State,
+    ) -> bool {
         let now = time::OffsetDateTime::now_utc();
         let mut b = self.inner.lock().expect("status board");
         if b.map.get(id).is_some_and(|s| now - s.accepted_at < window) {
             return false;
         }
-        b.put(id, type_name, priority, State::Queued, now);
+        b.put(id, type_name, priority, state, now);
         true
     }
 
