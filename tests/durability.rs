@@ -613,3 +613,41 @@ handlers = ["echo"]
     let v: Value = client().get(s.url("/v1/events/p-1")).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["priority"], 2);
 }
+
+#[tokio::test]
+async fn the_log_stays_bounded_and_refuses_appends_past_its_limit() {
+    use eventyard::store::local::LocalOptions;
+    use eventyard::store::{Durability, EventStore, LocalStore, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions {
+        dir: dir.path().to_path_buf(),
+        durability: Durability::Off,
+        segment_bytes: 4096,
+        max_bytes: 16 * 4096,
+    };
+    // Events no route wants are finished on arrival: old segments go as the log rolls on.
+    let (store, _) = LocalStore::open(&options, |_| false).unwrap();
+    for i in 0..500 {
+        store.append(&[event(i)], &[false]).unwrap().await.unwrap().unwrap();
+    }
+    store.flush().await.unwrap();
+    let segments = eventyard::store::segment::segments(dir.path()).unwrap().len();
+    assert!(segments <= 2, "{segments} segments kept for finished events");
+    drop(store);
+    // Routed events that never finish fill the log up to max_bytes; then appends are refused.
+    options.dir = dir.path().join("busy");
+    let (store, _) = LocalStore::open(&options, |_| true).unwrap();
+    let mut refused = None;
+    for i in 0..2000 {
+        match store.append(&[event(i)], &[true]) {
+            Ok(ack) => ack.await.unwrap().unwrap(),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, err) = refused.expect("the log refuses appends past max_bytes");
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(at > 50, "refused only once full ({at} events in)");
+}

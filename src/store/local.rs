@@ -94,17 +94,18 @@ impl EventStore for LocalStore {
                     *t.unfinished.entry(seg).or_default() += 1;
                 }
             }
+            // Segments of unrouted (finished on arrival) events go once the log has rolled
+            // past them, even when no event is ever completed.
+            self.compact(&mut t);
         }
-        self.tx
-            .send(Command::Append { frames, records: events.len(), ack: Some(ack) })
-            .map_err(|_| StoreError::Closed)?;
+        self.tx.send(Command::Append { frames, ack: Some(ack) }).map_err(|_| StoreError::Closed)?;
         Ok(rx)
     }
 
     fn complete(&self, event: &Event, outcome: &Outcome) {
         let mut frames = Vec::with_capacity(256);
         segment::frame(&Record::Done { id: event.id.clone(), outcome: outcome.clone() }, &mut frames);
-        let _ = self.tx.send(Command::Append { frames, records: 1, ack: None });
+        let _ = self.tx.send(Command::Append { frames, ack: None });
         let mut t = self.tracking.lock().expect("tracking");
         if let Some(seg) = t.segment_of.remove(&event.id) {
             if let Some(n) = t.unfinished.get_mut(&seg) {

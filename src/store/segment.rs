@@ -26,7 +26,6 @@ const HEADER: usize = 8;
 pub enum Command {
     Append {
         frames: Vec<u8>,
-        records: usize,
         ack: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     /// Delete segments numbered below this one (everything in them is finished).
@@ -210,7 +209,7 @@ impl Writer {
             let mut flushes = Vec::new();
             while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
                 match cmd {
-                    Command::Append { frames, records: _, ack } => {
+                    Command::Append { frames, ack } => {
                         buf.extend_from_slice(&frames);
                         acks.extend(ack);
                         if self.durability == Durability::Always {
