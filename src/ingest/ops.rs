@@ -46,10 +46,10 @@ pub async fn dead_letter(State(state): State<Arc<AppState>>, Path(id): Path<Stri
 
 /// `POST /v1/dead-letters/{id}/replay`: tries it again (202); it leaves the list when done.
 pub async fn replay_one(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let core = state.pipeline.core();
-    core.dead_letters.get(&id).ok_or_else(|| ApiError::UnknownDeadLetter { id: id.clone() })?;
-    let n = core.replay_matching_ids(&[id]);
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "replaying": n }))).into_response())
+    if !state.pipeline.core().replay_one(&id) {
+        return Err(ApiError::UnknownDeadLetter { id });
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "replaying": 1 }))).into_response())
 }
 
 /// `POST /v1/dead-letters/replay?<selection>`: tries every selected one again.

@@ -159,12 +159,4 @@ impl DeadLetters {
     pub fn selector(q: &Query) -> impl Fn(&DeadLetter) -> bool + '_ {
         move |d| q.matches(d)
     }
-
-    pub fn len(&self) -> usize {
-        self.items.lock().expect("dead letters").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

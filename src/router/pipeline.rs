@@ -9,7 +9,7 @@ use super::bus::Bus;
 use super::dead_letters::{self, DeadLetter, DeadLetters};
 use super::pattern::TypePattern;
 use super::queue::JobQueue;
-use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler, SystemClock};
+use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
 use super::status::{self, State, StatusBoard};
 use super::Event;
 use crate::config::{Config, World};
@@ -139,19 +139,6 @@ pub struct Core {
 }
 
 impl Pipeline {
-    /// A pipeline with no plugins and no log: accepted events only reach subscribers.
-    pub fn new(subscriber_buffer: usize) -> Self {
-        Self::with_routes(
-            &Config { subscribers: crate::config::SubscriberConfig { buffer: subscriber_buffer }, ..Config::default() },
-            Arc::new(Registry::default()),
-            vec![],
-            vec![],
-            Arc::default(),
-            None,
-            Arc::new(SystemClock::default()),
-        )
-    }
-
     /// Starts the workers; `store` is the durable log and what it recovered (unfinished
     /// events are processed again, finished ones are remembered for status lookups).
     pub fn with_routes(
@@ -238,24 +225,21 @@ impl Pipeline {
     /// answered like the first (same id) and not stored or processed again.
     pub async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
         let window = self.core.idempotency_window;
-        let events: Vec<Event> = events
-            .into_iter()
-            .filter(|e| {
-                // Unrouted events are finished once durable; a failed append unclaims them.
-                let state = if self.core.is_routed(&e.type_name) {
-                    State::Queued
-                } else {
-                    State::Processed { outcome: Outcome::default() }
-                };
-                let fresh = self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state);
-                if !fresh {
-                    self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-                fresh
-            })
-            .collect();
+        let (mut fresh, mut routed) = (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
+        for e in events {
+            // Routes are matched once per event. Unrouted events are finished once durable;
+            // a failed append unclaims them.
+            let is_routed = self.core.is_routed(&e.type_name);
+            let state = if is_routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
+            if self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state) {
+                fresh.push(e);
+                routed.push(is_routed);
+            } else {
+                self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let events = fresh;
         let unclaim = |events: &[Event]| events.iter().for_each(|e| self.core.statuses.unclaim(&e.id));
-        let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
         let reserve = routed.iter().filter(|r| **r).count();
         if self.core.queue.reserve(reserve).is_err() {
             unclaim(&events);
@@ -365,16 +349,11 @@ impl Core {
         n
     }
 
-    /// Queues the dead letters with these ids for replay; returns how many.
-    pub fn replay_matching_ids(&self, ids: &[String]) -> usize {
-        let mut n = 0;
-        for id in ids {
-            if let Some(letter) = self.dead_letters.get(id) {
-                self.queue.push(letter.event.priority, Job::Replay(letter));
-                n += 1;
-            }
-        }
-        n
+    /// Queues one dead letter for replay; false when there is none with this id.
+    pub fn replay_one(&self, id: &str) -> bool {
+        let Some(letter) = self.dead_letters.get(id) else { return false };
+        self.queue.push(letter.event.priority, Job::Replay(letter));
+        true
     }
 
     fn call_again(&self, task: &RetryTask, run: &mut Run) {
@@ -640,10 +619,6 @@ impl Core {
             p.stats.latency.render(out, "eventyard_plugin_call_seconds", &format!("plugin=\"{}\"", p.name()));
         }
         self.samples.render(out);
-    }
-
-    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.iter().find(|p| p.name() == name)
     }
 
     /// Which plugins exist per world (for `/healthz`).

@@ -88,14 +88,6 @@ impl<T> JobQueue<T> {
         self.inner.lock().expect("queue").closed = true;
         self.ready.notify_all();
     }
-
-    pub fn len(&self) -> usize {
-        self.inner.lock().expect("queue").lanes.iter().map(VecDeque::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<T> Lanes<T> {

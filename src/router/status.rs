@@ -63,11 +63,13 @@ impl Default for StatusBoard {
     }
 }
 
+/// `order` holds each key with the time it was inserted, so that a stale entry (an
+/// unclaimed id claimed again later) never evicts the newer one.
 struct Board {
     /// foldhash: several times cheaper than SipHash on 36-byte ids; the ids are the
     /// producers', but a flood of colliding ids only slows the board, it cannot grow it.
     map: HashMap<Arc<str>, Status, foldhash::fast::RandomState>,
-    order: VecDeque<Arc<str>>,
+    order: VecDeque<(Arc<str>, time::OffsetDateTime)>,
 }
 
 impl StatusBoard {
@@ -95,6 +97,8 @@ impl StatusBoard {
         if b.map.get(id).is_some_and(|s| now - s.accepted_at < window) {
             return false;
         }
+        // Seen before the window: a new event under an old id, with a fresh time and place.
+        b.map.remove(id);
         b.put(id, type_name, priority, state, now);
         true
     }
@@ -109,15 +113,16 @@ impl Board {
     fn put(&mut self, id: &str, type_name: Arc<str>, priority: u8, state: State, accepted_at: time::OffsetDateTime) {
         let b = self;
         if let Some(s) = b.map.get_mut(id) {
-            *s = Status { accepted_at, id: s.id.clone(), type_name, priority, state };
+            // Keeps its place in `order` (and its time there, which eviction checks).
+            *s = Status { accepted_at: s.accepted_at, id: s.id.clone(), type_name, priority, state };
             return;
         }
         let key: Arc<str> = id.into();
         b.map.insert(key.clone(), Status { accepted_at, id: key.clone(), type_name, priority, state });
-        {
-            b.order.push_back(key);
-            if b.order.len() > STATUS_CAPACITY {
-                if let Some(old) = b.order.pop_front() {
+        b.order.push_back((key, accepted_at));
+        if b.order.len() > STATUS_CAPACITY {
+            if let Some((old, at)) = b.order.pop_front() {
+                if b.map.get(&old).is_some_and(|s| s.accepted_at == at) {
                     b.map.remove(&old);
                 }
             }
@@ -147,5 +152,27 @@ pub fn finished(outcome: Outcome) -> State {
         State::Processed { outcome }
     } else {
         State::DeadLettered { outcome }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {
+        let board = StatusBoard::default();
+        let t: Arc<str> = "infrahub/send.echo.request".into();
+        assert!(board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
+        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued), "duplicate");
+        // With a zero window the old acceptance has expired: a new event under the old id...
+        assert!(board.claim("a", t.clone(), 3, Duration::ZERO, State::Queued));
+        // ...whose own time starts a new window.
+        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
+        board.unclaim("a");
+        assert!(board.get("a").is_none());
+        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "unclaimed ids can come again");
+        assert_eq!(board.inner.lock().unwrap().order.len(), 3, "stale places stay until evicted, harmlessly");
     }
 }
