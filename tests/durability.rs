@@ -407,6 +407,7 @@ handlers = ["broken"]
     }
     assert_eq!(v["failed"][0]["attempts"], 3);
     assert_eq!(crate::support::metric(&s, "eventyard_handler_retries_total").await, Some(2.0));
+    assert!(crate::support::metric(&s, "eventyard_log_bytes").await.unwrap() > 0.0, "the log size is exported");
 
     // A failure that will not pass goes straight to the dead letters.
     post(&s, "fixinventory/cleanup", json!({ "kind": "event", "message_type": "cleanup", "data": {} })).await;

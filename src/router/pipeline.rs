@@ -580,6 +580,10 @@ impl Core {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
+        if let Some(store) = &self.store {
+            let name = "eventyard_log_bytes";
+            let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());
+        }
         type Read = fn(&Plugin) -> u64;
         let per_plugin: [(&str, &str, &str, Read); 4] = [
             ("eventyard_plugin_calls_total", "counter", "Calls made to the plugin.", |p| {
