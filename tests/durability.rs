@@ -370,19 +370,25 @@ handlers = ["broken"]
         async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let id = post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
-    crate::support::wait_metric(&s, calls, 1.0).await;
-    let mut v = status(id.clone()).await;
-    for _ in 0..100 {
-        if v["state"] == "retrying" {
-            break;
+    // The call is counted before its failure is settled, and the back-off starts from the
+    // (manual) clock's time at settling: wait for the retry to be scheduled before moving time.
+    let retrying = |attempt: u64| {
+        let status = &status;
+        let id = id.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let v = status(id.clone()).await;
+                if v["state"] == "retrying" && v["attempt"] == attempt {
+                    return v;
+                }
+                assert!(Instant::now() < deadline, "not retrying attempt {attempt}: {v}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        v = status(id.clone()).await;
-    }
-    assert_eq!(
-        (v["state"].as_str(), v["attempt"].as_u64(), v["plugin"].as_str()),
-        (Some("retrying"), Some(1), Some("busy"))
-    );
+    };
+    let v = retrying(1).await;
+    assert_eq!(v["plugin"], "busy");
     assert_eq!(v["last_error"], "handler_error: upstream busy");
     // The first wait is 1 s with equal jitter: between 0.5 and 1 s. Not before 0.5 s...
     clock.advance(Duration::from_millis(450));
@@ -391,6 +397,7 @@ handlers = ["broken"]
     // ...and by 1 s it has happened.
     clock.advance(Duration::from_millis(550));
     crate::support::wait_metric(&s, calls, 2.0).await;
+    retrying(2).await;
     // The second wait doubles: 1 to 2 s.
     clock.advance(Duration::from_millis(950));
     tokio::time::sleep(Duration::from_millis(100)).await;

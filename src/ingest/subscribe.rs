@@ -6,6 +6,7 @@
 //! `{"error":"lagged","missed":N}` frame in their place; ingestion never waits for it.
 
 use super::{ApiError, AppState};
+use crate::router::bus::Frame;
 use crate::router::pattern::TypePattern;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
 
 #[derive(Deserialize)]
 pub struct Params {
@@ -29,11 +31,13 @@ pub async fn subscribe(
 ) -> Result<Response, ApiError> {
     let pattern =
         TypePattern::parse(&params.types).map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?;
-    Ok(ws.on_upgrade(move |socket| stream(state, pattern, socket)))
+    // Subscribe before the 101 is sent, not in the upgrade callback: a client that posts an
+    // event right after its handshake completed must see it.
+    let rx = state.pipeline.bus.subscribe();
+    Ok(ws.on_upgrade(move |socket| stream(state, pattern, rx, socket)))
 }
 
-async fn stream(state: Arc<AppState>, pattern: TypePattern, socket: WebSocket) {
-    let mut rx = state.pipeline.bus.subscribe();
+async fn stream(state: Arc<AppState>, pattern: TypePattern, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
     let (mut tx, mut incoming) = socket.split();
     tracing::debug!(types = pattern.as_str(), "subscriber connected");
     loop {

@@ -400,11 +400,12 @@ impl Core {
         for task in retries {
             let delay = self.routes[task.route].retry.delay(task.attempt);
             let plugin = self.routes[task.route].handlers[task.handler].name().to_string();
+            let due = self.retries.due_in(delay);
             let next_at = time::OffsetDateTime::now_utc() + delay;
             let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
             self.statuses.set(&root, state);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            self.retries.schedule(task, delay);
+            self.retries.schedule_at(task, due);
         }
         if let Some(done) = done {
             if let Some(store) = &self.store {

@@ -105,9 +105,15 @@ impl Scheduler {
         &*self.clock
     }
 
-    /// Runs the task after `delay`.
-    pub fn schedule(&self, task: RetryTask, delay: Duration) {
-        let due = self.clock.now() + delay;
+    /// The clock reading `delay` from now, for [`schedule_at`](Self::schedule_at).
+    pub fn due_in(&self, delay: Duration) -> Duration {
+        self.clock.now() + delay
+    }
+
+    /// Runs the task once the clock reads `due`. Taking the due time rather than a delay lets
+    /// the caller fix it before publishing it (the event's status), so what is shown is what
+    /// will happen even when the clock moves in between.
+    pub fn schedule_at(&self, task: RetryTask, due: Duration) {
         let mut p = self.inner.lock().expect("scheduler");
         p.seq += 1;
         let seq = p.seq;
