@@ -113,7 +113,8 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     /// Past this much log on disk, ingestion answers 503 instead of filling the disk.
     pub max_bytes: u64,
-    /// Where the log lives; default `<data_dir>/log`.
+    /// Where the durable state lives: the event log's segments, the dead letters and the
+    /// config service's documents (`config/`); default `<data_dir>/log`.
     pub dir: Option<PathBuf>,
 }
 

@@ -13,6 +13,7 @@ use crate::router::pipeline::{Matcher, Route};
 use crate::router::retry::{Clock, RetryPolicy, SystemClock};
 use crate::router::Pipeline;
 use crate::schema::{Registry, SchemaError, Strictness};
+use crate::store::config_docs::{ConfigDocs, ConfigError};
 use crate::store::local::LocalOptions;
 use crate::store::{Durability, EventStore, LocalStore, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
@@ -32,6 +33,8 @@ pub enum StartError {
     Config { key: String, message: String },
     #[error("event log: {0}")]
     Store(#[from] StoreError),
+    #[error("config service: {0}")]
+    ConfigDocs(#[from] ConfigError),
 }
 
 /// The compiled schemas a config asks for: the built-in catalogue, the user's Markdown
@@ -76,12 +79,14 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
     let letters = options.dir.join("dead-letters.jsonl");
     let dead_letters = DeadLetters::open(letters.clone()).map_err(|e| StoreError::io(&letters, e))?;
     let durable = Durable { store, recovered, dead_letters };
+    let configs = ConfigDocs::open(options.dir.join("config"))?;
     let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some(durable), clock);
     Ok(Arc::new(AppState {
         registry,
         pipeline: Arc::new(pipeline),
         metrics: Arc::new(Metrics::default()),
         limits: config.ingest.clone(),
+        configs: Arc::new(configs),
     }))
 }
 

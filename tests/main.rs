@@ -11,5 +11,6 @@ mod corpus;
 mod durability;
 mod http;
 mod plugins;
+mod protocols;
 mod sandbox;
 mod subscribe;

@@ -28,6 +28,10 @@ pub enum ApiError {
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("no config has id `{id}`")]
+    UnknownConfig { id: String },
+    #[error("config `{id}` is at revision {current:?}, not {given:?}: read it again, then write")]
+    StaleRevision { id: String, given: String, current: Option<String> },
     #[error("the router is at capacity; retry shortly")]
     Overloaded,
     #[error("no such endpoint")]
@@ -50,6 +54,8 @@ impl ApiError {
             ApiError::InvalidCloudEvent { .. } => "invalid_cloudevent",
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::UnknownConfig { .. } => "unknown_config",
+            ApiError::StaleRevision { .. } => "stale_revision",
             ApiError::NotFound => "not_found",
             ApiError::Overloaded => "overloaded",
             ApiError::UnknownEvent { .. } => "unknown_event",
@@ -71,7 +77,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } => StatusCode::NOT_FOUND,
+            ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } | ApiError::UnknownConfig { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::StaleRevision { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,6 +108,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType { expected, .. } => {
                 m.insert("expected".into(), json!(expected));
             }
+            ApiError::StaleRevision { current, .. } => {
+                m.insert("current_revision".into(), json!(current));
+            }
             ApiError::InvalidCloudEvent { missing, .. } if !missing.is_empty() => {
                 m.insert("missing".into(), json!(missing));
             }
@@ -119,6 +131,18 @@ impl From<SchemaError> for ApiError {
         match e {
             SchemaError::UnknownType { name, suggestions } => ApiError::UnknownType { name, suggestions },
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::config_docs::ConfigError> for ApiError {
+    fn from(e: crate::store::config_docs::ConfigError) -> Self {
+        use crate::store::config_docs::ConfigError;
+        match e {
+            ConfigError::BadId(_) => ApiError::BadRequest(e.to_string()),
+            ConfigError::NotFound(id) => ApiError::UnknownConfig { id },
+            ConfigError::Stale { id, given, current } => ApiError::StaleRevision { id, given, current },
+            ConfigError::Io(detail) => ApiError::Internal(format!("config store: {detail}")),
         }
     }
 }

@@ -8,10 +8,12 @@
 //! | `GET /v1/schemas[/{type}]` | [`schemas`] |
 //! | `GET /v1/subscribe?types=` | [`subscribe`] |
 //! | `GET /v1/dead-letters` | [`ops`] |
+//! | `GET/PUT/DELETE /v1/config/{id}` | [`config_service`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
 mod body;
 mod cloudevents;
+mod config_service;
 mod error;
 mod events;
 mod ndjson;
@@ -38,6 +40,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
     pub limits: IngestConfig,
+    /// The config service's documents.
+    pub configs: Arc<crate::store::config_docs::ConfigDocs>,
 }
 
 impl AppState {
@@ -100,6 +104,11 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/replay", post(ops::replay))
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
+        .route("/v1/config", get(config_service::list))
+        .route(
+            "/v1/config/{id}",
+            get(config_service::get).put(config_service::put).delete(config_service::delete),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

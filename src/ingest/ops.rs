@@ -118,6 +118,21 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
                 "parameters": [{ "name": "types", "in": "query", "schema": { "type": "string" }, "description": "comma-separated globs" }],
                 "responses": { "101": { "description": "switching to WebSocket" }, "400": error }
             }},
+            "/v1/config": { "get": { "summary": "Ids of the config service's documents", "responses": { "200": { "description": "ids" } } } },
+            "/v1/config/{id}": {
+                "parameters": [
+                    { "name": "id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$" } },
+                    { "name": "If-Match", "in": "header", "schema": { "type": "string" }, "description": "the revision the writer read" },
+                    { "name": "revision", "in": "query", "schema": { "type": "string" }, "description": "same as If-Match" }
+                ],
+                "get": { "summary": "A config document and its revision (ETag)", "responses": { "200": { "description": "document" }, "404": error } },
+                "put": {
+                    "summary": "Store a JSON object as the next revision; emits fixinventory/config-updated",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object" } } } },
+                    "responses": { "200": { "description": "document" }, "400": error, "409": error, "415": error }
+                },
+                "delete": { "summary": "Delete; emits fixinventory/config-deleted", "responses": { "204": { "description": "deleted" }, "404": error, "409": error } }
+            },
             "/healthz": { "get": { "responses": { "200": { "description": "up" } } } },
             "/metrics": { "get": { "responses": { "200": { "description": "Prometheus text format" } } } }
         },

@@ -8,8 +8,10 @@
 //! `kill -9` nothing answered with 202 is lost (delivery is at-least-once).
 //!
 //! - [`segment`]: the local segment log (files, frames, the group-commit writer);
-//! - [`local`]: [`LocalStore`], the segment log as an [`EventStore`] with compaction.
+//! - [`local`]: [`LocalStore`], the segment log as an [`EventStore`] with compaction;
+//! - [`config_docs`]: the config service's documents (one atomically replaced file each).
 
+pub mod config_docs;
 pub mod local;
 pub mod segment;
 

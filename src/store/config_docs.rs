@@ -1,0 +1,168 @@
+//! The config service's documents (`/v1/config/{id}`), Fix Inventory style: JSON
+//! documents stored durably, each with a revision that changes on every write, so that a
+//! writer holding an old revision is refused instead of overwriting someone else's change.
+//!
+//! One file per document, `<dir>/<id>.json`, replaced atomically (write a temporary file,
+//! fsync it, rename it over the old one, fsync the directory): a crash leaves either the
+//! old or the new document, never a torn one. Writes are rare and serialised by one lock,
+//! which also makes the revision check and the write one atomic step.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Longest id accepted: ids become file names.
+pub const MAX_ID_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config id `{0}` is not valid: use 1-128 of A-Z a-z 0-9 . _ -, not starting with . or -")]
+    BadId(String),
+    #[error("no config has id `{0}`")]
+    NotFound(String),
+    #[error("config `{id}` is at revision {current:?}, not {given:?}")]
+    Stale { id: String, given: String, current: Option<String> },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// One stored document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConfigDoc {
+    pub id: String,
+    pub revision: String,
+    pub config: Value,
+}
+
+pub struct ConfigDocs {
+    dir: PathBuf,
+    /// Serialises writers: the revision check and the write are one step.
+    write: Mutex<()>,
+}
+
+impl ConfigDocs {
+    pub fn open(dir: PathBuf) -> Result<Self, ConfigError> {
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        Ok(Self { dir, write: Mutex::new(()) })
+    }
+
+    /// The ids of every stored document, sorted.
+    pub fn list(&self) -> Result<Vec<String>, ConfigError> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
+            let path = entry.map_err(|e| io(&self.dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                if let Some(id) = path.file_stem().and_then(|s| s.to_str()).filter(|id| valid_id(id)) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn get(&self, id: &str) -> Result<ConfigDoc, ConfigError> {
+        let path = self.path(id)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NotFound(id.to_string())),
+            Err(e) => return Err(io(&path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| ConfigError::Io(format!("{}: {e}", path.display())))
+    }
+
+    /// Stores `config` under `id` with a new revision. With `expected`, refuses unless the
+    /// stored revision is exactly that (a document that does not exist has none).
+    pub fn put(&self, id: &str, config: Value, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
+        let path = self.path(id)?;
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(id, expected)?;
+        let doc = ConfigDoc { id: id.to_string(), revision: uuid::Uuid::now_v7().to_string(), config };
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec(&doc).map_err(|e| ConfigError::Io(e.to_string()))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| io(&path, e))?;
+        Ok(doc)
+    }
+
+    /// Deletes `id` (with `expected`, only at that revision); returns the deleted document.
+    pub fn delete(&self, id: &str, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
+        let path = self.path(id)?;
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let doc = self.check(id, expected)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
+        std::fs::remove_file(&path)
+            .and_then(|_| File::open(&self.dir)?.sync_all())
+            .map_err(|e| io(&path, e))?;
+        Ok(doc)
+    }
+
+    /// The current document, if any, after checking it is at `expected`.
+    fn check(&self, id: &str, expected: Option<&str>) -> Result<Option<ConfigDoc>, ConfigError> {
+        let current = match self.get(id) {
+            Ok(doc) => Some(doc),
+            Err(ConfigError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match expected {
+            Some(given) if current.as_ref().map(|d| d.revision.as_str()) != Some(given) => Err(ConfigError::Stale {
+                id: id.to_string(),
+                given: given.to_string(),
+                current: current.map(|d| d.revision),
+            }),
+            _ => Ok(current),
+        }
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, ConfigError> {
+        if !valid_id(id) {
+            return Err(ConfigError::BadId(id.to_string()));
+        }
+        Ok(self.dir.join(format!("{id}.json")))
+    }
+}
+
+/// Ids become file names: a conservative alphabet, so no id can leave the directory.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with(['.', '-'])
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn io(path: &Path, e: std::io::Error) -> ConfigError {
+    ConfigError::Io(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn revisions_guard_writes_and_ids_cannot_leave_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = ConfigDocs::open(dir.path().join("config")).unwrap();
+        let first = docs.put("fix.core", json!({"a": 1}), None).unwrap();
+        let second = docs.put("fix.core", json!({"a": 2}), Some(&first.revision)).unwrap();
+        assert_ne!(first.revision, second.revision);
+        let stale = docs.put("fix.core", json!({"a": 3}), Some(&first.revision)).unwrap_err();
+        assert!(matches!(stale, ConfigError::Stale { current: Some(c), .. } if c == second.revision));
+        assert_eq!(docs.get("fix.core").unwrap(), second);
+        assert_eq!(docs.list().unwrap(), vec!["fix.core".to_string()]);
+        for bad in ["", "../x", "a/b", ".hidden", "-x", &"x".repeat(129)] {
+            assert_eq!(docs.get(bad).unwrap_err(), ConfigError::BadId(bad.to_string()));
+        }
+        assert!(matches!(docs.delete("fix.core", Some("nope")), Err(ConfigError::Stale { .. })));
+        docs.delete("fix.core", Some(&second.revision)).unwrap();
+        assert_eq!(docs.get("fix.core").unwrap_err(), ConfigError::NotFound("fix.core".into()));
+    }
+}
