@@ -44,6 +44,9 @@ pub enum CatalogError {
 pub struct Family {
     pub name: String,
     pub aliases: Vec<String>,
+    /// Whether its event names are accepted without the family (`bare_names: true` in the
+    /// front matter): Idem's names are its profiles, which Idem producers use alone.
+    pub bare_names: bool,
 }
 
 /// One documented event type and its generated schema.
@@ -127,7 +130,8 @@ impl Catalog {
                 .get("aliases")
                 .map(|a| a.split(',').map(|s| s.trim().to_string()).collect())
                 .unwrap_or_default();
-            catalog.families.push(Family { name: family, aliases });
+            let bare_names = doc.front.get("bare_names").is_some_and(|v| v == "true");
+            catalog.families.push(Family { name: family, aliases, bare_names });
             catalog.events.extend(events);
         }
         Ok(catalog)

@@ -105,10 +105,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
         .route("/v1/config", get(config_service::list))
-        .route(
-            "/v1/config/{id}",
-            get(config_service::get).put(config_service::put).delete(config_service::delete),
-        )
+        .route("/v1/config/{id}", get(config_service::get).put(config_service::put).delete(config_service::delete))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

@@ -1,5 +1,7 @@
-//! `GET /v1/subscribe?types=<glob>`: a WebSocket streaming every routed event whose type
-//! matches, as JSON text frames (`id`, `type`, `time`, `priority`, `source`, `data`).
+//! `GET /v1/subscribe?types=<glob>` (or `?regex=<re>`): a WebSocket streaming every routed
+//! event whose type matches, as JSON text frames (`id`, `type`, `time`, `priority`,
+//! `source`, `data`). Profile globs (`idem-*`) and regexes also match the name within the
+//! family (see [`Matcher`]).
 //!
 //! Subscribers read from the bounded broadcast ring of [`crate::router::bus`]: one that
 //! falls more than `subscribers.buffer` events behind skips the oldest ones and receives a
@@ -7,7 +9,7 @@
 
 use super::{ApiError, AppState};
 use crate::router::bus::Frame;
-use crate::router::pattern::TypePattern;
+use crate::router::pattern::{Matcher, TypePattern};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -22,6 +24,7 @@ use tokio::sync::broadcast::Receiver;
 pub struct Params {
     #[serde(default)]
     types: String,
+    regex: Option<String>,
 }
 
 pub async fn subscribe(
@@ -29,15 +32,24 @@ pub async fn subscribe(
     Query(params): Query<Params>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let pattern =
-        TypePattern::parse(&params.types).map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?;
+    let pattern = match params.regex {
+        Some(_) if !params.types.is_empty() => {
+            return Err(ApiError::BadRequest("give `types` (globs) or `regex`, not both".into()))
+        }
+        Some(re) => {
+            Matcher::Regex(regex::Regex::new(&re).map_err(|e| ApiError::BadRequest(format!("bad `regex`: {e}")))?)
+        }
+        None => Matcher::Glob(
+            TypePattern::parse(&params.types).map_err(|e| ApiError::BadRequest(format!("bad `types` glob: {e}")))?,
+        ),
+    };
     // Subscribe before the 101 is sent, not in the upgrade callback: a client that posts an
     // event right after its handshake completed must see it.
     let rx = state.pipeline.bus.subscribe();
     Ok(ws.on_upgrade(move |socket| stream(state, pattern, rx, socket)))
 }
 
-async fn stream(state: Arc<AppState>, pattern: TypePattern, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
+async fn stream(state: Arc<AppState>, pattern: Matcher, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
     let (mut tx, mut incoming) = socket.split();
     tracing::debug!(types = pattern.as_str(), "subscriber connected");
     loop {

@@ -1,31 +1,69 @@
 //! Which event types a subscriber or route wants: comma-separated globs over type names
-//! (`infrahub/*`, `idem/idem-*`), matched with globset so `*` also crosses `/`.
+//! (`infrahub/*`, `idem/idem-*`), matched with globset so `*` also crosses `/`, or a regex.
+//!
+//! Idem consumers subscribe by profile (`idem-*`, as Idem's match plugins do): a glob
+//! without `/`, and a regex, also match the type's name within its family, so `idem-*`
+//! matches `idem/idem-state` and `^idem-(low|high)$` matches `idem/idem-low`.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+
+/// A route's or subscriber's choice of event types.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Glob(TypePattern),
+    Regex(regex::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, type_name: &str) -> bool {
+        match self {
+            Matcher::Glob(g) => g.matches(type_name),
+            Matcher::Regex(r) => r.is_match(type_name) || r.is_match(name_in_family(type_name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Matcher::Glob(g) => g.as_str(),
+            Matcher::Regex(r) => r.as_str(),
+        }
+    }
+}
+
+/// `idem-state` for `idem/idem-state`, `response/git.file.get` for `infrahub/response/git.file.get`.
+fn name_in_family(type_name: &str) -> &str {
+    type_name.split_once('/').map_or(type_name, |(_, name)| name)
+}
 
 #[derive(Debug, Clone)]
 pub struct TypePattern {
     source: String,
-    set: GlobSet,
+    /// Every glob, against the full type name.
+    full: GlobSet,
+    /// The globs without `/` (profile globs), against the name within the family.
+    bare: GlobSet,
 }
 
 impl TypePattern {
     /// Parses `a,b,c`; an empty string means every type.
     pub fn parse(patterns: &str) -> Result<Self, globset::Error> {
-        let mut b = GlobSetBuilder::new();
+        let (mut full, mut bare) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let mut any = false;
         for p in patterns.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            b.add(Glob::new(p)?);
+            full.add(Glob::new(p)?);
+            if !p.contains('/') {
+                bare.add(Glob::new(p)?);
+            }
             any = true;
         }
         if !any {
-            b.add(Glob::new("*")?);
+            full.add(Glob::new("*")?);
         }
-        Ok(Self { source: patterns.to_string(), set: b.build()? })
+        Ok(Self { source: patterns.to_string(), full: full.build()?, bare: bare.build()? })
     }
 
     pub fn matches(&self, type_name: &str) -> bool {
-        self.set.is_match(type_name)
+        self.full.is_match(type_name) || (!self.bare.is_empty() && self.bare.is_match(name_in_family(type_name)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -44,5 +82,17 @@ mod tests {
         assert!(p.matches("idem/idem-state"));
         assert!(!p.matches("idem/idem-low"));
         assert!(TypePattern::parse("").unwrap().matches("fixinventory/collect"));
+    }
+
+    #[test]
+    fn profile_globs_and_regexes_match_the_name_within_the_family() {
+        use super::Matcher;
+        let p = TypePattern::parse("idem-*").unwrap();
+        assert!(p.matches("idem/idem-state") && p.matches("idem/idem-low"));
+        assert!(!p.matches("fixinventory/collect"));
+        assert!(TypePattern::parse("infrahub*").unwrap().matches("infrahub/git.file.get"), "full names still match");
+        let r = Matcher::Regex(regex::Regex::new("^idem-(low|high)$").unwrap());
+        assert!(r.matches("idem/idem-low") && r.matches("idem/idem-high") && !r.matches("idem/idem-state"));
+        assert!(Matcher::Regex(regex::Regex::new("^infrahub/").unwrap()).matches("infrahub/git.file.get"));
     }
 }

@@ -7,7 +7,7 @@
 
 use super::bus::Bus;
 use super::dead_letters::{self, DeadLetter, DeadLetters};
-use super::pattern::TypePattern;
+use super::pattern::Matcher;
 use super::queue::JobQueue;
 use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
 use super::status::{self, State, StatusBoard};
@@ -26,20 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Matches event types by glob or regex.
-pub enum Matcher {
-    Glob(TypePattern),
-    Regex(regex::Regex),
-}
-
-impl Matcher {
-    pub fn matches(&self, type_name: &str) -> bool {
-        match self {
-            Matcher::Glob(g) => g.matches(type_name),
-            Matcher::Regex(r) => r.is_match(type_name),
-        }
-    }
-}
-
 pub struct Route {
     pub name: String,
     pub matcher: Matcher,

@@ -84,6 +84,8 @@ pub struct Registry {
     types: HashMap<Box<str>, Arc<EventType>>,
     order: Vec<Arc<EventType>>,
     family_aliases: HashMap<String, String>,
+    /// The families whose names are accepted bare (Idem profiles).
+    bare_families: Vec<String>,
 }
 
 impl Registry {
@@ -92,6 +94,9 @@ impl Registry {
         for f in &catalog.families {
             for a in &f.aliases {
                 r.family_aliases.insert(a.clone(), f.name.clone());
+            }
+            if f.bare_names {
+                r.bare_families.push(f.name.clone());
             }
         }
         for def in &catalog.events {
@@ -140,9 +145,19 @@ impl Registry {
         if let Some(t) = self.types.get(name) {
             return Ok(t);
         }
-        if let Some((fam, rest)) = name.split_once('/') {
-            if let Some(t) = self.family_aliases.get(fam).and_then(|f| self.types.get(format!("{f}/{rest}").as_str())) {
-                return Ok(t);
+        match name.split_once('/') {
+            Some((fam, rest)) => {
+                let alias = self.family_aliases.get(fam);
+                if let Some(t) = alias.and_then(|f| self.types.get(format!("{f}/{rest}").as_str())) {
+                    return Ok(t);
+                }
+            }
+            None => {
+                for f in &self.bare_families {
+                    if let Some(t) = self.types.get(format!("{f}/{name}").as_str()) {
+                        return Ok(t);
+                    }
+                }
             }
         }
         Err(SchemaError::UnknownType { name: name.to_string(), suggestions: self.close_names(name) })

@@ -99,9 +99,7 @@ impl ConfigDocs {
         let path = self.path(id)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let doc = self.check(id, expected)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
-        std::fs::remove_file(&path)
-            .and_then(|_| File::open(&self.dir)?.sync_all())
-            .map_err(|e| io(&path, e))?;
+        std::fs::remove_file(&path).and_then(|_| File::open(&self.dir)?.sync_all()).map_err(|e| io(&path, e))?;
         Ok(doc)
     }
 

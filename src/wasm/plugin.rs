@@ -112,7 +112,7 @@ impl Plugin {
         let n = self.stats.calls.fetch_add(1, Ordering::Relaxed);
         // Two clock reads cost about as much as a filter's whole guest code: time one call
         // in LATENCY_SAMPLE (always the first), which keeps the histogram's shape.
-        let start = (n % LATENCY_SAMPLE == 0).then(Instant::now);
+        let start = n.is_multiple_of(LATENCY_SAMPLE).then(Instant::now);
         let result = if !self.breaker.allow() {
             Err(Failure::new(FailureKind::CircuitOpen, "circuit breaker open after repeated failures"))
         } else {
