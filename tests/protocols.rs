@@ -1,4 +1,5 @@
-//! The documented systems' own protocols: the config service (Fix Inventory), Idem profiles.
+//! The documented systems' own protocols: the config service (Fix Inventory), Idem profiles,
+//! Infrahub request/response.
 
 use crate::support::{client, next_json, Server};
 use eventyard::config::Config;
@@ -154,4 +155,100 @@ retry = {{ max_attempts = 1 }}
             .unwrap();
         assert_eq!(res.status(), 400, "{q}");
     }
+}
+
+/// `POST /v1/rpc/{type}` with `body`; the status and the JSON answer.
+async fn rpc(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let res = client().post(s.url(&format!("/v1/rpc/{path}"))).json(&body).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn infrahub_rpc_is_answered_by_the_echo_handler() {
+    let s = Server::with_config(Config::embedded_default()).await;
+    let (status, answer) = rpc(&s, "infrahub/send.echo.request", json!({ "message": "hi" })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["response"], "Reply to: hi");
+    assert_eq!(answer["passed"], true);
+    assert!(!answer["meta"]["correlation_id"].as_str().unwrap().is_empty(), "the router made a correlation id");
+
+    // The caller's own correlation id is kept, and several calls wait side by side.
+    let calls = (0..8).map(|i| {
+        let s = &s;
+        async move {
+            let body = json!({ "message": format!("m{i}"), "meta": { "correlation_id": format!("c-{i}") } });
+            rpc(s, "infrahub/send.echo.request", body).await
+        }
+    });
+    for (i, (status, answer)) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+        assert_eq!(status, 200);
+        assert_eq!(
+            (answer["meta"]["correlation_id"].as_str(), answer["data"]["response"].as_str()),
+            (Some(format!("c-{i}").as_str()), Some(format!("Reply to: m{i}").as_str()))
+        );
+    }
+
+    // Refused up front: a type with no response type, an unknown type, a bad timeout, a
+    // request that fails its schema.
+    let (status, v) = rpc(&s, "infrahub/check.generator.run", json!({})).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!(rpc(&s, "infrahub/send.echo", json!({})).await.0, 404);
+    assert_eq!(rpc(&s, "infrahub/send.echo.request?timeout=0", json!({ "message": "x" })).await.0, 400);
+    let (status, v) = rpc(&s, "infrahub/send.echo.request", json!({ "message": 1 })).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("validation_failed")));
+}
+
+/// A router whose only route sends `infrahub/send.echo.request` to the hostile plugin in `mode`.
+async fn hostile_echo(mode: &str, max_attempts: u32) -> Server {
+    let toml = format!(
+        r#"
+[[plugin]]
+name = "responder"
+component = "{}"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+config = {{ mode = "{mode}" }}
+breaker = {{ failures = 0 }}
+
+[[route]]
+name = "echo"
+match = "infrahub/send.echo.request"
+handlers = ["responder"]
+retry = {{ max_attempts = {max_attempts}, base_ms = 10, max_ms = 20 }}
+"#,
+        crate::support::guest("hostile")
+    );
+    Server::with_config(Config::parse(&toml).unwrap()).await
+}
+
+#[tokio::test]
+async fn infrahub_rpc_retries_with_a_growing_retry_count_and_reports_failures() {
+    // The handler answers only once meta.retry_count reached 2: the caller waits through
+    // two retries and gets the answer.
+    let s = hostile_echo("retry-count", 3).await;
+    let (status, answer) = rpc(&s, "infrahub/send.echo.request", json!({ "message": "hi" })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["response"], "answered at retry_count 2");
+
+    // Out of attempts: a response with passed = false and the handler's error.
+    let s = hostile_echo("fail-retryable", 2).await;
+    let (status, answer) =
+        rpc(&s, "infrahub/send.echo.request", json!({ "message": "hi", "meta": { "correlation_id": "c-9" } })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["passed"].as_bool(), answer["meta"]["correlation_id"].as_str()), (Some(false), Some("c-9")));
+    assert_eq!(answer["errors"], json!(["responder: handler_error: upstream busy"]));
+
+    // Processed, but the handler emitted nothing: 502 naming the request.
+    let s = hostile_echo("none", 1).await;
+    let (status, v) = rpc(&s, "infrahub/send.echo.request", json!({ "message": "hi" })).await;
+    assert_eq!((status, v["error"].as_str()), (502, Some("rpc_unanswered")), "{v}");
+    assert!(v["id"].is_string());
+
+    // Nothing routes the request at all: the wait ends at the timeout with 504.
+    let s = Server::start().await;
+    let (status, v) = rpc(&s, "infrahub/send.echo.request?timeout=0.2", json!({ "message": "hi" })).await;
+    assert_eq!((status, v["error"].as_str()), (504, Some("rpc_timeout")), "{v}");
+    let id = v["id"].as_str().unwrap();
+    let accepted: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(accepted["id"], id, "the request itself was accepted");
 }

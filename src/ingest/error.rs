@@ -28,6 +28,10 @@ pub enum ApiError {
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("no response to request `{id}` (correlation id `{correlation_id}`) within {seconds} s")]
+    RpcTimeout { id: String, correlation_id: String, seconds: f64 },
+    #[error("request `{id}` (correlation id `{correlation_id}`) was processed, but no handler responded")]
+    RpcUnanswered { id: String, correlation_id: String },
     #[error("no config has id `{id}`")]
     UnknownConfig { id: String },
     #[error("config `{id}` is at revision {current:?}, not {given:?}: read it again, then write")]
@@ -55,6 +59,8 @@ impl ApiError {
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnknownConfig { .. } => "unknown_config",
+            ApiError::RpcTimeout { .. } => "rpc_timeout",
+            ApiError::RpcUnanswered { .. } => "rpc_unanswered",
             ApiError::StaleRevision { .. } => "stale_revision",
             ApiError::NotFound => "not_found",
             ApiError::Overloaded => "overloaded",
@@ -81,6 +87,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::StaleRevision { .. } => StatusCode::CONFLICT,
+            ApiError::RpcTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::RpcUnanswered { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +115,10 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType { expected, .. } => {
                 m.insert("expected".into(), json!(expected));
+            }
+            ApiError::RpcTimeout { id, correlation_id, .. } | ApiError::RpcUnanswered { id, correlation_id } => {
+                m.insert("id".into(), json!(id));
+                m.insert("correlation_id".into(), json!(correlation_id));
             }
             ApiError::StaleRevision { current, .. } => {
                 m.insert("current_revision".into(), json!(current));

@@ -9,6 +9,7 @@
 //! | `GET /v1/subscribe?types=` | [`subscribe`] |
 //! | `GET /v1/dead-letters` | [`ops`] |
 //! | `GET/PUT/DELETE /v1/config/{id}` | [`config_service`] |
+//! | `POST /v1/rpc/{type}` (Infrahub request/response) | [`rpc`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
 mod body;
@@ -18,6 +19,7 @@ mod error;
 mod events;
 mod ndjson;
 mod ops;
+mod rpc;
 mod schemas;
 mod subscribe;
 
@@ -104,6 +106,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/replay", post(ops::replay))
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
+        .route("/v1/rpc/{*type}", post(rpc::call))
         .route("/v1/config", get(config_service::list))
         .route("/v1/config/{id}", get(config_service::get).put(config_service::put).delete(config_service::delete))
         .route("/healthz", get(ops::healthz))

@@ -118,6 +118,15 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
                 "parameters": [{ "name": "types", "in": "query", "schema": { "type": "string" }, "description": "comma-separated globs" }],
                 "responses": { "101": { "description": "switching to WebSocket" }, "400": error }
             }},
+            "/v1/rpc/{type}": { "post": {
+                "summary": "Infrahub request/response: accept the request, answer with its response event",
+                "parameters": [
+                    { "name": "type", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "timeout", "in": "query", "schema": { "type": "number" }, "description": "seconds (default 30, max 300)" }
+                ],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object" } } } },
+                "responses": { "200": { "description": "the response message, or passed: false with errors" }, "400": error, "404": error, "502": error, "504": error }
+            }},
             "/v1/config": { "get": { "summary": "Ids of the config service's documents", "responses": { "200": { "description": "ids" } } } },
             "/v1/config/{id}": {
                 "parameters": [

@@ -1,6 +1,6 @@
 //! Routing of accepted events: the subscriber [`bus`], route [`pattern`]s, the plugin
 //! [`pipeline`] with its priority work [`queue`], [`retry`] scheduling, per-event
-//! [`status`] and the [`dead_letters`].
+//! [`status`], the [`dead_letters`], and the [`rpc`] callers waiting for a response.
 
 pub mod bus;
 pub mod dead_letters;
@@ -8,6 +8,7 @@ pub mod pattern;
 pub mod pipeline;
 pub mod queue;
 pub mod retry;
+pub mod rpc;
 pub mod status;
 
 pub use pipeline::{AcceptError, Pipeline};

@@ -10,6 +10,7 @@ use super::dead_letters::{self, DeadLetter, DeadLetters};
 use super::pattern::Matcher;
 use super::queue::JobQueue;
 use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
+use super::rpc::Waiters;
 use super::status::{self, State, StatusBoard};
 use super::Event;
 use crate::config::{Config, World};
@@ -115,6 +116,8 @@ pub struct Core {
     pub samples: Arc<PluginSamples>,
     /// Where every accepted event is, for `GET /v1/events/{id}`.
     pub statuses: StatusBoard,
+    /// Callers of `POST /v1/rpc/{type}` waiting for their response.
+    pub rpc: Waiters,
     bus: Bus,
     hop_limit: u8,
     queue: JobQueue<Job>,
@@ -149,6 +152,7 @@ impl Pipeline {
             counters: PipelineCounters::default(),
             samples,
             statuses: StatusBoard::default(),
+            rpc: Waiters::default(),
             bus: bus.clone(),
             hop_limit: config.pipeline.hop_limit,
             queue: JobQueue::new(config.pipeline.queue),
@@ -247,6 +251,7 @@ impl Pipeline {
         }
         for (event, routed) in events.into_iter().zip(routed) {
             self.bus.publish(&event);
+            self.core.rpc.offer(&event);
             if routed {
                 self.core.queue.push(event.priority, Job::Event { event, reserved: true });
             }
@@ -345,7 +350,8 @@ impl Core {
     fn call_again(&self, task: &RetryTask, run: &mut Run) {
         let route = &self.routes[task.route];
         let handler = &route.handlers[task.handler];
-        match handler.call(&plugin_event(&task.event)) {
+        let event = with_retry_count(&task.event, task.attempt);
+        match handler.call(&plugin_event(event.as_ref().unwrap_or(&task.event))) {
             Ok(Output::Emitted(events)) => {
                 for e in events {
                     self.emit(handler, route, &task.event, e, run);
@@ -397,6 +403,8 @@ impl Core {
             if let Some(store) = &self.store {
                 store.complete(&done.event, &done.outcome);
             }
+            let errors = done.outcome.failed.iter().map(|f| format!("{}: {}: {}", f.plugin, f.kind, f.message));
+            self.rpc.finished(&done.event, errors.collect());
             self.statuses.set(&done.event.id, status::finished(done.outcome));
         }
     }
@@ -513,6 +521,7 @@ impl Core {
             id: event.id.clone(),
         });
         self.bus.publish(&event);
+        self.rpc.offer(&event);
         self.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::InProgress);
         // Emitted events are processed here, before their parent is finished: a crash in
         // between processes the parent (and so re-emits them) again.
@@ -628,6 +637,19 @@ impl Core {
 }
 
 /// The event as plugins receive it, shared by every plugin of a route.
+/// The event as a retried handler sees it: Infrahub's `meta.retry_count` says how many
+/// calls failed before (only events with a `meta` object; `None` when nothing changes).
+fn with_retry_count(event: &Event, attempts: u32) -> Option<Event> {
+    if attempts == 0 || !event.data.get("meta").is_some_and(serde_json::Value::is_object) {
+        return None;
+    }
+    let mut e = event.clone();
+    e.data["meta"]["retry_count"] = attempts.into();
+    // The text plugins get must say the same as the tree.
+    e.raw = None;
+    Some(e)
+}
+
 pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
     Arc::new(PluginEvent {
         id: e.id.clone(),

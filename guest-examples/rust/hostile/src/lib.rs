@@ -105,6 +105,22 @@ impl Guest for Hostile {
             }
             "fail-retryable" => Err(HandlerError { message: "upstream busy".into(), retryable: true }),
             "echo-back" => Ok(vec![echo(r#"{"message":"again"}"#.into())]),
+            // Fails (retryably) until Infrahub's meta.retry_count reaches 2, then answers the
+            // echo request with how many retries it took.
+            "retry-count" => {
+                let data: Value = serde_json::from_str(&_event.data()).unwrap_or(Value::Null);
+                let n = data["meta"]["retry_count"].as_u64().unwrap_or(0);
+                if n < 2 {
+                    return Err(HandlerError { message: format!("not yet (retry_count {n})"), retryable: true });
+                }
+                let response = serde_json::json!({
+                    "meta": { "correlation_id": data["meta"]["correlation_id"] },
+                    "data": { "response": format!("answered at retry_count {n}") },
+                    "errors": [],
+                    "passed": true,
+                });
+                Ok(vec![Emitted { type_: "infrahub/response/send.echo.request".into(), data: response.to_string() }])
+            }
             _ => Ok(Vec::new()),
         }
     }

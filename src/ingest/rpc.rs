@@ -1,0 +1,101 @@
+//! `POST /v1/rpc/{type}`: Infrahub's request/response. The body is the request message
+//! (`infrahub/send.echo.request`, say); the router gives it a `meta.correlation_id` (unless
+//! the caller did) and a `meta.reply_to`, accepts it like any event, and answers with the
+//! `infrahub/response/<name>` event a handler emits for that correlation id.
+//!
+//! | outcome | answer |
+//! |---|---|
+//! | a response event | 200, the response message (validated against its schema when it was emitted) |
+//! | the handlers failed (dead letter) | 200, `{"meta", "passed": false, "errors": [...]}` |
+//! | processed, nothing responded | 502 `rpc_unanswered` |
+//! | no answer within `?timeout=` seconds (default 30) | 504 `rpc_timeout`, with the request's id |
+
+use super::events::{prepare, Envelope};
+use super::{body, ApiError, AppState};
+use crate::router::rpc::{Reply, RESPONSE_PREFIX};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a caller waits when it does not say.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
+/// The longest wait a caller may ask for: a waiting request holds a connection.
+pub const MAX_TIMEOUT_SECS: f64 = 300.0;
+/// `meta.reply_to` of requests made through this endpoint.
+const REPLY_TO: &str = "eventyard.rpc";
+
+#[derive(Deserialize)]
+pub struct Params {
+    timeout: Option<f64>,
+}
+
+pub async fn call(
+    State(state): State<Arc<AppState>>,
+    Path(type_name): Path<String>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    request: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let ty = state.registry.get(&type_name)?.clone();
+    let response_type = format!("{RESPONSE_PREFIX}{}", ty.name.strip_prefix("infrahub/").unwrap_or(&ty.name));
+    if state.registry.get(&response_type).is_err() {
+        return Err(ApiError::BadRequest(format!("`{}` has no response type (`{response_type}`)", ty.name)));
+    }
+    let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
+        return Err(ApiError::BadRequest(format!("`timeout` is seconds, more than 0 and at most {MAX_TIMEOUT_SECS}")));
+    }
+    if body::MediaType::of(&headers) != body::MediaType::Json {
+        return Err(ApiError::UnsupportedMediaType { got: body::content_type(&headers), expected: "application/json" });
+    }
+    let bytes = body::read(&headers, request, state.limits.max_body_bytes).await?;
+    let mut data = body::parse_json(&bytes)?;
+    let Some(message) = data.as_object_mut() else {
+        return Err(ApiError::BadRequest("a request message is a JSON object".into()));
+    };
+    let meta = message.entry("meta").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return Err(ApiError::BadRequest("`meta` is an object".into()));
+    };
+    let correlation_id = match meta.get("correlation_id").and_then(Value::as_str) {
+        Some(id) => id.to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    meta.insert("correlation_id".into(), json!(correlation_id));
+    if meta.get("reply_to").is_none_or(Value::is_null) {
+        meta.insert("reply_to".into(), json!(REPLY_TO));
+    }
+
+    let waiters = &state.pipeline.core().rpc;
+    let reply = waiters.register(&correlation_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let accepted = state.count(state.admit_one(prepare(&state, &ty.name, data, Envelope::default())).await);
+    let id = match accepted {
+        Ok(id) => id,
+        Err(e) => {
+            waiters.cancel(&correlation_id);
+            return Err(e);
+        }
+    };
+    let answer = match tokio::time::timeout(Duration::from_secs_f64(timeout), reply).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) | Err(_) => {
+            waiters.cancel(&correlation_id);
+            return Err(ApiError::RpcTimeout { id, correlation_id, seconds: timeout });
+        }
+    };
+    Ok(match answer {
+        Reply::Response(event) => Json(event.data).into_response(),
+        Reply::Failed { errors } => Json(json!({
+            "meta": { "correlation_id": correlation_id, "request_id": id },
+            "passed": false,
+            "errors": errors,
+        }))
+        .into_response(),
+        Reply::Unanswered => return Err(ApiError::RpcUnanswered { id, correlation_id }),
+    })
+}
