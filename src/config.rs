@@ -46,6 +46,10 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Log size past which ingestion answers 503 (unfinished events are piling up).
 pub const DEFAULT_MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Handler calls per event and route before a dead letter, and the back-off between them.
+/// The embedded schedule of `collect_and_cleanup`: hourly, as Fix Inventory runs it.
+pub const DEFAULT_WORKFLOW_SCHEDULE: &str = "0 * * * *";
+/// How long a workflow step waits for Wasm handlers and for subscribers that set no timeout.
+pub const DEFAULT_STEP_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_RETRY_BASE_MS: u64 = 200;
 pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
@@ -81,6 +85,38 @@ pub struct Config {
     pub plugins: Vec<PluginConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// When the documented workflows run besides `POST /v1/workflows/{name}/run`; by default
+    /// `collect_and_cleanup` hourly.
+    #[serde(rename = "workflow")]
+    pub workflows: Vec<WorkflowConfig>,
+}
+
+/// `[[workflow]]`: a trigger and the step timeout of one documented workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// `collect_and_cleanup`, `collect`, `cleanup` or `metrics`.
+    pub name: String,
+    /// A cron expression (5 fields, UTC), e.g. `"0 * * * *"`; absent: no schedule.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Globs of event types whose arrival starts a run.
+    #[serde(default)]
+    pub on_event: Vec<String>,
+    /// How long a step waits for Wasm handlers and for subscribers that set no timeout.
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout_secs: u64,
+}
+
+fn default_step_timeout() -> u64 {
+    DEFAULT_STEP_TIMEOUT_SECS
+}
+
+impl WorkflowConfig {
+    /// The workflow with no trigger but the API.
+    pub fn named(name: &str) -> Self {
+        Self { name: name.into(), schedule: None, on_event: Vec::new(), step_timeout_secs: DEFAULT_STEP_TIMEOUT_SECS }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +356,10 @@ impl Default for Config {
             store: StoreConfig::default(),
             plugins: Vec::new(),
             routes: Vec::new(),
+            workflows: vec![WorkflowConfig {
+                schedule: Some(DEFAULT_WORKFLOW_SCHEDULE.into()),
+                ..WorkflowConfig::named("collect_and_cleanup")
+            }],
         }
     }
 }
@@ -401,6 +441,25 @@ impl Config {
             });
         }
         let bad = |key: String, message: String| ConfigError::Plugin { key, message };
+        for (i, w) in self.workflows.iter().enumerate() {
+            let key = |k: &str| format!("workflow[{i}] ({}).{k}", w.name);
+            if crate::workflow::steps(&w.name).is_none() {
+                let known = crate::workflow::WORKFLOWS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+                return Err(bad(key("name"), format!("unknown workflow; known: {known}")));
+            }
+            if self.workflows[..i].iter().any(|v| v.name == w.name) {
+                return Err(bad(key("name"), "listed twice".into()));
+            }
+            if let Some(cron) = &w.schedule {
+                crate::workflow::parse_schedule(cron).map_err(|e| bad(key("schedule"), e))?;
+            }
+            for g in &w.on_event {
+                crate::router::pattern::TypePattern::parse(g).map_err(|e| bad(key("on_event"), e.to_string()))?;
+            }
+            if w.step_timeout_secs == 0 {
+                return Err(bad(key("step_timeout_secs"), "must be greater than 0".into()));
+            }
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             let key = |k: &str| format!("plugin[{i}] ({}).{k}", p.name);
             if p.name.is_empty() || self.plugins[..i].iter().any(|q| q.name == p.name) {

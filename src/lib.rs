@@ -11,6 +11,8 @@
 //!   pipeline and the dead letters;
 //! - [`store`]: the durable event log (local segment log; a NATS backend later);
 //! - [`wasm`]: the sandboxed Wasm plugin host (one engine, one `bindgen!`, limits, imports);
+//! - [`workflow`]: Fix Inventory's workflows (steps sent to WebSocket subscribers and Wasm
+//!   handlers), their tasks, and the subscribers ("actors");
 //! - [`metrics`]: counters exported at `/metrics`;
 //! - [`config`]: the TOML config and its defaults;
 //! - [`server`]: assembles the above from a config;
@@ -28,3 +30,4 @@ pub mod schema;
 pub mod server;
 pub mod store;
 pub mod wasm;
+pub mod workflow;

@@ -18,6 +18,8 @@ use crate::store::config_docs::{ConfigDocs, ConfigError};
 use crate::store::local::LocalOptions;
 use crate::store::{Durability, EventStore, LocalStore, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
+use crate::workflow::actors::{ActorError, Actors};
+use crate::workflow::Workflows;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("config service: {0}")]
     ConfigDocs(#[from] ConfigError),
+    #[error("subscribers: {0}")]
+    Actors(#[from] ActorError),
 }
 
 /// The compiled schemas a config asks for: the built-in catalogue, the user's Markdown
@@ -81,6 +85,7 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
     let dead_letters = DeadLetters::open(letters.clone()).map_err(|e| StoreError::io(&letters, e))?;
     let durable = Durable { store, recovered, dead_letters };
     let configs = ConfigDocs::open(options.dir.join("config"))?;
+    let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some(durable), clock);
     Ok(Arc::new(AppState {
         registry,
@@ -88,6 +93,7 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         metrics: Arc::new(Metrics::default()),
         limits: config.ingest.clone(),
         configs: Arc::new(configs),
+        workflows: Arc::new(Workflows::new(&config.workflows, actors)),
     }))
 }
 

@@ -14,3 +14,4 @@ mod plugins;
 mod protocols;
 mod sandbox;
 mod subscribe;
+mod workflows;

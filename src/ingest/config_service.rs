@@ -8,7 +8,6 @@
 //! The document is stored before its event is accepted: a crash in between keeps the
 //! document and loses only the notification.
 
-use super::events::{prepare, Envelope};
 use super::{body, ApiError, AppState};
 use crate::store::config_docs::{ConfigDoc, ConfigDocs, ConfigError};
 use axum::extract::{Path, Query, State};
@@ -101,6 +100,5 @@ async fn blocking<T: Send + 'static>(
 
 /// Accepts the service's own event like any other (validated, logged, routed).
 async fn notify(state: &AppState, type_name: &str, data: Value) -> Result<(), ApiError> {
-    let envelope = Envelope { source: Some(SOURCE.to_string()), ..Envelope::default() };
-    state.admit_one(prepare(state, type_name, data, envelope)).await.map(drop)
+    state.emit_internal(type_name, data, SOURCE).await.map(drop)
 }

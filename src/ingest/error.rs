@@ -32,6 +32,14 @@ pub enum ApiError {
     RpcTimeout { id: String, correlation_id: String, seconds: f64 },
     #[error("request `{id}` (correlation id `{correlation_id}`) was processed, but no handler responded")]
     RpcUnanswered { id: String, correlation_id: String },
+    #[error("no subscriber has id `{id}` (or not that subscription)")]
+    UnknownSubscriber { id: String },
+    #[error("subscriber `{id}` is already connected; one connection per subscriber")]
+    AlreadyConnected { id: String },
+    #[error("unknown workflow `{name}`; known: collect_and_cleanup, collect, cleanup, metrics")]
+    UnknownWorkflow { name: String },
+    #[error("no task has id `{id}`")]
+    UnknownTask { id: String },
     #[error("no config has id `{id}`")]
     UnknownConfig { id: String },
     #[error("config `{id}` is at revision {current:?}, not {given:?}: read it again, then write")]
@@ -59,6 +67,10 @@ impl ApiError {
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnknownConfig { .. } => "unknown_config",
+            ApiError::UnknownSubscriber { .. } => "unknown_subscriber",
+            ApiError::AlreadyConnected { .. } => "already_connected",
+            ApiError::UnknownWorkflow { .. } => "unknown_workflow",
+            ApiError::UnknownTask { .. } => "unknown_task",
             ApiError::RpcTimeout { .. } => "rpc_timeout",
             ApiError::RpcUnanswered { .. } => "rpc_unanswered",
             ApiError::StaleRevision { .. } => "stale_revision",
@@ -86,7 +98,10 @@ impl ApiError {
             ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } | ApiError::UnknownConfig { .. } => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::StaleRevision { .. } => StatusCode::CONFLICT,
+            ApiError::StaleRevision { .. } | ApiError::AlreadyConnected { .. } => StatusCode::CONFLICT,
+            ApiError::UnknownSubscriber { .. } | ApiError::UnknownWorkflow { .. } | ApiError::UnknownTask { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::RpcTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::RpcUnanswered { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,6 +10,7 @@
 //! | `GET /v1/dead-letters` | [`ops`] |
 //! | `GET/PUT/DELETE /v1/config/{id}` | [`config_service`] |
 //! | `POST /v1/rpc/{type}` (Infrahub request/response) | [`rpc`] |
+//! | Fix Inventory: `/events`, `/subscriber/...`, `/v1/workflows`, `/v1/tasks` | [`fixinventory`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
 mod body;
@@ -17,6 +18,7 @@ mod cloudevents;
 mod config_service;
 mod error;
 mod events;
+mod fixinventory;
 mod ndjson;
 mod ops;
 mod rpc;
@@ -35,6 +37,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 /// Everything a request handler needs, shared behind one `Arc`.
 pub struct AppState {
@@ -44,6 +47,8 @@ pub struct AppState {
     pub limits: IngestConfig,
     /// The config service's documents.
     pub configs: Arc<crate::store::config_docs::ConfigDocs>,
+    /// Fix Inventory's workflows, tasks and subscribers.
+    pub workflows: Arc<crate::workflow::Workflows>,
 }
 
 impl AppState {
@@ -82,6 +87,18 @@ impl AppState {
         }
     }
 
+    /// Accepts an event the router itself makes (config service, workflows): validated,
+    /// logged and routed like any other, counted as accepted.
+    pub async fn emit_internal(
+        &self,
+        type_name: &str,
+        data: serde_json::Value,
+        source: &str,
+    ) -> Result<String, ApiError> {
+        let envelope = events::Envelope { source: Some(source.to_string()), ..events::Envelope::default() };
+        self.count(self.admit_one(events::prepare(self, type_name, data, envelope)).await)
+    }
+
     async fn admit_one(&self, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
         self.admit(vec![prepared]).await.pop().expect("one result per event")
     }
@@ -107,6 +124,15 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
         .route("/v1/rpc/{*type}", post(rpc::call))
+        .route("/events", get(fixinventory::listen))
+        .route("/subscribers", get(fixinventory::subscribers))
+        .route("/subscriber/{id}", get(fixinventory::subscriber).put(fixinventory::replace))
+        .route("/subscriber/{id}/handle", get(fixinventory::handle))
+        .route("/subscriber/{id}/{message_type}", post(fixinventory::subscribe).delete(fixinventory::unsubscribe))
+        .route("/v1/workflows", get(fixinventory::workflows))
+        .route("/v1/workflows/{name}/run", post(fixinventory::run_workflow))
+        .route("/v1/tasks", get(fixinventory::tasks))
+        .route("/v1/tasks/{id}", get(fixinventory::task))
         .route("/v1/config", get(config_service::list))
         .route("/v1/config/{id}", get(config_service::get).put(config_service::put).delete(config_service::delete))
         .route("/healthz", get(ops::healthz))
@@ -123,5 +149,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    // Workflow schedules and event triggers run while the server does.
+    let triggers = state.workflows.spawn_triggers(&state);
+    let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
+    triggers.iter().for_each(JoinHandle::abort);
+    served
 }

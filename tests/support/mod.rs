@@ -34,6 +34,8 @@ impl Server {
             // One artifact cache for the whole test run: each component compiles once.
             config.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("eventyard-data");
         }
+        // No test runs on the wall clock: the default hourly workflow schedule is off.
+        config.workflows.iter_mut().for_each(|w| w.schedule = None);
         let log = config.store.dir.is_none().then(|| tempfile::tempdir().expect("temp dir for the log"));
         if let Some(dir) = &log {
             config.store.dir = Some(dir.path().to_path_buf());

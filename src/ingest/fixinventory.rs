@@ -1,0 +1,264 @@
+//! Fix Inventory's (Resoto's) message-bus endpoints, so its workers and listeners work
+//! against Eventyard as they do against their core:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /events?show=<types>` | WebSocket listener: every `fixinventory/*` event as `{"kind","message_type","data"}`; messages sent in are ingested |
+//! | `GET /subscriber/{id}/handle` | WebSocket actor channel: `action` messages of the steps `id` subscribed to; `action_done` / `action_error` / `action_progress` / `action_info` back |
+//! | `POST` / `DELETE /subscriber/{id}/{message_type}` | add (`?timeout=`, `?wait_for_completion=`) / remove one subscription |
+//! | `PUT /subscriber/{id}`, `GET /subscriber/{id}`, `GET /subscribers` | replace all / show / list |
+//! | `POST /v1/workflows/{name}/run`, `GET /v1/workflows` | start a run (202 with the task id) / the workflows |
+//! | `GET /v1/tasks`, `GET /v1/tasks/{id}` | runs and each step's state |
+//!
+//! A listener or actor that connects or leaves emits `message-listener-connected` /
+//! `message-listener-disconnected` with `subscriber_id` and `channels`.
+
+use super::{ApiError, AppState};
+use crate::workflow::actors::{ActorError, Subscription};
+use crate::workflow::WorkflowError;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The `source` of events that came in over these endpoints.
+const SOURCE: &str = "fixinventory";
+
+impl From<ActorError> for ApiError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Unknown(id) => ApiError::UnknownSubscriber { id },
+            ActorError::AlreadyConnected(id) => ApiError::AlreadyConnected { id },
+            ActorError::Io(detail) => ApiError::Internal(format!("subscribers: {detail}")),
+        }
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::Unknown(name) => ApiError::UnknownWorkflow { name },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ShowParams {
+    #[serde(default)]
+    show: String,
+    /// The listener's name in `message-listener-*` events; a new one when absent.
+    id: Option<String>,
+}
+
+/// `GET /events?show=collect,cleanup_plan` (all when absent or `*`).
+pub async fn listen(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<ShowParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let show: Vec<String> =
+        params.show.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "*").map(String::from).collect();
+    let id = params.id.unwrap_or_else(|| format!("listener-{}", uuid::Uuid::now_v7()));
+    // Subscribed before the 101, like /v1/subscribe: nothing accepted after the handshake is missed.
+    let rx = state.pipeline.bus.subscribe();
+    ws.on_upgrade(move |socket| async move {
+        listener_connected(&state, &id, &show, true).await;
+        let (mut tx, mut incoming) = socket.split();
+        let mut rx = rx;
+        loop {
+            tokio::select! {
+                frame = rx.recv() => {
+                    let frame = match frame {
+                        Ok(f) => f,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            let lagged = json!({ "error": "lagged", "missed": missed }).to_string();
+                            if tx.send(Message::Text(lagged.into())).await.is_err() { break; }
+                            continue;
+                        }
+                        Err(_) => break,
+                    };
+                    let Some(name) = frame.type_name.strip_prefix("fixinventory/") else { continue };
+                    if !show.is_empty() && !show.iter().any(|s| s == name) {
+                        continue;
+                    }
+                    let Ok(event) = serde_json::from_str::<Value>(&frame.json) else { continue };
+                    if tx.send(Message::Text(event["data"].to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(e) = ingest_message(&state, &text).await {
+                            if tx.send(Message::Text(e.body().to_string().into())).await.is_err() { break; }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        listener_connected(&state, &id, &show, false).await;
+    })
+}
+
+/// `GET /subscriber/{id}/handle`: one connection per subscriber (a second gets 409).
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (n, mut outgoing, channels) = state.workflows.actors.connect(&id)?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        listener_connected(&state, &id, &channels, true).await;
+        let (mut tx, mut incoming) = socket.split();
+        loop {
+            tokio::select! {
+                out = outgoing.recv() => match out {
+                    Some(text) => if tx.send(Message::Text(text.into())).await.is_err() { break },
+                    None => break,
+                },
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(e) = answer(&state, &id, &text).await {
+                            if tx.send(Message::Text(e.body().to_string().into())).await.is_err() { break; }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let channels = state.workflows.actors.disconnect(&id, n);
+        listener_connected(&state, &id, &channels, false).await;
+    }))
+}
+
+/// An actor's message: ingested as an event; an `action_done` / `action_error` also answers
+/// its step (named by `data.task` and `data.step`, or the message type).
+async fn answer(state: &AppState, id: &str, text: &str) -> Result<(), ApiError> {
+    let message = ingest_message(state, text).await?;
+    let kind = message["kind"].as_str().unwrap_or_default();
+    if matches!(kind, "action_done" | "action_error") {
+        let data = &message["data"];
+        let task = data["task"].as_str().unwrap_or_default();
+        let step = data["step"].as_str().or(message["message_type"].as_str()).unwrap_or_default();
+        state.workflows.actors.answer(id, task, step, kind, data.clone());
+    }
+    Ok(())
+}
+
+/// Validates and accepts one `{"kind","message_type","data"}` message as `fixinventory/<message_type>`.
+async fn ingest_message(state: &AppState, text: &str) -> Result<Value, ApiError> {
+    let message = super::body::parse_json(text.as_bytes())?;
+    let Some(message_type) = message["message_type"].as_str() else {
+        return Err(ApiError::BadRequest("a message is {\"kind\", \"message_type\", \"data\"}".into()));
+    };
+    state.emit_internal(&format!("fixinventory/{message_type}"), message.clone(), SOURCE).await?;
+    Ok(message)
+}
+
+async fn listener_connected(state: &AppState, id: &str, channels: &[String], connected: bool) {
+    let message_type = if connected { "message-listener-connected" } else { "message-listener-disconnected" };
+    let body =
+        json!({ "kind": "event", "message_type": message_type, "data": { "subscriber_id": id, "channels": channels } });
+    if let Err(e) = state.emit_internal(&format!("fixinventory/{message_type}"), body, SOURCE).await {
+        tracing::warn!(subscriber = id, error = %e, "listener event not accepted");
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SubscribeParams {
+    timeout: Option<u64>,
+    wait_for_completion: Option<bool>,
+}
+
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    Path((id, message_type)): Path<(String, String)>,
+    Query(q): Query<SubscribeParams>,
+) -> Result<Response, ApiError> {
+    state.registry.get(&format!("fixinventory/{message_type}"))?;
+    let sub = Subscription {
+        message_type,
+        wait_for_completion: q.wait_for_completion.unwrap_or(true),
+        timeout: q.timeout.unwrap_or(crate::workflow::actors::DEFAULT_SUBSCRIPTION_TIMEOUT_SECS),
+    };
+    Ok(Json(state.workflows.actors.subscribe(&id, sub)?).into_response())
+}
+
+pub async fn unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Path((id, message_type)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.workflows.actors.unsubscribe(&id, &message_type)?).into_response())
+}
+
+pub async fn replace(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let subs: Vec<Subscription> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("expected [{{\"message_type\", \"wait_for_completion\"?, \"timeout\"?}}]: {e}"))
+    })?;
+    for s in &subs {
+        state.registry.get(&format!("fixinventory/{}", s.message_type))?;
+    }
+    Ok(Json(state.workflows.actors.replace(&id, subs)?).into_response())
+}
+
+pub async fn subscriber(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let view = state.workflows.actors.get(&id).ok_or(ApiError::UnknownSubscriber { id })?;
+    Ok(Json(view).into_response())
+}
+
+pub async fn subscribers(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "subscribers": state.workflows.actors.list() }))
+}
+
+/// Optional body: `{"steps": {"<step>": {extra fields of that step's action data}}}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    #[serde(default)]
+    steps: std::collections::HashMap<String, serde_json::Map<String, Value>>,
+}
+
+pub async fn run_workflow(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: RunBody = if body.is_empty() {
+        RunBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"steps\": {{\"<step>\": {{...}}}}}}: {e}")))?
+    };
+    if let Some(steps) = crate::workflow::steps(&name) {
+        if let Some(unknown) = body.steps.keys().find(|k| !steps.contains(&k.as_str())) {
+            return Err(ApiError::BadRequest(format!("`{unknown}` is not a step of {name}")));
+        }
+    }
+    let id = state.workflows.start(state.clone(), &name, "api".into(), body.steps)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "task_id": id, "workflow": name }))).into_response())
+}
+
+pub async fn workflows(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(state.workflows.describe())
+}
+
+pub async fn tasks(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let tasks = state.workflows.list();
+    Json(json!({ "count": tasks.len(), "tasks": tasks }))
+}
+
+pub async fn task(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let task = state.workflows.task(&id).ok_or(ApiError::UnknownTask { id })?;
+    Ok(Json(task).into_response())
+}
