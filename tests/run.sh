@@ -8,6 +8,15 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+# Fix Inventory's published Python client (resotolib, PyPI), which one test runs as a worker.
+venv=target/resotolib-venv
+if ! "$venv/bin/python" -c "import resotolib.core.actions" 2>/dev/null; then
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null \
+        || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+    rm -rf "$venv" && python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "resotolib==3.9.0"
+fi
+
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
 cargo run --quiet --locked -- schemas generate --check

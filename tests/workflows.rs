@@ -296,3 +296,46 @@ step_timeout_secs = 5
         assert!(err.contains(key), "{err}");
     }
 }
+
+/// The Python of `tests/run.sh`'s venv with resotolib installed.
+fn resotolib_python() -> std::path::PathBuf {
+    let python = crate::support::repo().join("target/resotolib-venv/bin/python");
+    assert!(python.exists(), "{} is missing: `bash tests/run.sh` installs resotolib", python.display());
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_resotolib_client_works_as_a_worker() {
+    let s = Server::with_config(no_schedule(Config::default(), 30)).await;
+    let base = format!("http://{}", s.addr);
+    let script = crate::support::repo().join("tests/resotolib/worker.py");
+    let worker = tokio::process::Command::new(resotolib_python())
+        .args([script.to_str().unwrap(), &base, "resotoworker", "1"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // It registers over HTTP, then connects its actor channel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let res = client().get(s.url("/subscriber/resotoworker")).send().await.unwrap();
+        if res.status() == 200 && res.json::<Value>().await.unwrap()["connected"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "resotolib's worker did not register and connect");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut bus = ws(&s, "/v1/subscribe?types=fixinventory/task_end").await;
+    let (_, run) = post(&s, "/v1/workflows/collect/run").await;
+    let id = run["task_id"].as_str().unwrap();
+    next_json(&mut bus).await;
+    let t = task(&s, id).await;
+    assert_eq!(t["steps"][1]["answered"], json!([{ "name": "resotoworker", "kind": "action_done" }]));
+    assert_eq!(t["steps"][1]["state"], "done");
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), worker.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let action: Value = serde_json::from_str(printed.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(action["data"]["task"], id);
+}

@@ -173,8 +173,10 @@ async fn listener_connected(state: &AppState, id: &str, channels: &[String], con
 
 #[derive(Deserialize)]
 pub struct SubscribeParams {
+    /// Seconds.
     timeout: Option<u64>,
-    wait_for_completion: Option<bool>,
+    /// `true` / `false` in any case (Python clients send `True`), or 1 / 0.
+    wait_for_completion: Option<String>,
 }
 
 pub async fn subscribe(
@@ -183,9 +185,16 @@ pub async fn subscribe(
     Query(q): Query<SubscribeParams>,
 ) -> Result<Response, ApiError> {
     state.registry.get(&format!("fixinventory/{message_type}"))?;
+    let wait_for_completion = match q.wait_for_completion.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("`wait_for_completion` is true or false, not `{other}`")))
+        }
+    };
     let sub = Subscription {
         message_type,
-        wait_for_completion: q.wait_for_completion.unwrap_or(true),
+        wait_for_completion,
         timeout: q.timeout.unwrap_or(crate::workflow::actors::DEFAULT_SUBSCRIPTION_TIMEOUT_SECS),
     };
     Ok(Json(state.workflows.actors.subscribe(&id, sub)?).into_response())
