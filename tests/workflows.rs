@@ -288,6 +288,23 @@ step_timeout_secs = 5
     let tasks: Value = client().get(s.url("/v1/tasks")).send().await.unwrap().json().await.unwrap();
     assert_eq!(tasks["count"], 1);
 
+    // A burst of trigger events while runs are slow (a subscriber that never answers holds
+    // each run 1 s): one run going, one waiting, the rest join the waiting one.
+    assert_eq!(post(&s, "/subscriber/slow/pre_generate_metrics?timeout=1").await.0, 200);
+    let collect = json!({ "kind": "event", "message_type": "collect", "data": {} });
+    for _ in 0..20 {
+        crate::support::post(&s, "fixinventory/collect", collect.clone()).await;
+    }
+    let mut ended = 0;
+    while ended < 2 {
+        if next_json(&mut bus).await["data"]["message_type"] == "task_end" {
+            ended += 1;
+        }
+    }
+    let tasks: Value = client().get(s.url("/v1/tasks")).send().await.unwrap().json().await.unwrap();
+    let count = tasks["count"].as_u64().unwrap();
+    assert!((2..=3).contains(&count), "20 trigger events made {count} runs");
+
     for (bad, key) in [
         ("[[workflow]]\nname = \"collect\"\nschedule = \"every hour\"\n", "workflow[0] (collect).schedule"),
         ("[[workflow]]\nname = \"nope\"\n", "workflow[0] (nope).name"),

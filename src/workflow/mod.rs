@@ -192,6 +192,17 @@ impl Workflows {
     ) -> Result<String, WorkflowError> {
         let (workflow, steps) =
             WORKFLOWS.iter().find(|(n, _)| *n == name).ok_or_else(|| WorkflowError::Unknown(name.to_string()))?;
+        // A schedule or an event while a run already waits its turn joins that run: a burst of
+        // trigger events cannot pile up runs (and memory) without bound.
+        if trigger != "api" {
+            let waiting = self.tasks().iter().find_map(|t| {
+                let t = t.lock().expect("task");
+                (t.workflow == *workflow && t.state == TaskState::Waiting).then(|| t.id.clone())
+            });
+            if let Some(id) = waiting {
+                return Ok(id);
+            }
+        }
         let task = Task {
             id: uuid::Uuid::now_v7().to_string(),
             workflow,
