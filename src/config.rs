@@ -97,7 +97,7 @@ pub struct Config {
 pub struct WorkflowConfig {
     /// `collect_and_cleanup`, `collect`, `cleanup` or `metrics`.
     pub name: String,
-    /// A cron expression (5 fields, UTC), e.g. `"0 * * * *"`; absent: no schedule.
+    /// A cron expression in UTC, e.g. `"0 * * * *"` (5 fields; 6 with seconds first); absent: no schedule.
     #[serde(default)]
     pub schedule: Option<String>,
     /// Globs of event types whose arrival starts a run.

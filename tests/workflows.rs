@@ -356,3 +356,17 @@ async fn the_published_resotolib_client_works_as_a_worker() {
     let action: Value = serde_json::from_str(printed.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(action["data"]["task"], id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_starts_runs() {
+    // Every second (6 fields, seconds first), so the test need not wait for a minute.
+    let mut config = Config::parse("[[workflow]]\nname = \"metrics\"\nschedule = \"* * * * * *\"\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    config.store.dir = Some(store.path().to_path_buf());
+    // `with_state`, unlike `with_config`, keeps the schedule.
+    let s = Server::with_state(eventyard::server::state(&config).unwrap()).await;
+    let mut bus = ws(&s, "/v1/subscribe?types=fixinventory/task_started").await;
+    let started = next_json(&mut bus).await;
+    let t = task(&s, started["data"]["data"]["task_id"].as_str().unwrap()).await;
+    assert_eq!((t["workflow"].as_str(), t["trigger"].as_str()), (Some("metrics"), Some("schedule")));
+}

@@ -64,9 +64,9 @@ pub fn steps(workflow: &str) -> Option<&'static [&'static str]> {
     WORKFLOWS.iter().find(|(n, _)| *n == workflow).map(|(_, s)| *s)
 }
 
-/// Checks a cron expression (5 fields, UTC).
+/// Parses a cron expression in UTC: 5 fields (minute first), or 6 with seconds first.
 pub fn parse_schedule(cron: &str) -> Result<croner::Cron, String> {
-    croner::Cron::new(cron).parse().map_err(|e| format!("not a cron expression: {e}"))
+    croner::Cron::new(cron).with_seconds_optional().parse().map_err(|e| format!("not a cron expression: {e}"))
 }
 
 #[derive(Debug, thiserror::Error)]
