@@ -10,6 +10,7 @@ mod config;
 mod corpus;
 mod durability;
 mod http;
+mod languages;
 mod plugins;
 mod protocols;
 mod sandbox;

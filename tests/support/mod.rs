@@ -178,6 +178,24 @@ pub fn guest(crate_name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// An example plugin in another language than Rust: `guest-examples/<lang>/build.sh` (which
+/// installs its toolchain from the package registry) runs once per language per test run.
+pub fn lang_guest(lang: &str, name: &str) -> String {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = repo().join("guest-examples").join(lang);
+    {
+        let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+        if !built.iter().any(|l| l == lang) {
+            let out = Command::new("bash").arg(dir.join("build.sh")).output().expect("run build.sh");
+            assert!(out.status.success(), "{lang} guests do not build:\n{}{}", text(&out.stdout), text(&out.stderr));
+            built.push(lang.to_string());
+        }
+    }
+    let path = dir.join("target").join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} was not built", path.display());
+    path.to_string_lossy().into_owned()
+}
+
 /// The Prometheus sample `name{labels}` from `/metrics`, or `None` when absent.
 pub async fn metric(s: &Server, series: &str) -> Option<f64> {
     let text = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
