@@ -1,4 +1,5 @@
-//! The `eventyard` command line: `serve`, `schemas generate|list`, `validate`.
+//! The `eventyard` command line: `serve`, `schemas generate|list`, `validate`, `dead-letters`,
+//! `plugin test`.
 //!
 //! Exit codes: 0 success; 1 the check ran and failed (an invalid event, drifted schemas);
 //! 2 the command could not run (unknown type, unreadable file, bad table, bad config).
@@ -43,6 +44,11 @@ pub enum Command {
         server: String,
         #[command(subcommand)]
         command: crate::cli_dead_letters::DeadLetterCommand,
+    },
+    /// Work on plugins: `plugin test` runs a component on events outside the server.
+    Plugin {
+        #[command(subcommand)]
+        command: crate::cli_plugin::PluginCommand,
     },
     /// Validate one event against its type's schema: exit 0 when valid, 1 when not.
     Validate {
@@ -100,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DeadLetters { server, command } => {
             tokio::task::spawn_blocking(move || crate::cli_dead_letters::run(&server, command)).await?
         }
+        Command::Plugin { command } => tokio::task::spawn_blocking(move || crate::cli_plugin::run(command)).await?,
         Command::Validate { type_name, file, source, allow_unknown_fields, json } => {
             validate(&type_name, &file, source.as_ref(), allow_unknown_fields, json)
         }

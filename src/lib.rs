@@ -17,11 +17,12 @@
 //! - [`config`]: the TOML config and its defaults;
 //! - [`server`]: assembles the above from a config;
 //! - [`cli`]: the `eventyard` command line; [`cli_dead_letters`]: its `dead-letters` commands
-//!   (a client of the running router's API).
+//!   (a client of the running router's API); [`cli_plugin`]: `plugin test`.
 
 pub mod catalog;
 pub mod cli;
 pub mod cli_dead_letters;
+pub mod cli_plugin;
 pub mod config;
 pub mod ingest;
 pub mod metrics;

@@ -11,10 +11,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = eventyard::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if matches!(cli.command, eventyard::cli::Command::Plugin { .. }) {
+        // `plugin test` is there to show what the plugin says, whatever RUST_LOG hides.
+        filter = filter.add_directive("plugin=trace".parse().expect("a valid directive"));
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match eventyard::cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {

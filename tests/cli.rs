@@ -72,3 +72,73 @@ fn serve_refuses_a_config_with_an_unknown_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("subscribers.buffer: must be greater than 0"));
 }
+
+/// `eventyard plugin test COMPONENT --event FILE [extra]` with `events` written to a file.
+fn plugin_test(component: &str, events: &str, extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events).unwrap();
+    let mut args = vec!["plugin", "test", component, "--event", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    eventyard(&args, &repo(), None)
+}
+
+#[test]
+fn plugin_test_runs_a_component_on_events_and_reports_output_time_fuel_and_memory() {
+    let echo = repo().join("guest-examples/prebuilt/echo.wasm");
+    let events = "{\"type\":\"infrahub/send.echo.request\",\"data\":{\"message\":\"hi\",\"meta\":{\"correlation_id\":\"c-1\"}}}\n\
+                  {\"type\":\"infrahub/send.echo.request\",\"data\":{\"message\":\"again\"}}\n";
+    let out = plugin_test(echo.to_str().unwrap(), events, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("event 1 (infrahub/send.echo.request): ok, 1 emitted ("), "{s}");
+    assert!(
+        s.contains("infrahub/response/send.echo.request (valid): {\"data\":{\"response\":\"Reply to: hi\"}"),
+        "{s}"
+    );
+    assert!(s.contains("Reply to: again"), "{s}");
+
+    // --json: one report per event, with the costs.
+    let out = plugin_test(echo.to_str().unwrap(), events, &["--json"]);
+    let reports: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert!(r["time_us"].as_f64().unwrap() > 0.0 && r["fuel"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["peak_memory_bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert_eq!(reports[0]["emitted"][0]["data"]["meta"]["correlation_id"], "c-1");
+
+    // The plugin's log output goes to stderr (every capability is granted by default).
+    let plan = repo().join("guest-examples/prebuilt/cleanup_plan.wasm");
+    let ev = r#"{"type":"fixinventory/cleanup_plan","data":{"kind":"action","message_type":"cleanup_plan","data":{"resources":[{"id":"i-1","kind":"vm","age_days":90,"tags":{}}]}}}"#;
+    let out = plugin_test(plan.to_str().unwrap(), ev, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("cleanup plan: 1 of 1 resources to clean up"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plugin_test_fails_on_traps_and_invalid_output_and_refuses_bad_input() {
+    let hostile = crate::support::guest("hostile");
+    let event = r#"{"type":"infrahub/send.echo.request","data":{"message":"hi"}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |mode: &str| {
+        let path = dir.path().join(format!("{mode}.toml"));
+        std::fs::write(&path, format!("world = \"handler\"\nemits = [\"infrahub/response/send.echo.request\", \"infrahub/send.echo.request\"]\nconfig = {{ mode = \"{mode}\" }}\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let out = plugin_test(&hostile, event, &["--config", &manifest("trap")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("FAILED trap: wasm trap"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("hostile plugin panics on purpose"), "the guest's stderr is shown");
+    let out = plugin_test(&hostile, event, &["--config", &manifest("emit-invalid"), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(report["failure"]["kind"], "emit_invalid", "{report}");
+
+    // Bad input is a usage error (exit 2) that says what is wrong.
+    let out = plugin_test(&hostile, r#"{"type":"infrahub/send.echo.request","data":{"message":1}}"#, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a valid infrahub/send.echo.request: /message"), "{}", text(&out.stderr));
+    let out = plugin_test(repo().join("README.md").to_str().unwrap(), event, &[]);
+    assert_eq!(out.status.code(), Some(2));
+}

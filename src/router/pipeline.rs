@@ -581,7 +581,7 @@ impl Core {
             let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());
         }
         type Read = fn(&Plugin) -> u64;
-        let per_plugin: [(&str, &str, &str, Read); 4] = [
+        let per_plugin: [(&str, &str, &str, Read); 6] = [
             ("eventyard_plugin_calls_total", "counter", "Calls made to the plugin.", |p| {
                 p.stats.calls.load(Ordering::Relaxed)
             }),
@@ -596,6 +596,18 @@ impl Core {
                 "counter",
                 "Guest stdout/stderr bytes over the capture cap.",
                 |p| p.stats.output_dropped_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_plugin_peak_memory_bytes",
+                "gauge",
+                "The largest linear memory an instance of the plugin grew to.",
+                |p| p.stats.peak_memory_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_plugin_fuel_consumed_total",
+                "counter",
+                "Fuel the plugin's calls used (only when some plugin has a fuel budget).",
+                |p| p.stats.fuel_consumed.load(Ordering::Relaxed),
             ),
             ("eventyard_plugin_circuit_open", "gauge", "1 while the plugin's circuit breaker is open.", |p| {
                 u64::from(p.breaker_open())

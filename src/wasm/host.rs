@@ -10,7 +10,7 @@ use crate::metrics::{PluginSamples, SampleKind};
 use crate::schema::Registry;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// What every instance of one plugin shares.
@@ -90,11 +90,53 @@ pub struct CallState {
     pub violation: Option<Failure>,
 }
 
+/// The store's memory limiter: the manifest's cap (wasmtime's [`StoreLimits`]), and the
+/// largest linear memory the instance asked for, which `plugin test` and `/metrics` report.
+pub struct Limiter {
+    limits: StoreLimits,
+    /// Bytes of the largest memory growth granted (or the initial size).
+    pub peak_memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(granted)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
     pub(crate) plugin: Arc<PluginContext>,
     pub(crate) call: CallState,
     pub(crate) stdout: Captured,
@@ -114,10 +156,13 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(plugin.manifest.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(plugin.manifest.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            peak_memory: 0,
+        };
         Self { wasi, table: ResourceTable::new(), limits, plugin, call: CallState::default(), stdout, stderr }
     }
 

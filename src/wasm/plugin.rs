@@ -58,6 +58,10 @@ pub struct PluginStats {
     pub instantiations: AtomicU64,
     /// Bytes of stdout/stderr over the capture cap, dropped instead of logged.
     pub output_dropped_bytes: AtomicU64,
+    /// The largest linear memory any instance grew to (bytes).
+    pub peak_memory_bytes: AtomicU64,
+    /// Fuel the calls used, when the engine meters fuel (some plugin has a budget).
+    pub fuel_consumed: AtomicU64,
 }
 
 impl Plugin {
@@ -143,9 +147,9 @@ impl Plugin {
         // getters from `CallState::event`, so no resource table entry is needed.
         let handle = Resource::<EventHandle>::new_borrow(0);
         store.set_epoch_deadline(self.deadline_ticks);
+        let fuel = self.ctx.manifest.limits.fuel.unwrap_or(u64::MAX);
         if self.metered {
             // A fuel-metering engine needs fuel in every store; only budgeted plugins run short.
-            let fuel = self.ctx.manifest.limits.fuel.unwrap_or(u64::MAX);
             store.set_fuel(fuel).map_err(|e| Failure::new(FailureKind::Instantiate, e.to_string()))?;
         }
         let raw = match &warm.bound {
@@ -153,6 +157,11 @@ impl Plugin {
             Bound::Handler(h) => h.call_handle(&mut *store, handle).map(Raw::Handled),
         };
         warm.calls += 1;
+        if self.metered {
+            let used = fuel - store.get_fuel().unwrap_or(0);
+            self.stats.fuel_consumed.fetch_add(used, Ordering::Relaxed);
+        }
+        self.stats.peak_memory_bytes.fetch_max(store.data().limits.peak_memory as u64, Ordering::Relaxed);
         let stderr_tail = self.drain_output(store);
         let call = std::mem::take(&mut store.data_mut().call);
         let outcome = self.classify(raw, call).map_err(|mut f| {
