@@ -2,6 +2,9 @@
 //! way a plugin author checks a component before deploying it. The plugin runs in the same
 //! sandbox as in the router (limits, capabilities, the emitted events validated against
 //! their schemas and the manifest); its log output goes to standard error.
+//!
+//! `eventyard plugin new`: a ready-to-build plugin project from the templates in
+//! `src/cli_plugin_templates/` (the WIT is the router's own, embedded).
 
 use crate::config::{Capability, PluginConfig, World};
 use crate::metrics::PluginSamples;
@@ -40,12 +43,118 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a ready-to-build plugin project: the WIT, a tiny filter or handler, a build
+    /// script and a sample event, in the directory NAME.
+    New {
+        /// The plugin's name (and the new directory's).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        #[arg(long, value_enum)]
+        world: NewWorld,
+        /// Where to create the directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum NewWorld {
+    Filter,
+    Handler,
 }
 
 pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Test { component, event, config, json } => test(&component, &event, config.as_deref(), json),
+        PluginCommand::New { name, lang, world, dir } => new(&name, lang, world, &dir),
     }
+}
+
+/// The templates, and the WIT every project is built against.
+mod templates {
+    pub const WIT: &str = include_str!("../wit/eventyard.wit");
+    pub const README: &str = include_str!("cli_plugin_templates/README.md");
+    pub const RUST_CARGO: &str = include_str!("cli_plugin_templates/rust_Cargo.toml");
+    pub const RUST_FILTER: &str = include_str!("cli_plugin_templates/rust_filter.rs");
+    pub const RUST_HANDLER: &str = include_str!("cli_plugin_templates/rust_handler.rs");
+    pub const RUST_BUILD: &str = include_str!("cli_plugin_templates/rust_build.sh");
+    pub const PYTHON_FILTER: &str = include_str!("cli_plugin_templates/python_filter.py");
+    pub const PYTHON_HANDLER: &str = include_str!("cli_plugin_templates/python_handler.py");
+    pub const PYTHON_BUILD: &str = include_str!("cli_plugin_templates/python_build.sh");
+    pub const JS_FILTER: &str = include_str!("cli_plugin_templates/js_filter.js");
+    pub const JS_HANDLER: &str = include_str!("cli_plugin_templates/js_handler.js");
+    pub const JS_PACKAGE: &str = include_str!("cli_plugin_templates/js_package.json");
+    pub const JS_BUILD_MJS: &str = include_str!("cli_plugin_templates/js_build.mjs");
+    pub const JS_BUILD: &str = include_str!("cli_plugin_templates/js_build.sh");
+}
+
+/// The event `sample-event.json` holds: one the templates accept.
+const SAMPLE_EVENT: &str = r#"{ "type": "infrahub/send.echo.request", "data": { "message": "hello", "meta": { "priority": 3 } } }
+"#;
+
+fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<ExitCode> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        bail!("plugin name `{name}`: use lowercase letters, digits and `-`");
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    use templates::*;
+    let (world_name, route_key) = match world {
+        NewWorld::Filter => ("filter", "filters"),
+        NewWorld::Handler => ("handler", "handlers"),
+    };
+    let filter = matches!(world, NewWorld::Filter);
+    let files: Vec<(&str, &str)> = match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml", RUST_CARGO),
+            ("src/lib.rs", if filter { RUST_FILTER } else { RUST_HANDLER }),
+            ("build.sh", RUST_BUILD),
+        ],
+        Lang::Python => {
+            vec![("app.py", if filter { PYTHON_FILTER } else { PYTHON_HANDLER }), ("build.sh", PYTHON_BUILD)]
+        }
+        Lang::Js => vec![
+            ("app.js", if filter { JS_FILTER } else { JS_HANDLER }),
+            ("package.json", JS_PACKAGE),
+            ("build.mjs", JS_BUILD_MJS),
+            ("build.sh", JS_BUILD),
+        ],
+    };
+    let lang_name = match lang {
+        Lang::Rust => "Rust",
+        Lang::Python => "Python",
+        Lang::Js => "JavaScript",
+    };
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{world}}", world_name)
+            .replace("{{lang}}", lang_name)
+            .replace("{{route_key}}", route_key)
+    };
+    let write = |rel: &str, text: &str| -> anyhow::Result<()> {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("inside the project"))
+            .and_then(|_| std::fs::write(&path, text))
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    for (rel, template) in files.iter().chain([("README.md", README)].iter()) {
+        write(rel, &fill(template))?;
+    }
+    write("wit/eventyard.wit", WIT)?;
+    write("sample-event.json", SAMPLE_EVENT)?;
+    println!("created {} ({lang_name} {world_name}); build it with: bash {}/build.sh", root.display(), root.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(component: &Path, events: &Path, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! `eventyard validate` and friends, as a user runs them.
 
 use crate::support::{eventyard, repo, text};
+use std::process::Command;
 
 const ECHO: &str = r#"{"meta":{"priority":5},"message":"ping"}"#;
 
@@ -140,5 +141,53 @@ fn plugin_test_fails_on_traps_and_invalid_output_and_refuses_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a valid infrahub/send.echo.request: /message"), "{}", text(&out.stderr));
     let out = plugin_test(repo().join("README.md").to_str().unwrap(), event, &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn plugin_new_scaffolds_projects_that_build_and_pass_plugin_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // The toolchains the examples' build scripts installed, so the projects build offline-fast.
+    crate::support::lang_guest("python", "idem-state-filter");
+    let path = format!(
+        "{}:{}",
+        repo().join("guest-examples/python/target/venv/bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    for (name, lang, world, expect) in [
+        ("rust-handler", "rust", "handler", "ok, 0 emitted"),
+        ("py-filter", "python", "filter", ": keep ("),
+        ("js-handler", "js", "handler", "ok, 0 emitted"),
+    ] {
+        let out = eventyard(&["plugin", "new", name, "--lang", lang, "--world", world, "--dir", d], &repo(), None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let project = dir.path().join(name);
+        for f in ["build.sh", "README.md", "sample-event.json", "wit/eventyard.wit"] {
+            assert!(project.join(f).exists(), "{name}: {f} missing");
+        }
+        let built = Command::new("bash")
+            .arg(project.join("build.sh"))
+            .env("CARGO_TARGET_DIR", repo().join("guest-examples/rust/target"))
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{name} does not build:\n{}{}", text(&built.stdout), text(&built.stderr));
+        let wasm = project.join(format!("{name}.wasm"));
+        let sample = project.join("sample-event.json");
+        let out =
+            eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", sample.to_str().unwrap()], &repo(), None);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(expect), "{name}: {}", text(&out.stdout));
+        if world == "handler" {
+            assert!(text(&out.stderr).contains(&format!("{name} got infrahub/send.echo.request")), "{name} logs");
+        }
+    }
+    // An existing directory, or a name that is not a crate/package name, is refused.
+    let out =
+        eventyard(&["plugin", "new", "rust-handler", "--lang", "rust", "--world", "filter", "--dir", d], &repo(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("already exists"));
+    let out = eventyard(&["plugin", "new", "Bad Name", "--lang", "js", "--world", "filter", "--dir", d], &repo(), None);
     assert_eq!(out.status.code(), Some(2));
 }
