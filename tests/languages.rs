@@ -104,3 +104,35 @@ handlers = ["echo-js"]
     assert_eq!(answer["data"]["response"], "Reply to: rpc");
     assert_eq!(metric(&s, r#"eventyard_plugin_calls_total{plugin="echo-js"}"#).await, Some(2.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_priority_filter_drops_events_outside_its_range() {
+    let toml = format!(
+        r#"
+[[plugin]]
+name = "priority-c"
+component = "{}"
+world = "filter"
+config = {{ min_priority = 4 }}
+
+[[plugin]]
+name = "sink"
+component = "{}"
+world = "handler"
+
+[[route]]
+name = "urgent"
+match = "infrahub/send.echo.request"
+filters = ["priority-c"]
+handlers = ["sink"]
+"#,
+        lang_guest("c", "priority-filter"),
+        guest("hostile"),
+    );
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let low = post(&s, "infrahub/send.echo.request", json!({ "message": "low", "meta": { "priority": 2 } })).await;
+    let high = post(&s, "infrahub/send.echo.request", json!({ "message": "high", "meta": { "priority": 5 } })).await;
+    assert_eq!(finished(&s, &low).await["dropped"], json!([["priority-c", "priority 2 is outside 4..5"]]));
+    assert!(finished(&s, &high).await["dropped"].is_null());
+    assert_eq!(metric(&s, r#"eventyard_plugin_calls_total{plugin="sink"}"#).await, Some(1.0));
+}
