@@ -66,7 +66,12 @@ pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
 pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<AppState>, StartError> {
     let registry = Arc::new(registry(config)?);
     let samples = Arc::new(PluginSamples::default());
-    let plugins = if config.plugins.is_empty() { Vec::new() } else { load_plugins(config, &registry, &samples)? };
+    let (plugins, wasm) = if config.plugins.is_empty() {
+        (Vec::new(), None)
+    } else {
+        let (plugins, engine) = load_plugins(config, &registry, &samples)?;
+        (plugins, Some(engine))
+    };
     let routes: Vec<Route> =
         config.routes.iter().enumerate().map(|(i, r)| route(i, r, &plugins)).collect::<Result<_, _>>()?;
     let options = LocalOptions {
@@ -94,6 +99,7 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         limits: config.ingest.clone(),
         configs: Arc::new(configs),
         workflows: Arc::new(Workflows::new(&config.workflows, actors)),
+        wasm,
     }))
 }
 
@@ -103,7 +109,7 @@ fn load_plugins(
     config: &Config,
     registry: &Arc<Registry>,
     samples: &Arc<PluginSamples>,
-) -> Result<Vec<Arc<Plugin>>, StartError> {
+) -> Result<(Vec<Arc<Plugin>>, Arc<WasmEngine>), StartError> {
     let fuel = config.plugins.iter().any(|p| p.limits.fuel.is_some());
     let cache = config.data_dir.join("cache");
     let engine =
@@ -139,7 +145,7 @@ fn load_plugins(
         tracing::info!(plugin = %manifest.name, world = manifest.world.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "plugin loaded");
         plugins.push(Arc::new(plugin));
     }
-    Ok(plugins)
+    Ok((plugins, Arc::new(engine)))
 }
 
 fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, StartError> {

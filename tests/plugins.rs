@@ -5,6 +5,7 @@
 use crate::support::{client, guest, metric, next_json, post, repo, wait_metric, Server};
 use eventyard::config::Config;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// The five examples on their routes, built from source (`builtin:` would use the copies
 /// shipped in the binary; the embedded-default test covers those).
@@ -269,4 +270,106 @@ fn precompiled_artifacts_are_cached_under_a_key_of_component_and_engine() {
     std::fs::write(&artifact, b"garbage").unwrap();
     plain.load(&bytes).unwrap();
     assert!(std::fs::read(&artifact).unwrap().len() > 1000);
+}
+
+/// Replaces `path` atomically (write beside it, rename over it), as a deploy would.
+fn deploy(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_component_is_hot_reloaded_under_load_and_a_broken_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("live.wasm");
+    std::fs::copy(crate::support::repo().join("guest-examples/prebuilt/echo.wasm"), &component).unwrap();
+    let toml = format!(
+        r#"
+[[plugin]]
+name = "live"
+component = "{}"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+
+[[route]]
+name = "echo"
+match = "infrahub/send.echo.request"
+handlers = ["live"]
+"#,
+        component.display()
+    );
+    let s = std::sync::Arc::new(Server::with_config(Config::parse(&toml).unwrap()).await);
+    let mut updates = subscribe(&s, "fixinventory/config-updated").await;
+    let plugin = |s: std::sync::Arc<Server>| async move {
+        let v: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
+        v["plugins"][0].clone()
+    };
+    let first = plugin(s.clone()).await;
+    assert_eq!((first["name"].as_str(), first["reloads"].as_u64()), (Some("live"), Some(0)));
+
+    // A steady stream of requests while the component changes under it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                ids.push(post(&s, "infrahub/send.echo.request", json!({ "message": format!("m{i}") })).await);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Not a component: refused, the running version stays.
+    deploy(&component, b"definitely not wasm");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let p = plugin(s.clone()).await;
+        if p["last_reload_error"].is_string() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the broken component was not looked at");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((refused["revision"].clone(), refused["reloads"].as_u64()), (first["revision"].clone(), Some(0)));
+
+    // A new version (the hostile plugin, which answers nothing in its default mode).
+    deploy(&component, &std::fs::read(guest("hostile")).unwrap());
+    let update = next_json(&mut updates).await;
+    assert_eq!(update["data"]["data"]["id"], "plugin:live");
+    let swapped = plugin(s.clone()).await;
+    assert_eq!((swapped["reloads"].as_u64(), &swapped["last_reload_error"]), (Some(1), &Value::Null));
+    assert_eq!(update["data"]["data"]["revision"], swapped["revision"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ids = producer.await.unwrap();
+    // Requests made after the swap are all handled by the new version.
+    let before_swap = ids.len();
+    for i in 0..20 {
+        ids.push(post(&s, "infrahub/send.echo.request", json!({ "message": format!("after {i}") })).await);
+    }
+
+    // Nothing was lost: every accepted request was processed, by one version or the other;
+    // the first ones were answered by the old version, the last ones by the new one (no answer).
+    let mut answered = Vec::new();
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let v = loop {
+            let v: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+            if v["state"] == "processed" {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "{id} was not processed: {v}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        answered.push(v["emitted"].as_array().is_some_and(|e| !e.is_empty()));
+    }
+    assert!(before_swap > 5, "only {before_swap} requests while reloading");
+    assert!(answered[0], "the old version answered the first requests");
+    assert!(answered[before_swap..].iter().all(|a| !a), "after the swap, calls go to the new version");
 }

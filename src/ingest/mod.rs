@@ -10,6 +10,7 @@
 //! | `GET /v1/dead-letters` | [`ops`] |
 //! | `GET/PUT/DELETE /v1/config/{id}` | [`config_service`] |
 //! | `POST /v1/rpc/{type}` (Infrahub request/response) | [`rpc`] |
+//! | `GET /v1/plugins` (and hot reload of component files) | [`plugins`] |
 //! | Fix Inventory: `/events`, `/subscriber/...`, `/v1/workflows`, `/v1/tasks` | [`fixinventory`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
@@ -21,6 +22,7 @@ mod events;
 mod fixinventory;
 mod ndjson;
 mod ops;
+mod plugins;
 mod rpc;
 mod schemas;
 mod subscribe;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub configs: Arc<crate::store::config_docs::ConfigDocs>,
     /// Fix Inventory's workflows, tasks and subscribers.
     pub workflows: Arc<crate::workflow::Workflows>,
+    /// The Wasm engine plugins were compiled with (reloads use it); `None` without plugins.
+    pub wasm: Option<Arc<crate::wasm::WasmEngine>>,
 }
 
 impl AppState {
@@ -124,6 +128,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
         .route("/v1/rpc/{*type}", post(rpc::call))
+        .route("/v1/plugins", get(plugins::list))
         .route("/events", get(fixinventory::listen))
         .route("/subscribers", get(fixinventory::subscribers))
         .route("/subscriber/{id}", get(fixinventory::subscriber).put(fixinventory::replace))
@@ -150,7 +155,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // Workflow schedules and event triggers run while the server does.
-    let triggers = state.workflows.spawn_triggers(&state);
+    let mut triggers = state.workflows.spawn_triggers(&state);
+    // Plugins whose component file changes are reloaded while the server runs.
+    triggers.push(tokio::spawn(plugins::watch(state.clone())));
     let served = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await;
     triggers.iter().for_each(JoinHandle::abort);
     served

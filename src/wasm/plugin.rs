@@ -1,5 +1,10 @@
 //! A loaded plugin: its `InstancePre`, a pool of warm instances, the per-call sandbox
 //! limits, failure classification, the circuit breaker and call statistics.
+//!
+//! Hot reload: the compiled component and its warm pool are one [`Version`] behind an
+//! `ArcSwap`. A call takes the current version when it starts, so calls in flight finish on
+//! the old one while new calls use the new one; the old version (and its instances) goes
+//! away with its last call. Name, manifest, breaker and statistics stay with the plugin.
 
 use super::bindings::{filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
@@ -8,6 +13,7 @@ use super::{Checked, Failure, FailureKind, WasmError};
 use crate::config::{PluginConfig, World};
 use crate::metrics::{Histogram, PluginSamples};
 use crate::schema::Registry;
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,10 +44,24 @@ pub enum Output {
     Emitted(Vec<Checked>),
 }
 
-pub struct Plugin {
-    pub ctx: Arc<PluginContext>,
+/// One loaded version of a plugin's component.
+struct Version {
     pre: Pre,
     warm: Mutex<Vec<Warm>>,
+    /// SHA-256 of the component, hex.
+    revision: String,
+    loaded_at: time::OffsetDateTime,
+}
+
+pub struct Plugin {
+    pub ctx: Arc<PluginContext>,
+    version: ArcSwap<Version>,
+    /// The component file, watched for changes (`None` for built-in plugins).
+    pub source: Option<std::path::PathBuf>,
+    /// Successful reloads.
+    pub reloads: AtomicU64,
+    /// Why the last reload was refused (the previous version kept running).
+    pub last_reload_error: Mutex<Option<String>>,
     deadline_ticks: u64,
     /// Whether the engine meters fuel.
     metered: bool,
@@ -73,16 +93,9 @@ impl Plugin {
         registry: Arc<Registry>,
         samples: Arc<PluginSamples>,
     ) -> Result<Plugin, WasmError> {
-        let component = engine.load(bytes)?;
-        let world_err = |world, e: wasmtime::Error| WasmError::World { world, message: format!("{e:#}") };
-        let instance_pre =
-            engine.linker.instantiate_pre(&component).map_err(|e| world_err(manifest.world.as_str(), e))?;
-        let pre = match manifest.world {
-            World::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(|e| world_err("filter", e))?),
-            World::Handler => {
-                Pre::Handler(handler::HandlerPre::new(instance_pre).map_err(|e| world_err("handler", e))?)
-            }
-        };
+        let version = Version::compile(engine, manifest.world, bytes)?;
+        let source = (!manifest.component.starts_with(crate::config::BUILTIN_PREFIX))
+            .then(|| std::path::PathBuf::from(&manifest.component));
         let deadline_ticks = (manifest.limits.deadline_ms as u128 * 1000 / EPOCH_TICK.as_micros()).max(1) as u64;
         let breaker = Breaker::new(manifest.breaker.failures, Duration::from_millis(manifest.breaker.cool_down_ms));
         let config_json = manifest.config.to_string();
@@ -90,8 +103,10 @@ impl Plugin {
             Arc::new(PluginContext { name: manifest.name.as_str().into(), manifest, config_json, registry, samples });
         Ok(Plugin {
             ctx,
-            pre,
-            warm: Mutex::new(Vec::new()),
+            version: ArcSwap::from_pointee(version),
+            source,
+            reloads: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
             deadline_ticks,
             metered: engine.fuel,
             breaker,
@@ -101,6 +116,26 @@ impl Plugin {
 
     pub fn name(&self) -> &str {
         &self.ctx.name
+    }
+
+    /// Replaces the component (hot reload) when `bytes` differ from the running version:
+    /// compiled and checked against the plugin's world first, so a broken component is
+    /// refused and the running version stays. Returns whether it changed.
+    pub fn replace(&self, engine: &WasmEngine, bytes: &[u8]) -> Result<bool, WasmError> {
+        if revision_of(bytes) == self.version.load().revision {
+            return Ok(false);
+        }
+        let result = Version::compile(engine, self.world(), bytes);
+        *self.last_reload_error.lock().expect("reload error") = result.as_ref().err().map(|e| e.to_string());
+        self.version.store(Arc::new(result?));
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// The running component's SHA-256 (hex) and when it was loaded.
+    pub fn revision(&self) -> (String, time::OffsetDateTime) {
+        let v = self.version.load();
+        (v.revision.clone(), v.loaded_at)
     }
 
     pub fn world(&self) -> World {
@@ -137,9 +172,11 @@ impl Plugin {
     }
 
     fn call_sandboxed(&self, event: &Arc<PluginEvent>) -> Result<Output, Failure> {
-        let mut warm = match self.take_warm() {
+        // This call's version, whatever a reload does meanwhile.
+        let version = self.version.load_full();
+        let mut warm = match self.take_warm(&version) {
             Some(w) => w,
-            None => self.instantiate()?,
+            None => self.instantiate(&version)?,
         };
         let store = &mut warm.store;
         store.data_mut().call = CallState { event: Some(event.clone()), ..CallState::default() };
@@ -181,7 +218,7 @@ impl Plugin {
         let trapped = matches!(&outcome, Err(f) if !matches!(f.kind, FailureKind::HandlerError | FailureKind::EmitDenied | FailureKind::EmitInvalid | FailureKind::EmitBudget | FailureKind::BadOutput));
         let limits = &self.ctx.manifest.limits;
         if !trapped && !limits.strict && warm.calls < limits.recycle_after_calls {
-            self.warm.lock().expect("warm pool").push(warm);
+            version.warm.lock().expect("warm pool").push(warm);
         }
         outcome
     }
@@ -206,16 +243,16 @@ impl Plugin {
         }
     }
 
-    fn take_warm(&self) -> Option<Warm> {
+    fn take_warm(&self, version: &Version) -> Option<Warm> {
         if self.ctx.manifest.limits.strict {
             return None;
         }
-        self.warm.lock().expect("warm pool").pop()
+        version.warm.lock().expect("warm pool").pop()
     }
 
-    fn instantiate(&self) -> Result<Warm, Failure> {
+    fn instantiate(&self, version: &Version) -> Result<Warm, Failure> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-        let engine = match &self.pre {
+        let engine = match &version.pre {
             Pre::Filter(p) => p.engine(),
             Pre::Handler(p) => p.engine(),
         };
@@ -225,7 +262,7 @@ impl Plugin {
         if self.metered {
             let _ = store.set_fuel(u64::MAX);
         }
-        let bound = match &self.pre {
+        let bound = match &version.pre {
             Pre::Filter(p) => p.instantiate(&mut store).map(Bound::Filter),
             Pre::Handler(p) => p.instantiate(&mut store).map(Bound::Handler),
         }
@@ -260,6 +297,33 @@ impl Plugin {
         }
         stderr_tail
     }
+}
+
+impl Version {
+    /// Compiles (or loads from the cache) and type-checks a component against `world`.
+    fn compile(engine: &WasmEngine, world: World, bytes: &[u8]) -> Result<Version, WasmError> {
+        let component = engine.load(bytes)?;
+        let world_err = |world, e: wasmtime::Error| WasmError::World { world, message: format!("{e:#}") };
+        let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| world_err(world.as_str(), e))?;
+        let pre = match world {
+            World::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(|e| world_err("filter", e))?),
+            World::Handler => {
+                Pre::Handler(handler::HandlerPre::new(instance_pre).map_err(|e| world_err("handler", e))?)
+            }
+        };
+        Ok(Version {
+            pre,
+            warm: Mutex::new(Vec::new()),
+            revision: revision_of(bytes),
+            loaded_at: time::OffsetDateTime::now_utc(),
+        })
+    }
+}
+
+/// SHA-256 of a component, hex.
+fn revision_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 enum Raw {

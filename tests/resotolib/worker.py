@@ -6,6 +6,9 @@ usage: worker.py <base-url> <subscriber-id> <actions-to-answer>"""
 import json
 import sys
 import threading
+import time
+
+import requests
 
 from resotolib.core.actions import CoreActions
 
@@ -31,5 +34,12 @@ actions.daemon = True
 actions.start()
 print("started", flush=True)
 ok = enough.wait(60)
+# resotolib sends the reply after process() returns: wait until the router has it (no action
+# of ours pending) before closing the connection.
+deadline = time.time() + 30
+while ok and time.time() < deadline:
+    if requests.get(f"{base}/subscriber/{ident}").json().get("pending_actions") == 0:
+        break
+    time.sleep(0.05)
 actions.shutdown()
 sys.exit(0 if ok else 1)
