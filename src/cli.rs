@@ -42,6 +42,9 @@ pub enum Command {
         /// The router's address.
         #[arg(long, default_value = "http://127.0.0.1:7878", global = true)]
         server: String,
+        /// The router's admin token (see README "Tokens").
+        #[arg(long, env = "EVENTYARD_TOKEN", global = true, hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         command: crate::cli_dead_letters::DeadLetterCommand,
     },
@@ -103,8 +106,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::DeadLetters { server, command } => {
-            tokio::task::spawn_blocking(move || crate::cli_dead_letters::run(&server, command)).await?
+        Command::DeadLetters { server, token, command } => {
+            tokio::task::spawn_blocking(move || crate::cli_dead_letters::run(&server, token.as_deref(), command))
+                .await?
         }
         Command::Plugin { command } => tokio::task::spawn_blocking(move || crate::cli_plugin::run(command)).await?,
         Command::Validate { type_name, file, source, allow_unknown_fields, json } => {

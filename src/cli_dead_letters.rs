@@ -85,7 +85,7 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-pub fn run(server: &str, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
+pub fn run(server: &str, token: Option<&str>, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
     let base = format!("{}/v1/dead-letters", server.trim_end_matches('/'));
     let (method, url) = match &command {
         DeadLetterCommand::List(s) => ("GET", format!("{base}{}", s.query())),
@@ -100,7 +100,11 @@ pub fn run(server: &str, command: DeadLetterCommand) -> anyhow::Result<ExitCode>
             ("DELETE", format!("{base}{}", selection.query()))
         }
     };
-    match ureq::request(method, &url).call() {
+    let mut request = ureq::request(method, &url);
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    match request.call() {
         Ok(res) => {
             println!("{}", res.into_string().context("reading the answer")?);
             Ok(ExitCode::SUCCESS)

@@ -89,7 +89,32 @@ pub struct Config {
     /// `collect_and_cleanup` hourly.
     #[serde(rename = "workflow")]
     pub workflows: Vec<WorkflowConfig>,
+    pub auth: AuthConfig,
 }
+
+/// `[auth]`: bearer tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The token the admin endpoints (plugins, dead letters, config service, workflow runs)
+    /// require. Absent: one is generated at the first start, kept in `<store dir>/admin-token`
+    /// and printed to the log.
+    pub admin_token: Option<String>,
+    /// `[[auth.ingest]]`: when any is listed, ingestion requires one of these tokens, and each
+    /// may send only the event types its globs match.
+    pub ingest: Vec<IngestToken>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestToken {
+    pub token: String,
+    /// Globs of the event types this token may send (`infrahub/*`, `idem-*`).
+    pub types: Vec<String>,
+}
+
+/// Tokens shorter than this are refused at start-up: they could be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// `[[workflow]]`: a trigger and the step timeout of one documented workflow.
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +385,7 @@ impl Default for Config {
                 schedule: Some(DEFAULT_WORKFLOW_SCHEDULE.into()),
                 ..WorkflowConfig::named("collect_and_cleanup")
             }],
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -441,6 +467,19 @@ impl Config {
             });
         }
         let bad = |key: String, message: String| ConfigError::Plugin { key, message };
+        if self.auth.admin_token.as_ref().is_some_and(|t| t.len() < MIN_TOKEN_LEN) {
+            return Err(bad("auth.admin_token".into(), format!("at least {MIN_TOKEN_LEN} characters")));
+        }
+        for (i, t) in self.auth.ingest.iter().enumerate() {
+            if t.token.len() < MIN_TOKEN_LEN {
+                return Err(bad(format!("auth.ingest[{i}].token"), format!("at least {MIN_TOKEN_LEN} characters")));
+            }
+            if t.types.is_empty() {
+                return Err(bad(format!("auth.ingest[{i}].types"), "list the event types (globs) it may send".into()));
+            }
+            crate::router::pattern::TypePattern::parse(&t.types.join(","))
+                .map_err(|e| bad(format!("auth.ingest[{i}].types"), e.to_string()))?;
+        }
         for (i, w) in self.workflows.iter().enumerate() {
             let key = |k: &str| format!("workflow[{i}] ({}).{k}", w.name);
             if crate::workflow::steps(&w.name).is_none() {

@@ -4,7 +4,7 @@
 
 use crate::catalog::Catalog;
 use crate::config::{Config, DurabilityMode, RouteConfig, BUILTIN_PREFIX};
-use crate::ingest::{self, AppState};
+use crate::ingest::{self, AppState, Auth, AuthError};
 use crate::metrics::{Metrics, PluginSamples};
 use crate::router::dead_letters::DeadLetters;
 use crate::router::pattern::Matcher;
@@ -40,6 +40,8 @@ pub enum StartError {
     ConfigDocs(#[from] ConfigError),
     #[error("subscribers: {0}")]
     Actors(#[from] ActorError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// The compiled schemas a config asks for: the built-in catalogue, the user's Markdown
@@ -91,6 +93,8 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
     let durable = Durable { store, recovered, dead_letters };
     let configs = ConfigDocs::open(options.dir.join("config"))?;
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
+    std::fs::create_dir_all(&options.dir).map_err(|e| StoreError::io(&options.dir, e))?;
+    let auth = Auth::open(&config.auth, &options.dir)?;
     let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some(durable), clock);
     Ok(Arc::new(AppState {
         registry,
@@ -100,6 +104,7 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         configs: Arc::new(configs),
         workflows: Arc::new(Workflows::new(&config.workflows, actors)),
         wasm,
+        auth,
     }))
 }
 

@@ -363,6 +363,7 @@ handlers = ["broken"]
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::parse(&toml).unwrap();
     config.data_dir = dir.path().to_path_buf();
+    config.auth.admin_token = Some(crate::support::ADMIN_TOKEN.into());
     let s = Server::with_state(eventyard::server::state_with_clock(&config, clock.clone()).unwrap()).await;
     let calls = r#"eventyard_plugin_calls_total{plugin="busy"}"#;
     let status = |id: String| {

@@ -17,7 +17,12 @@ const SPEC_VERSION: &str = "1.0";
 const ACCEPTED_TYPES: &str =
     "application/cloudevents+json, application/cloudevents-batch+json, application/x-ndjson, or application/json with ce-* headers";
 
-pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(grant): axum::Extension<super::Grant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let media = MediaType::of(&headers);
     let binary = headers.contains_key("ce-specversion");
     let limit = match media {
@@ -39,15 +44,15 @@ pub async fn post(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Err(e) => return state.answer(Err(e)),
     };
     match media {
-        MediaType::CloudEventBatch => batch(&state, &bytes).await,
-        MediaType::Ndjson => super::ndjson::batch(&state, &bytes).await,
+        MediaType::CloudEventBatch => batch(&state, &grant, &bytes).await,
+        MediaType::Ndjson => super::ndjson::batch(&state, &grant, &bytes).await,
         MediaType::CloudEvent => {
             let prepared = body::parse_json(&bytes).and_then(|v| structured(&state, v));
-            state.answer(state.admit_one(prepared).await)
+            state.answer(state.admit_one(&grant, prepared).await)
         }
         _ => {
             let prepared = body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data));
-            state.answer(state.admit_one(prepared).await)
+            state.answer(state.admit_one(&grant, prepared).await)
         }
     }
 }
@@ -119,14 +124,14 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.
-async fn batch(state: &AppState, bytes: &[u8]) -> Response {
+async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Response {
     let events = match body::parse_json(bytes) {
         Ok(Value::Array(a)) => a,
         Ok(_) => return state.answer(Err(ApiError::BadRequest("a CloudEvents batch is a JSON array".into()))),
         Err(e) => return state.answer(Err(e)),
     };
     let prepared = events.into_iter().map(|ev| structured(state, ev)).collect();
-    let results = state.admit(prepared).await.into_iter().enumerate().map(|(i, r)| ("index", i, state.count(r)));
+    let results = state.admit(grant, prepared).await.into_iter().enumerate().map(|(i, r)| ("index", i, state.count(r)));
     batch_response(results)
 }
 

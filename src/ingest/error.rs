@@ -32,6 +32,12 @@ pub enum ApiError {
     RpcTimeout { id: String, correlation_id: String, seconds: f64 },
     #[error("request `{id}` (correlation id `{correlation_id}`) was processed, but no handler responded")]
     RpcUnanswered { id: String, correlation_id: String },
+    #[error("this endpoint needs `Authorization: Bearer <token>`")]
+    Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("this token may not send events of type `{type_name}`")]
+    ForbiddenType { type_name: String },
     #[error("no subscriber has id `{id}` (or not that subscription)")]
     UnknownSubscriber { id: String },
     #[error("subscriber `{id}` is already connected; one connection per subscriber")]
@@ -68,6 +74,9 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::UnknownConfig { .. } => "unknown_config",
             ApiError::UnknownSubscriber { .. } => "unknown_subscriber",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::ForbiddenType { .. } => "forbidden_type",
             ApiError::AlreadyConnected { .. } => "already_connected",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
             ApiError::UnknownTask { .. } => "unknown_task",
@@ -99,6 +108,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::StaleRevision { .. } | ApiError::AlreadyConnected { .. } => StatusCode::CONFLICT,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::ForbiddenType { .. } => StatusCode::FORBIDDEN,
             ApiError::UnknownSubscriber { .. } | ApiError::UnknownWorkflow { .. } | ApiError::UnknownTask { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -188,6 +199,10 @@ impl IntoResponse for ApiError {
         let mut res = (self.status(), axum::Json(self.body())).into_response();
         if let ApiError::Overloaded = self {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        if let ApiError::Unauthorized = self {
+            res.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
         res
     }

@@ -62,6 +62,7 @@ pub fn prepare_typed(ty: &EventType, data: Value, envelope: Envelope) -> Result<
 
 pub async fn post_native(
     State(state): State<Arc<AppState>>,
+    axum::Extension(grant): axum::Extension<super::Grant>,
     Path(type_name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -97,7 +98,7 @@ pub async fn post_native(
         prepare_typed(ty, data, Envelope { raw, id, priority, ..Envelope::default() })
     }
     .await;
-    Ok(state.answer(state.admit_one(result).await))
+    Ok(state.answer(state.admit_one(&grant, result).await))
 }
 
 /// `GET /v1/events/{id}`: where an accepted event is (queued, in progress, processed with

@@ -14,6 +14,7 @@
 //! | Fix Inventory: `/events`, `/subscriber/...`, `/v1/workflows`, `/v1/tasks` | [`fixinventory`] |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | [`ops`] |
 
+mod auth;
 mod body;
 mod cloudevents;
 mod config_service;
@@ -27,6 +28,7 @@ mod rpc;
 mod schemas;
 mod subscribe;
 
+pub use auth::{Auth, AuthError, Grant};
 pub use error::ApiError;
 
 use crate::config::IngestConfig;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub workflows: Arc<crate::workflow::Workflows>,
     /// The Wasm engine plugins were compiled with (reloads use it); `None` without plugins.
     pub wasm: Option<Arc<crate::wasm::WasmEngine>>,
+    /// The admin and ingestion tokens.
+    pub auth: Auth,
 }
 
 impl AppState {
@@ -70,9 +74,14 @@ impl AppState {
 
     /// Hands prepared events to the pipeline in one go (one log append, one sync) and
     /// turns each into its id or its error; a failure of the whole append fails them all.
-    async fn admit(&self, prepared: Vec<Result<Event, ApiError>>) -> Vec<Result<String, ApiError>> {
+    /// Events of a type `grant` does not allow fail alone with 403.
+    async fn admit(&self, grant: &Grant, prepared: Vec<Result<Event, ApiError>>) -> Vec<Result<String, ApiError>> {
         let (mut ids, mut events) = (Vec::with_capacity(prepared.len()), Vec::new());
         for p in prepared {
+            let p = p.and_then(|e| match grant.allows(&e.type_name) {
+                true => Ok(e),
+                false => Err(ApiError::ForbiddenType { type_name: e.type_name.to_string() }),
+            });
             ids.push(p.map(|e| {
                 let id = e.id.clone();
                 events.push(e);
@@ -100,11 +109,11 @@ impl AppState {
         source: &str,
     ) -> Result<String, ApiError> {
         let envelope = events::Envelope { source: Some(source.to_string()), ..events::Envelope::default() };
-        self.count(self.admit_one(events::prepare(self, type_name, data, envelope)).await)
+        self.count(self.admit_one(&Grant::default(), events::prepare(self, type_name, data, envelope)).await)
     }
 
-    async fn admit_one(&self, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
-        self.admit(vec![prepared]).await.pop().expect("one result per event")
+    async fn admit_one(&self, grant: &Grant, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
+        self.admit(grant, vec![prepared]).await.pop().expect("one result per event")
     }
 
     /// The response to a single-event request.
@@ -117,29 +126,35 @@ impl AppState {
 }
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
+    // Ingestion finds the token's grant; admin endpoints need the admin token (see [`auth`]).
+    let ingest = || axum::middleware::from_fn_with_state(state.clone(), auth::ingest_grant);
+    let admin = || axum::middleware::from_fn_with_state(state.clone(), auth::require_admin);
     axum::Router::new()
-        .route("/v1/events", post(cloudevents::post))
-        .route("/v1/events/{*type}", post(events::post_native).get(events::status))
+        .route("/v1/events", post(cloudevents::post).route_layer(ingest()))
+        .route("/v1/events/{*type}", post(events::post_native).route_layer(ingest()).get(events::status))
+        .route("/v1/rpc/{*type}", post(rpc::call).route_layer(ingest()))
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{*type}", get(schemas::get))
         .route("/v1/subscribe", get(subscribe::subscribe))
-        .route("/v1/dead-letters", get(ops::dead_letters).delete(ops::purge))
-        .route("/v1/dead-letters/replay", post(ops::replay))
-        .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one))
-        .route("/v1/dead-letters/{id}/replay", post(ops::replay_one))
-        .route("/v1/rpc/{*type}", post(rpc::call))
-        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/dead-letters", get(ops::dead_letters).delete(ops::purge).route_layer(admin()))
+        .route("/v1/dead-letters/replay", post(ops::replay).route_layer(admin()))
+        .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one).route_layer(admin()))
+        .route("/v1/dead-letters/{id}/replay", post(ops::replay_one).route_layer(admin()))
+        .route("/v1/plugins", get(plugins::list).route_layer(admin()))
+        .route("/v1/config", get(config_service::list).route_layer(admin()))
+        .route(
+            "/v1/config/{id}",
+            get(config_service::get).put(config_service::put).delete(config_service::delete).route_layer(admin()),
+        )
+        .route("/v1/workflows/{name}/run", post(fixinventory::run_workflow).route_layer(admin()))
+        .route("/v1/workflows", get(fixinventory::workflows))
+        .route("/v1/tasks", get(fixinventory::tasks))
+        .route("/v1/tasks/{id}", get(fixinventory::task))
         .route("/events", get(fixinventory::listen))
         .route("/subscribers", get(fixinventory::subscribers))
         .route("/subscriber/{id}", get(fixinventory::subscriber).put(fixinventory::replace))
         .route("/subscriber/{id}/handle", get(fixinventory::handle))
         .route("/subscriber/{id}/{message_type}", post(fixinventory::subscribe).delete(fixinventory::unsubscribe))
-        .route("/v1/workflows", get(fixinventory::workflows))
-        .route("/v1/workflows/{name}/run", post(fixinventory::run_workflow))
-        .route("/v1/tasks", get(fixinventory::tasks))
-        .route("/v1/tasks/{id}", get(fixinventory::task))
-        .route("/v1/config", get(config_service::list))
-        .route("/v1/config/{id}", get(config_service::get).put(config_service::put).delete(config_service::delete))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

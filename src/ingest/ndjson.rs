@@ -24,14 +24,14 @@ struct Line<'a> {
     id: Option<String>,
 }
 
-pub async fn batch(state: &AppState, bytes: &[u8]) -> Response {
+pub async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Response {
     let (lines, prepared): (Vec<usize>, Vec<_>) = bytes
         .split(|&b| b == b'\n')
         .enumerate()
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         .map(|(i, l)| (i + 1, one(state, l)))
         .unzip();
-    let results = state.admit(prepared).await;
+    let results = state.admit(grant, prepared).await;
     batch_response(lines.into_iter().zip(results).map(|(line, r)| ("line", line, state.count(r))))
 }
 

@@ -36,6 +36,7 @@ pub struct Params {
 
 pub async fn call(
     State(state): State<Arc<AppState>>,
+    axum::Extension(grant): axum::Extension<super::Grant>,
     Path(type_name): Path<String>,
     Query(params): Query<Params>,
     headers: HeaderMap,
@@ -73,7 +74,7 @@ pub async fn call(
 
     let waiters = &state.pipeline.core().rpc;
     let reply = waiters.register(&correlation_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let accepted = state.count(state.admit_one(prepare(&state, &ty.name, data, Envelope::default())).await);
+    let accepted = state.count(state.admit_one(&grant, prepare(&state, &ty.name, data, Envelope::default())).await);
     let id = match accepted {
         Ok(id) => id,
         Err(e) => {

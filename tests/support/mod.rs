@@ -34,6 +34,7 @@ impl Server {
             // One artifact cache for the whole test run: each component compiles once.
             config.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("eventyard-data");
         }
+        config.auth.admin_token.get_or_insert_with(|| ADMIN_TOKEN.to_string());
         // No test runs on the wall clock: the default hourly workflow schedule is off.
         config.workflows.iter_mut().for_each(|w| w.schedule = None);
         let log = config.store.dir.is_none().then(|| tempfile::tempdir().expect("temp dir for the log"));
@@ -67,8 +68,13 @@ impl Server {
     }
 }
 
+/// The admin token of every test router; [`client`] sends it (tests of auth use their own client).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 /// The repository root (where `schemas/` lives).
@@ -80,7 +86,7 @@ pub fn repo() -> PathBuf {
 pub fn eventyard(args: &[&str], cwd: &Path, stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eventyard"));
-    cmd.args(args).current_dir(cwd).env("RUST_LOG", "warn");
+    cmd.args(args).current_dir(cwd).env("RUST_LOG", "warn").env("EVENTYARD_TOKEN", ADMIN_TOKEN);
     cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn eventyard");
     let mut input = child.stdin.take().unwrap();
