@@ -81,7 +81,8 @@ impl EventType {
 /// All event types by name, plus family aliases (`resoto` for `fixinventory`).
 #[derive(Default)]
 pub struct Registry {
-    types: HashMap<Box<str>, Arc<EventType>>,
+    /// foldhash: looked up for every event (and every emitted one); SipHash showed in profiles.
+    types: HashMap<Box<str>, Arc<EventType>, foldhash::fast::RandomState>,
     order: Vec<Arc<EventType>>,
     family_aliases: HashMap<String, String>,
     /// The families whose names are accepted bare (Idem profiles).
