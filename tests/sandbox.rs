@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 /// `(mode, extra manifest lines, expected failure kind)`; `None`: the call succeeds.
 const HOSTILE: &[(&str, &str, Option<&str>)] = &[
     ("loop", "limits = { deadline_ms = 50 }", Some("deadline")),
-    ("alloc", "limits = { memory_bytes = 16_777_216 }", Some("memory")),
+    // A long deadline, so that the memory cap (not the clock) stops it even on a loaded machine.
+    ("alloc", "limits = { memory_bytes = 16_777_216, deadline_ms = 10_000 }", Some("memory")),
     ("recurse", "", Some("stack_overflow")),
     ("trap", "", Some("trap")),
     ("huge-emit", "", Some("emit_budget")),

@@ -145,14 +145,22 @@ pub fn failing_paths(errors: &Value) -> Vec<String> {
     p
 }
 
-/// The next JSON text frame of a WebSocket (10 s at most).
+/// The next JSON text frame of a WebSocket (30 s at most: CI machines are loaded while the
+/// other tests build guests).
 pub async fn next_json<S>(ws: &mut S) -> Value
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    next_json_within(ws, Duration::from_secs(30)).await
+}
+
+/// [`next_json`] with its own limit.
+pub async fn next_json_within<S>(ws: &mut S, limit: Duration) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
-        let msg =
-            tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("frame in time").unwrap().unwrap();
+        let msg = tokio::time::timeout(limit, ws.next()).await.expect("frame in time").unwrap().unwrap();
         if let Message::Text(t) = msg {
             return serde_json::from_str(&t).unwrap();
         }
