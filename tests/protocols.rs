@@ -144,15 +144,7 @@ retry = {{ max_attempts = 1 }}
 
     // Both ways of choosing at once, or a bad regex: 400.
     for q in ["types=idem-*&regex=x", "regex=("] {
-        let res = client()
-            .get(s.url(&format!("/v1/subscribe?{q}")))
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-version", "13")
-            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .send()
-            .await
-            .unwrap();
+        let res = crate::support::ws_handshake(&s, &format!("/v1/subscribe?{q}")).await;
         assert_eq!(res.status(), 400, "{q}");
     }
 }

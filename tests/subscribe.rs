@@ -56,15 +56,7 @@ async fn slow_subscriber_is_told_what_it_missed_and_never_blocks_ingestion() {
 #[tokio::test]
 async fn bad_glob_is_400() {
     let s = Server::start().await;
-    let res = client()
-        .get(s.url("/v1/subscribe?types=["))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
+    let res = crate::support::ws_handshake(&s, "/v1/subscribe?types=[").await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_request");
 }

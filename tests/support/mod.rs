@@ -167,6 +167,19 @@ where
     }
 }
 
+/// A WebSocket handshake as a plain HTTP request, for the answers that refuse it (400, 409).
+pub async fn ws_handshake(s: &Server, path: &str) -> reqwest::Response {
+    client()
+        .get(s.url(path))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts one native event; asserts 202 and returns its id.
 pub async fn post(s: &Server, ty: &str, body: Value) -> String {
     let res = client().post(s.url(&format!("/v1/events/{ty}"))).json(&body).send().await.unwrap();
