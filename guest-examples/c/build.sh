@@ -12,7 +12,7 @@ wit="$here/../../wit"
 if ! command -v clang >/dev/null || [ ! -d /usr/lib/wasm32-wasi ] || ! ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
 fi
-(cd "$here/tool" && cargo build --release --locked --quiet)
+(cd "$here/tool" && cargo build --release --locked --quiet --target-dir "$here/tool/target")
 tool="$here/tool/target/release/c-guest-tool"
 mkdir -p "$here/target"
 # name:world of each example
