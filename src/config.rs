@@ -113,6 +113,45 @@ pub struct IngestToken {
     pub types: Vec<String>,
 }
 
+/// An uploaded plugin's manifest (`PUT /v1/plugins/{name}`): the fields of a `[[plugin]]`
+/// table but `name` and `component`, and `routes = [{ match = "..." }]` (or `regex`, with an
+/// optional `name` and `retry`); the plugin is each route's filter or handler, by its world.
+/// Checked like a config file.
+pub fn parse_upload(name: &str, text: &str, component: &Path) -> Result<(PluginConfig, Vec<RouteConfig>), ConfigError> {
+    let bad = |key: &str, message: String| ConfigError::Plugin { key: format!("manifest.{key}"), message };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| bad("(toml)", e.message().to_string()))?;
+    let routes = table.remove("routes");
+    for key in ["name", "component"] {
+        if table.contains_key(key) {
+            return Err(bad(key, "set by the upload (the URL's name, the uploaded component)".into()));
+        }
+    }
+    table.insert("name".into(), name.into());
+    table.insert("component".into(), component.display().to_string().into());
+    let plugin: PluginConfig =
+        table.try_into().map_err(|e: toml::de::Error| bad("(plugin)", e.message().to_string()))?;
+    let role = match plugin.world {
+        World::Filter => "filters",
+        World::Handler => "handlers",
+    };
+    let mut out = Vec::new();
+    let empty = Vec::new();
+    let list = match &routes {
+        Some(toml::Value::Array(a)) => a,
+        Some(_) => return Err(bad("routes", "an array of tables".into())),
+        None => &empty,
+    };
+    for (i, r) in list.iter().enumerate() {
+        let mut t = r.as_table().cloned().ok_or_else(|| bad(&format!("routes[{i}]"), "a table".into()))?;
+        t.insert(role.into(), toml::Value::Array(vec![name.into()]));
+        t.entry("name").or_insert_with(|| format!("{name}-{i}").into());
+        out.push(t.try_into().map_err(|e: toml::de::Error| bad(&format!("routes[{i}]"), e.message().to_string()))?);
+    }
+    let check = Config { plugins: vec![plugin.clone()], routes: out.clone(), ..Config::default() };
+    check.check()?;
+    Ok((plugin, out))
+}
+
 /// Tokens shorter than this are refused at start-up: they could be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
 

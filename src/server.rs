@@ -66,6 +66,8 @@ pub fn state(config: &Config) -> Result<Arc<AppState>, StartError> {
 
 /// [`state`] with the clock that times retries (tests drive a [`crate::router::retry::ManualClock`]).
 pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<AppState>, StartError> {
+    // Plugins uploaded earlier (`PUT /v1/plugins/{name}`) load like configured ones.
+    let config = &with_uploads(config)?;
     let registry = Arc::new(registry(config)?);
     let samples = Arc::new(PluginSamples::default());
     let (plugins, wasm) = if config.plugins.is_empty() {
@@ -103,9 +105,35 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         limits: config.ingest.clone(),
         configs: Arc::new(configs),
         workflows: Arc::new(Workflows::new(&config.workflows, actors)),
-        wasm,
+        wasm: std::sync::Mutex::new(wasm),
+        uploads: uploads_dir(config),
+        wasm_cache: config.data_dir.join("cache"),
         auth,
     }))
+}
+
+/// Where uploaded plugins are kept: `<store dir>/plugins/<name>.{wasm,toml}`.
+pub fn uploads_dir(config: &Config) -> std::path::PathBuf {
+    config.store.dir.clone().unwrap_or_else(|| config.data_dir.join("log")).join("plugins")
+}
+
+/// `config` with the uploaded plugins and their routes added.
+fn with_uploads(config: &Config) -> Result<Config, StartError> {
+    let mut config = config.clone();
+    let dir = uploads_dir(&config);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(config) };
+    let mut manifests: Vec<std::path::PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    manifests.sort();
+    for path in manifests {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
+        let (plugin, routes) = crate::config::parse_upload(&name, &text, &path.with_extension("wasm"))
+            .map_err(|e| StartError::Config { key: path.display().to_string(), message: e.to_string() })?;
+        config.plugins.push(plugin);
+        config.routes.extend(routes);
+    }
+    Ok(config)
 }
 
 /// Compiles (or loads from `<data_dir>/cache`) every configured plugin; checks that each
@@ -153,7 +181,7 @@ fn load_plugins(
     Ok((plugins, Arc::new(engine)))
 }
 
-fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, StartError> {
+pub(crate) fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, StartError> {
     let bad = |key: &str, message: String| StartError::Config { key: format!("route[{i}].{key}"), message };
     let matcher = match (&r.glob, &r.regex) {
         (Some(g), _) => Matcher::Glob(TypePattern::parse(g).map_err(|e| bad("match", e.to_string()))?),
@@ -164,6 +192,7 @@ fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, St
         names.iter().filter_map(|n| plugins.iter().find(|p| p.name() == n).cloned()).collect()
     };
     Ok(Route {
+        disabled: false,
         retry: RetryPolicy {
             max_attempts: r.retry.max_attempts,
             base: Duration::from_millis(r.retry.base_ms),

@@ -374,3 +374,78 @@ handlers = ["live"]
     assert!(answered[0], "the old version answered the first requests");
     assert!(answered[before_swap..].iter().all(|a| !a), "after the swap, calls go to the new version");
 }
+
+/// `PUT /v1/plugins/{name}` with a manifest and a component.
+async fn upload(s: &Server, name: &str, manifest: &str, component: Vec<u8>) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part("component", reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"));
+    let res = client().put(s.url(&format!("/v1/plugins/{name}"))).multipart(form).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_uploaded_kept_across_restarts_replaced_and_deleted() {
+    let store = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = Config::default();
+        c.store.dir = Some(store.path().to_path_buf());
+        c
+    };
+    let echo = std::fs::read(repo().join("guest-examples/prebuilt/echo.wasm")).unwrap();
+    let manifest = r#"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+routes = [{ match = "infrahub/send.echo.request" }]
+"#;
+    let s = Server::with_config(config()).await;
+    // Refused: not a component, a bad manifest, no token.
+    let (code, v) = upload(&s, "echo-up", manifest, b"nope".to_vec()).await;
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+    let (code, v) = upload(&s, "echo-up", "world = \"handler\"\nlimitz = 1\n", echo.clone()).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("limitz"), "{v}");
+    let anonymous = reqwest::Client::new()
+        .put(s.url("/v1/plugins/echo-up"))
+        .multipart(reqwest::multipart::Form::new().text("manifest", manifest.to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Uploaded: routed at once.
+    let (code, v) = upload(&s, "echo-up", manifest, echo.clone()).await;
+    assert_eq!(code, 201, "{v}");
+    let mut ws = subscribe(&s, "infrahub/response/*").await;
+    post(&s, "infrahub/send.echo.request", json!({ "message": "uploaded" })).await;
+    assert_eq!(next_json(&mut ws).await["data"]["data"]["response"], "Reply to: uploaded");
+    drop((ws, s));
+
+    // A new router on the same store loads it again.
+    let s = Server::with_config(config()).await;
+    let listed: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["plugins"][0]["name"], "echo-up");
+    let mut ws = subscribe(&s, "infrahub/response/*").await;
+    post(&s, "infrahub/send.echo.request", json!({ "message": "again" })).await;
+    assert_eq!(next_json(&mut ws).await["data"]["data"]["response"], "Reply to: again");
+
+    // The same manifest with another component: swapped in place; another manifest: 409.
+    let mut updates = subscribe(&s, "fixinventory/config-updated").await;
+    let (code, v) = upload(&s, "echo-up", manifest, std::fs::read(guest("hostile")).unwrap()).await;
+    assert_eq!((code, v["replaced"].as_bool()), (200, Some(true)), "{v}");
+    let update = next_json(&mut updates).await["data"]["data"].take();
+    assert_eq!(update, json!({ "id": "plugin:echo-up", "revision": v["revision"] }), "the swap is announced");
+    let (code, _) = upload(&s, "echo-up", "world = \"handler\"\n", echo.clone()).await;
+    assert_eq!(code, 409);
+
+    // Deleted: no longer routed, and gone after a restart.
+    assert_eq!(client().delete(s.url("/v1/plugins/echo-up")).send().await.unwrap().status(), 204);
+    let id = post(&s, "infrahub/send.echo.request", json!({ "message": "nobody" })).await;
+    let status: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["state"], "processed", "not routed: finished at once");
+    assert_eq!(client().delete(s.url("/v1/plugins/echo-up")).send().await.unwrap().status(), 404);
+    drop(s);
+    let s = Server::with_config(config()).await;
+    let listed: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["count"], 0);
+}

@@ -36,6 +36,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("this token may not send events of type `{type_name}`")]
     ForbiddenType { type_name: String },
     #[error("no subscriber has id `{id}` (or not that subscription)")]
@@ -76,6 +78,7 @@ impl ApiError {
             ApiError::UnknownSubscriber { .. } => "unknown_subscriber",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Conflict(_) => "conflict",
             ApiError::ForbiddenType { .. } => "forbidden_type",
             ApiError::AlreadyConnected { .. } => "already_connected",
             ApiError::UnknownWorkflow { .. } => "unknown_workflow",
@@ -107,7 +110,9 @@ impl ApiError {
             ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } | ApiError::UnknownConfig { .. } => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::StaleRevision { .. } | ApiError::AlreadyConnected { .. } => StatusCode::CONFLICT,
+            ApiError::StaleRevision { .. } | ApiError::AlreadyConnected { .. } | ApiError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ForbiddenType { .. } => StatusCode::FORBIDDEN,
             ApiError::UnknownSubscriber { .. } | ApiError::UnknownWorkflow { .. } | ApiError::UnknownTask { .. } => {

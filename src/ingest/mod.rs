@@ -53,8 +53,12 @@ pub struct AppState {
     pub configs: Arc<crate::store::config_docs::ConfigDocs>,
     /// Fix Inventory's workflows, tasks and subscribers.
     pub workflows: Arc<crate::workflow::Workflows>,
-    /// The Wasm engine plugins were compiled with (reloads use it); `None` without plugins.
-    pub wasm: Option<Arc<crate::wasm::WasmEngine>>,
+    /// The Wasm engine plugins were compiled with (reloads and uploads use it); made at the
+    /// first upload when the router started without plugins.
+    pub wasm: std::sync::Mutex<Option<Arc<crate::wasm::WasmEngine>>>,
+    /// Where uploaded plugins are kept, and the precompiled-artifact cache.
+    pub uploads: std::path::PathBuf,
+    pub wasm_cache: std::path::PathBuf,
     /// The admin and ingestion tokens.
     pub auth: Auth,
 }
@@ -141,6 +145,13 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one).route_layer(admin()))
         .route("/v1/dead-letters/{id}/replay", post(ops::replay_one).route_layer(admin()))
         .route("/v1/plugins", get(plugins::list).route_layer(admin()))
+        .route(
+            "/v1/plugins/{name}",
+            axum::routing::put(plugins::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(plugins::MAX_UPLOAD_BYTES))
+                .delete(plugins::delete)
+                .route_layer(admin()),
+        )
         .route("/v1/config", get(config_service::list).route_layer(admin()))
         .route(
             "/v1/config/{id}",

@@ -4,9 +4,11 @@
 //! not fit its world is refused and the running version stays. A reload emits
 //! `fixinventory/config-updated` with `id` = `plugin:<name>` and the new revision.
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::wasm::{FailureKind, Plugin};
-use axum::extract::State;
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -14,11 +16,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// The largest upload (component + manifest): Python and JavaScript components embed their
+/// interpreter (12-18 MB).
+pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+
 /// How often component files are checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_millis(500);
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let plugins: Vec<Value> = state.pipeline.core().plugins.iter().map(|p| describe(p)).collect();
+    let plugins: Vec<Value> = state.pipeline.core().plugins().iter().map(|p| describe(p)).collect();
     Json(json!({ "count": plugins.len(), "plugins": plugins }))
 }
 
@@ -48,9 +54,9 @@ fn describe(p: &Plugin) -> Value {
 
 /// Watches the component files of the plugins loaded from files; reloads what changed.
 pub async fn watch(state: Arc<AppState>) {
-    let Some(engine) = state.wasm.clone() else { return };
+    let Some(engine) = state.wasm.lock().expect("engine").clone() else { return };
     let watched: Vec<Arc<Plugin>> =
-        state.pipeline.core().plugins.iter().filter(|p| p.source.is_some()).cloned().collect();
+        state.pipeline.core().plugins().iter().filter(|p| p.source.is_some()).cloned().collect();
     if watched.is_empty() {
         return;
     }
@@ -82,12 +88,7 @@ pub async fn watch(state: Arc<AppState>) {
                 Ok(Ok(true)) => {
                     let revision = p.revision().0;
                     tracing::info!(plugin = p.name(), revision = %revision, "plugin reloaded");
-                    let body = json!({ "kind": "event", "message_type": "config-updated",
-                                       "data": { "id": format!("plugin:{}", p.name()), "revision": revision } });
-                    if let Err(e) = state.emit_internal("fixinventory/config-updated", body, "eventyard:plugins").await
-                    {
-                        tracing::warn!(plugin = p.name(), error = %e, "config-updated for a reload not accepted");
-                    }
+                    announce(&state, p.name(), &revision).await;
                 }
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
@@ -97,4 +98,145 @@ pub async fn watch(state: Arc<AppState>) {
             }
         }
     }
+}
+
+/// `PUT /v1/plugins/{name}` (multipart: `manifest` as TOML, `component` as bytes). A new
+/// plugin is compiled, checked against its world, stored under the store directory (so it is
+/// loaded again at the next start) and added with its routes: 201. An uploaded plugin sent
+/// again with the same manifest gets the new component hot-swapped: 200. A plugin of the
+/// config file, or a changed manifest, is a 409 (delete the upload first).
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ApiError::BadRequest("a plugin name is 1-64 of a-z 0-9 -".into()));
+    }
+    let (mut manifest, mut component) = (None, None);
+    while let Some(field) = form.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))? {
+        let part = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?;
+        match part.as_str() {
+            "manifest" => manifest = Some(String::from_utf8(bytes.to_vec()).map_err(|_| bad("manifest is not UTF-8"))?),
+            "component" => component = Some(bytes),
+            other => {
+                return Err(ApiError::BadRequest(format!("unknown part `{other}`; send `manifest` and `component`")))
+            }
+        }
+    }
+    let (Some(manifest), Some(component)) = (manifest, component) else {
+        return Err(bad("send the parts `manifest` (TOML) and `component` (the .wasm)"));
+    };
+    let (toml_path, wasm_path) =
+        (state.uploads.join(format!("{name}.toml")), state.uploads.join(format!("{name}.wasm")));
+    let engine = engine(&state)?;
+    let core = state.pipeline.core();
+    if let Some(running) = core.plugins().iter().find(|p| p.name() == name).cloned() {
+        if std::fs::read_to_string(&toml_path).ok().as_deref() != Some(manifest.as_str()) {
+            return Err(ApiError::Conflict(if toml_path.exists() {
+                format!("`{name}` runs with another manifest: DELETE it first to change the manifest")
+            } else {
+                format!("`{name}` is defined in the config file")
+            }));
+        }
+        let bytes = component.clone();
+        let swapped =
+            tokio::task::spawn_blocking(move || running.replace(&engine, &bytes).map(|_| running.revision().0))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::BadRequest(format!("component refused, the running version stays: {e}")))?;
+        write_atomically(&wasm_path, &component)?;
+        announce(&state, &name, &swapped).await;
+        return Ok(
+            (StatusCode::OK, Json(json!({ "name": name, "revision": swapped, "replaced": true }))).into_response()
+        );
+    }
+    let (plugin_config, route_configs) =
+        crate::config::parse_upload(&name, &manifest, &wasm_path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for t in &plugin_config.emits {
+        state.registry.get(t).map_err(|_| bad(&format!("manifest.emits: unknown event type `{t}`")))?;
+    }
+    if plugin_config.limits.fuel.is_some() && !engine.fuel {
+        return Err(bad("fuel budgets need a router started with a fuel-budgeted plugin in its config"));
+    }
+    let (registry, samples, bytes) = (state.registry.clone(), core.samples.clone(), component.clone());
+    let plugin = tokio::task::spawn_blocking(move || Plugin::load(&engine, plugin_config, &bytes, registry, samples))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(format!("component refused: {e}")))?;
+    let plugin = Arc::new(plugin);
+    let routes = route_configs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::server::route(i, r, std::slice::from_ref(&plugin)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    std::fs::create_dir_all(&state.uploads).map_err(|e| ApiError::Internal(e.to_string()))?;
+    write_atomically(&wasm_path, &component)?;
+    write_atomically(&toml_path, manifest.as_bytes())?;
+    let revision = plugin.revision().0;
+    core.add_plugin(plugin, routes);
+    tracing::info!(plugin = %name, revision = %revision, "plugin uploaded");
+    announce(&state, &name, &revision).await;
+    Ok((StatusCode::CREATED, Json(json!({ "name": name, "revision": revision, "replaced": false }))).into_response())
+}
+
+/// `DELETE /v1/plugins/{name}`: an uploaded plugin stops getting events (retries already
+/// scheduled finish) and is not loaded at the next start.
+pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let toml_path = state.uploads.join(format!("{name}.toml"));
+    let core = state.pipeline.core();
+    if !toml_path.exists() {
+        return Err(if core.plugins().iter().any(|p| p.name() == name) {
+            ApiError::Conflict(format!("`{name}` is defined in the config file"))
+        } else {
+            ApiError::NotFound
+        });
+    }
+    core.remove_plugin(&name);
+    for path in [toml_path, state.uploads.join(format!("{name}.wasm"))] {
+        std::fs::remove_file(&path).map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `fixinventory/config-updated` for a plugin whose component changed (`id` = `plugin:<name>`).
+async fn announce(state: &AppState, name: &str, revision: &str) {
+    let body = json!({ "kind": "event", "message_type": "config-updated",
+                       "data": { "id": format!("plugin:{name}"), "revision": revision } });
+    if let Err(e) = state.emit_internal("fixinventory/config-updated", body, "eventyard:plugins").await {
+        tracing::warn!(plugin = name, error = %e, "config-updated for a plugin change not accepted");
+    }
+}
+
+fn bad(message: &str) -> ApiError {
+    ApiError::BadRequest(message.to_string())
+}
+
+/// The engine plugins run on; made now when the router started without plugins.
+fn engine(state: &AppState) -> Result<Arc<crate::wasm::WasmEngine>, ApiError> {
+    let mut engine = state.wasm.lock().expect("engine");
+    if engine.is_none() {
+        let made = crate::wasm::WasmEngine::new(false, Some(state.wasm_cache.clone()))
+            .map_err(|e| ApiError::Internal(format!("wasm engine: {e}")))?;
+        *engine = Some(Arc::new(made));
+    }
+    Ok(engine.clone().expect("set above"))
+}
+
+/// Write beside, fsync, rename: a crash leaves the old file or the new one.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
 }

@@ -21,14 +21,19 @@ use crate::wasm::bindings::Verdict;
 use crate::wasm::host::PluginEvent;
 use crate::wasm::plugin::Output;
 use crate::wasm::{Checked, Failure, FailureKind, Plugin};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Matches event types by glob or regex.
+#[derive(Clone)]
 pub struct Route {
     pub name: String,
+    /// A route of a plugin that was deleted: it matches nothing any more, but keeps its place
+    /// (retries refer to routes and handlers by index) and its plugins (retries in flight end).
+    pub disabled: bool,
     pub matcher: Matcher,
     pub retry: RetryPolicy,
     pub filters: Vec<Arc<Plugin>>,
@@ -109,8 +114,9 @@ pub struct Pipeline {
 /// What the workers share.
 pub struct Core {
     pub registry: Arc<Registry>,
-    pub routes: Vec<Route>,
-    pub plugins: Vec<Arc<Plugin>>,
+    /// Append-only (see [`Route::disabled`]): uploads add routes while events flow.
+    routes: ArcSwap<Vec<Arc<Route>>>,
+    plugins: ArcSwap<Vec<Arc<Plugin>>>,
     pub dead_letters: DeadLetters,
     pub counters: PipelineCounters,
     pub samples: Arc<PluginSamples>,
@@ -125,6 +131,8 @@ pub struct Core {
     idempotency_window: std::time::Duration,
     retries: Arc<Scheduler>,
     inflight: Mutex<HashMap<String, Inflight>>,
+    /// Serialises changes of the routes and plugins (readers never wait).
+    changes: Mutex<()>,
 }
 
 impl Pipeline {
@@ -146,8 +154,8 @@ impl Pipeline {
         };
         let core = Arc::new(Core {
             registry,
-            routes,
-            plugins,
+            routes: ArcSwap::from_pointee(routes.into_iter().map(Arc::new).collect()),
+            plugins: ArcSwap::from_pointee(plugins),
             dead_letters,
             counters: PipelineCounters::default(),
             samples,
@@ -160,13 +168,15 @@ impl Pipeline {
             idempotency_window: std::time::Duration::from_secs(config.ingest.idempotency_window_secs),
             retries: Scheduler::new(clock),
             inflight: Mutex::default(),
+            changes: Mutex::new(()),
         });
         for (event, outcome) in recovered.finished {
             let state = status::finished(outcome);
             core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, state, event.time);
         }
         let mut workers = Vec::new();
-        if !core.routes.is_empty() {
+        // Always: routes can be added while the router runs.
+        {
             let n = match config.pipeline.workers {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
@@ -261,7 +271,7 @@ impl Pipeline {
 
     /// Whether any route exists (then events are worth preparing for plugins).
     pub fn has_routes(&self) -> bool {
-        !self.core.routes.is_empty()
+        !self.core.routes().is_empty()
     }
 
     pub fn core(&self) -> &Core {
@@ -287,8 +297,48 @@ impl Pipeline {
 }
 
 impl Core {
+    /// The routes now (indices are stable: routes are only ever appended).
+    pub fn routes(&self) -> arc_swap::Guard<Arc<Vec<Arc<Route>>>> {
+        self.routes.load()
+    }
+
+    /// The plugins now (uploads add, deletes remove).
+    pub fn plugins(&self) -> arc_swap::Guard<Arc<Vec<Arc<Plugin>>>> {
+        self.plugins.load()
+    }
+
+    /// Adds an uploaded plugin and its routes; events accepted from now on are routed to it.
+    pub fn add_plugin(&self, plugin: Arc<Plugin>, routes: Vec<Route>) {
+        let _one_writer = self.changes.lock().expect("route changes");
+        let mut plugins = (**self.plugins.load()).clone();
+        plugins.push(plugin);
+        self.plugins.store(Arc::new(plugins));
+        let mut all = (**self.routes.load()).clone();
+        all.extend(routes.into_iter().map(Arc::new));
+        self.routes.store(Arc::new(all));
+    }
+
+    /// Removes a plugin: its routes are disabled (events no longer go to it; retries already
+    /// scheduled still finish). False when there is no such plugin.
+    pub fn remove_plugin(&self, name: &str) -> bool {
+        let _one_writer = self.changes.lock().expect("route changes");
+        let plugins = self.plugins.load();
+        if !plugins.iter().any(|p| p.name() == name) {
+            return false;
+        }
+        self.plugins.store(Arc::new(plugins.iter().filter(|p| p.name() != name).cloned().collect()));
+        let uses = |r: &Route| r.filters.iter().chain(&r.handlers).any(|p| p.name() == name);
+        let routes = self.routes.load();
+        let next = routes
+            .iter()
+            .map(|r| if uses(r) { Arc::new(Route { disabled: true, ..(**r).clone() }) } else { r.clone() })
+            .collect();
+        self.routes.store(Arc::new(next));
+        true
+    }
+
     fn is_routed(&self, type_name: &str) -> bool {
-        self.routes.iter().any(|r| r.matcher.matches(type_name))
+        self.routes().iter().any(|r| !r.disabled && r.matcher.matches(type_name))
     }
 
     /// Processes one accepted event; it is finished now, or once its retries are done.
@@ -312,10 +362,11 @@ impl Core {
     fn replay(&self, letter: DeadLetter) {
         let event = letter.event.clone();
         let mut run = Run::new(&event.id);
-        let target =
-            self.routes.iter().position(|r| r.name == letter.route).and_then(|ri| {
-                self.routes[ri].handlers.iter().position(|h| h.name() == letter.plugin).map(|hi| (ri, hi))
-            });
+        let routes = self.routes();
+        let target = routes
+            .iter()
+            .position(|r| r.name == letter.route && !r.disabled)
+            .and_then(|ri| routes[ri].handlers.iter().position(|h| h.name() == letter.plugin).map(|hi| (ri, hi)));
         match target {
             Some((route, handler)) => {
                 let task = RetryTask { root: event.id.clone(), event: event.clone(), route, handler, attempt: 0 };
@@ -348,7 +399,8 @@ impl Core {
     }
 
     fn call_again(&self, task: &RetryTask, run: &mut Run) {
-        let route = &self.routes[task.route];
+        let routes = self.routes();
+        let route = &routes[task.route];
         let handler = &route.handlers[task.handler];
         let event = with_retry_count(&task.event, task.attempt);
         match handler.call(&plugin_event(event.as_ref().unwrap_or(&task.event))) {
@@ -390,8 +442,9 @@ impl Core {
             }
         };
         for task in retries {
-            let delay = self.routes[task.route].retry.delay(task.attempt);
-            let plugin = self.routes[task.route].handlers[task.handler].name().to_string();
+            let routes = self.routes();
+            let delay = routes[task.route].retry.delay(task.attempt);
+            let plugin = routes[task.route].handlers[task.handler].name().to_string();
             let due = self.retries.due_in(delay);
             let next_at = time::OffsetDateTime::now_utc() + delay;
             let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
@@ -412,19 +465,21 @@ impl Core {
     /// A handler call failed: retried later when the failure may pass and the route allows
     /// more attempts, else a dead letter.
     fn handler_failed(&self, event: &Event, route: usize, handler: usize, fail: Failure, attempts: u32, run: &mut Run) {
-        let policy = self.routes[route].retry;
+        let routes = self.routes();
+        let policy = routes[route].retry;
         if fail.retryable && attempts < policy.max_attempts {
             run.last_error = format!("{}: {}", fail.kind.as_str(), fail.message);
             let task = RetryTask { root: run.root.clone(), event: event.clone(), route, handler, attempt: attempts };
             run.retries.push(task);
         } else {
-            let r = &self.routes[route];
+            let r = &routes[route];
             self.dead_letter(event, &r.handlers[handler], r, fail, attempts, run);
         }
     }
 
     fn process(&self, event: &Event, run: &mut Run) {
-        let matching = self.routes.iter().enumerate().filter(|(_, r)| r.matcher.matches(&event.type_name));
+        let routes = self.routes();
+        let matching = routes.iter().enumerate().filter(|(_, r)| !r.disabled && r.matcher.matches(&event.type_name));
         'routes: for (route_index, route) in matching {
             self.counters.routed.fetch_add(1, Ordering::Relaxed);
             let mut current = std::borrow::Cow::Borrowed(event);
@@ -615,34 +670,34 @@ impl Core {
         ];
         for (name, kind, help, read) in per_plugin {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for p in &self.plugins {
+            for p in self.plugins().iter() {
                 let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", p.name(), read(p));
             }
         }
         let _ = writeln!(out, "# TYPE eventyard_plugin_failures_total counter");
-        for p in &self.plugins {
+        for p in self.plugins().iter() {
             for (k, n) in FailureKind::ALL.iter().zip(&p.stats.failures) {
                 let (plugin, kind, n) = (p.name(), k.as_str(), n.load(Ordering::Relaxed));
                 let _ = writeln!(out, "eventyard_plugin_failures_total{{plugin=\"{plugin}\",kind=\"{kind}\"}} {n}");
             }
         }
         let _ = writeln!(out, "# TYPE eventyard_plugin_call_seconds histogram");
-        for p in &self.plugins {
+        for p in self.plugins().iter() {
             p.stats.latency.render(out, "eventyard_plugin_call_seconds", &format!("plugin=\"{}\"", p.name()));
         }
         self.samples.render(out);
     }
 
     /// Which plugins exist per world (for `/healthz`).
-    pub fn plugin_names(&self) -> HashMap<&'static str, Vec<&str>> {
-        let mut m: HashMap<&'static str, Vec<&str>> = HashMap::new();
-        for p in &self.plugins {
+    pub fn plugin_names(&self) -> HashMap<&'static str, Vec<String>> {
+        let mut m: HashMap<&'static str, Vec<String>> = HashMap::new();
+        for p in self.plugins().iter() {
             m.entry(match p.world() {
                 World::Filter => "filters",
                 World::Handler => "handlers",
             })
             .or_default()
-            .push(p.name());
+            .push(p.name().to_string());
         }
         m
     }

@@ -333,7 +333,7 @@ impl Workflows {
         let handlers: Vec<String> = state
             .pipeline
             .core()
-            .routes
+            .routes()
             .iter()
             .filter(|r| r.matcher.matches(&type_name))
             .flat_map(|r| r.handlers.iter().map(|h| h.name().to_string()))
