@@ -95,7 +95,6 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
     let durable = Durable { store, recovered, dead_letters };
     let configs = ConfigDocs::open(options.dir.join("config"))?;
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
-    std::fs::create_dir_all(&options.dir).map_err(|e| StoreError::io(&options.dir, e))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
     let pipeline = Pipeline::with_routes(config, registry.clone(), plugins, routes, samples, Some(durable), clock);
     Ok(Arc::new(AppState {

@@ -54,7 +54,7 @@ pub async fn put(
     let expected = expected_revision(&headers, q);
     let doc = blocking(&state, move |docs| docs.put(&id, config, expected.as_deref())).await?;
     let data = json!({ "kind": "event", "message_type": "config-updated", "data": { "id": doc.id, "revision": doc.revision } });
-    notify(&state, "fixinventory/config-updated", data).await?;
+    state.emit_internal("fixinventory/config-updated", data, SOURCE).await?;
     Ok(document(StatusCode::OK, doc))
 }
 
@@ -67,7 +67,7 @@ pub async fn delete(
     let expected = expected_revision(&headers, q);
     let doc = blocking(&state, move |docs| docs.delete(&id, expected.as_deref())).await?;
     let data = json!({ "kind": "event", "message_type": "config-deleted", "data": { "id": doc.id } });
-    notify(&state, "fixinventory/config-deleted", data).await?;
+    state.emit_internal("fixinventory/config-deleted", data, SOURCE).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -96,9 +96,4 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::Internal(format!("config task: {e}")))?
         .map_err(ApiError::from)
-}
-
-/// Accepts the service's own event like any other (validated, logged, routed).
-async fn notify(state: &AppState, type_name: &str, data: Value) -> Result<(), ApiError> {
-    state.emit_internal(type_name, data, SOURCE).await.map(drop)
 }

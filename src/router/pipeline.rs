@@ -269,11 +269,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Whether any route exists (then events are worth preparing for plugins).
-    pub fn has_routes(&self) -> bool {
-        !self.core.routes().is_empty()
-    }
-
     pub fn core(&self) -> &Core {
         &self.core
     }
