@@ -265,9 +265,8 @@ fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
             time: time::OffsetDateTime::now_utc(),
             priority: ty.priority_of(&data),
             source: Some("eventyard plugin test".into()),
-            data,
+            data: crate::router::Body::from_value(data),
             hops: 0,
-            raw: None,
         });
     }
     Ok(events)
@@ -275,7 +274,7 @@ fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
 
 /// A successful call as report fields; a filter's rewrite is checked like the router does.
 fn outcome(plugin: &Plugin, out: Output) -> Result<serde_json::Map<String, Value>, crate::wasm::Failure> {
-    let emitted = |checked: &crate::wasm::Checked| json!({ "type": checked.type_name, "data": checked.data });
+    let emitted = |checked: &crate::wasm::Checked| json!({ "type": checked.type_name, "data": checked.data.value() });
     let mut m = serde_json::Map::new();
     match out {
         Output::Verdict(Verdict::Keep) => {

@@ -222,9 +222,8 @@ fn event(i: usize) -> eventyard::router::Event {
         time: time::OffsetDateTime::now_utc(),
         priority: 3,
         source: None,
-        data: json!({ "message": format!("m{i}") }),
+        data: eventyard::router::Body::from_value(json!({ "message": format!("m{i}") })),
         hops: 0,
-        raw: None,
     }
 }
 

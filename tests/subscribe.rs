@@ -60,3 +60,36 @@ async fn bad_glob_is_400() {
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_request");
 }
+
+#[tokio::test]
+async fn subscribers_get_the_producers_text_on_one_line() {
+    use futures_util::StreamExt;
+    let s = Server::start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe")).await.unwrap();
+    // Validated in place and kept as written: key order (not sorted) and all.
+    let compact = r#"{"message":"first","meta":{"priority":4,"correlation_id":"c-1"}}"#;
+    let pretty = "{\n  \"message\": \"second\",\n  \"meta\": { \"priority\": 2 }\n}";
+    for body in [compact, pretty] {
+        let res = client()
+            .post(s.url("/v1/events/infrahub/send.echo.request"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let msg = ws.next().await.unwrap().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            frames.push(t.to_string());
+        }
+    }
+    assert!(frames[0].contains(&format!(r#""data":{compact}"#)), "{}", frames[0]);
+    assert!(!frames[1].contains('\n'), "one frame, one line: {}", frames[1]);
+    let second: Value = serde_json::from_str(&frames[1]).unwrap();
+    assert_eq!((second["data"]["message"].as_str(), second["priority"].as_u64()), (Some("second"), Some(2)));
+    let first: Value = serde_json::from_str(&frames[0]).unwrap();
+    assert_eq!(first["priority"], 4, "meta.priority read in place");
+}

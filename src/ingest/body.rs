@@ -64,9 +64,18 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
 
 /// Parses JSON, pointing at the line and column of the first syntax error.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
+    serde_json::from_slice(bytes).map_err(|e| malformed(&e))
+}
+
+/// The body as JSON text, to be validated in place; what is not UTF-8 is refused the way
+/// the parser refuses it.
+pub fn json_text(bytes: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(bytes).map_err(|utf8| match parse_json(bytes) {
+        Err(e) => e,
+        Ok(_) => ApiError::BadRequest(format!("the body is not UTF-8: {utf8}")),
     })
+}
+
+pub fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::MalformedJson { line: e.line(), column: e.column(), message: e.to_string() }
 }

@@ -1,7 +1,7 @@
 //! `POST /v1/events`: CloudEvents 1.0 over HTTP (structured, binary and batch modes) and
 //! NDJSON batches. The CloudEvents `type` is the event type, `data` the native payload.
 
-use super::events::{prepare, Envelope};
+use super::events::{prepare, Data, Envelope};
 use super::{body, body::MediaType, ApiError, AppState};
 use crate::router::Event;
 use axum::body::Body;
@@ -52,7 +52,7 @@ pub async fn post(
             state.answer(state.admit_one(&grant, prepared).await)
         }
         _ => {
-            let prepared = body::parse_json(&bytes).and_then(|data| binary_mode(&state, &headers, data));
+            let prepared = body::json_text(&bytes).and_then(|text| binary_mode(&state, &headers, Data::Text(text)));
             state.answer(state.admit_one(&grant, prepared).await)
         }
     }
@@ -85,11 +85,11 @@ fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
     let envelope = checked_envelope(|k| get(&attrs, k))?;
     let type_name = get(&attrs, "type").expect("checked above");
     let data = attrs.remove("data").unwrap_or(Value::Null);
-    prepare(state, &type_name, data, envelope)
+    prepare(state, &type_name, Data::Tree(data), envelope)
 }
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.
-fn binary_mode(state: &AppState, headers: &HeaderMap, data: Value) -> Result<Event, ApiError> {
+fn binary_mode(state: &AppState, headers: &HeaderMap, data: Data<'_>) -> Result<Event, ApiError> {
     let get = |k: &str| headers.get(format!("ce-{k}")).and_then(|v| v.to_str().ok()).map(str::to_string);
     let envelope = checked_envelope(get)?;
     let type_name = get("type").expect("checked above");
@@ -121,7 +121,7 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
         None => None,
     };
     let priority = get("priority").map(|p| super::events::parse_priority(&p)).transpose()?;
-    Ok(Envelope { id: get("id"), source: get("source"), time, raw: None, priority })
+    Ok(Envelope { id: get("id"), source: get("source"), time, priority })
 }
 
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.

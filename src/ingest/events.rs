@@ -2,7 +2,7 @@
 
 use super::{body, ApiError, AppState};
 use crate::router::Event;
-use crate::schema::EventType;
+use crate::schema::{EventType, Rejection};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -21,8 +21,6 @@ pub struct Envelope {
     pub source: Option<String>,
     /// Now when absent.
     pub time: Option<time::OffsetDateTime>,
-    /// The data's JSON text as received, kept for plugins (see [`Event::raw`]).
-    pub raw: Option<Arc<str>>,
     /// The producer's priority for this event (the `Priority` header, the CloudEvents
     /// `priority` extension), over `meta.priority` and the catalogue's `x-priority`.
     pub priority: Option<u8>,
@@ -36,27 +34,45 @@ pub fn parse_priority(value: &str) -> Result<u8, ApiError> {
     }
 }
 
+/// An event's data as it comes in.
+pub enum Data<'a> {
+    /// The producer's JSON text (a body, an NDJSON line's `data`): validated in place and
+    /// kept as sent, no tree built.
+    Text(&'a str),
+    /// Already parsed out of an envelope (a structured CloudEvent) or made by the router.
+    Tree(Value),
+}
+
 /// Looks the type up, then [`prepare_typed`].
-pub fn prepare(state: &AppState, type_name: &str, data: Value, envelope: Envelope) -> Result<Event, ApiError> {
+pub fn prepare(state: &AppState, type_name: &str, data: Data<'_>, envelope: Envelope) -> Result<Event, ApiError> {
     prepare_typed(state.registry.get(type_name)?, data, envelope)
 }
 
 /// Validates one event and gives it an id: the single path every ingestion mode goes
 /// through before [`AppState::admit`].
-pub fn prepare_typed(ty: &EventType, data: Value, envelope: Envelope) -> Result<Event, ApiError> {
-    if let Err(errors) = ty.validate(&data) {
-        return Err(ApiError::Validation { type_name: ty.name.to_string(), errors });
-    }
+pub fn prepare_typed(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Event, ApiError> {
+    let (data, own_priority) = match data {
+        Data::Text(text) => crate::router::Body::check(ty, text.into()).map_err(|r| match r {
+            Rejection::NotJson(e) => body::malformed(&e),
+            Rejection::Invalid(errors) => ApiError::Validation { type_name: ty.name.to_string(), errors },
+        })?,
+        Data::Tree(value) => {
+            if let Err(errors) = ty.validate(&value) {
+                return Err(ApiError::Validation { type_name: ty.name.to_string(), errors });
+            }
+            let priority = ty.priority_of(&value);
+            (crate::router::Body::from_value(value), priority)
+        }
+    };
     let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     Ok(Event {
         id,
         type_name: ty.name.clone(),
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
-        priority: envelope.priority.unwrap_or_else(|| ty.priority_of(&data)),
+        priority: envelope.priority.unwrap_or(own_priority),
         source: envelope.source,
         data,
         hops: 0,
-        raw: envelope.raw,
     })
 }
 
@@ -77,10 +93,8 @@ pub async fn post_native(
             });
         }
         let bytes = body::read(&headers, body, state.limits.max_body_bytes).await?;
-        let data = body::parse_json(&bytes)?;
-        // Plugins and the log get the body as sent (no re-serialisation); valid JSON is valid
-        // UTF-8, so this never fails.
-        let raw = std::str::from_utf8(&bytes).ok().map(Arc::from);
+        // Plugins, the log and subscribers get the body as sent.
+        let text = body::json_text(&bytes)?;
         // The producer's idempotency key is the event's id: a retry is answered like the first.
         let id = match headers.get("idempotency-key").map(|v| v.to_str()) {
             Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_string()),
@@ -95,7 +109,7 @@ pub async fn post_native(
             Some(v) => Some(parse_priority(v.to_str().unwrap_or(""))?),
             None => None,
         };
-        prepare_typed(ty, data, Envelope { raw, id, priority, ..Envelope::default() })
+        prepare_typed(ty, Data::Text(text), Envelope { id, priority, ..Envelope::default() })
     }
     .await;
     Ok(state.answer(state.admit_one(&grant, result).await))

@@ -113,7 +113,10 @@ impl AppState {
         source: &str,
     ) -> Result<String, ApiError> {
         let envelope = events::Envelope { source: Some(source.to_string()), ..events::Envelope::default() };
-        self.count(self.admit_one(&Grant::default(), events::prepare(self, type_name, data, envelope)).await)
+        self.count(
+            self.admit_one(&Grant::default(), events::prepare(self, type_name, events::Data::Tree(data), envelope))
+                .await,
+        )
     }
 
     async fn admit_one(&self, grant: &Grant, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {

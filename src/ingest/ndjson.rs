@@ -3,13 +3,12 @@
 //! with a result per line (its 1-based line number), so one bad line never hides the rest.
 
 use super::cloudevents::batch_response;
-use super::events::{prepare, Envelope};
+use super::events::{prepare, Data, Envelope};
 use super::{ApiError, AppState};
 use crate::router::Event;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +41,5 @@ fn one(state: &AppState, line: &[u8]) -> Result<Event, ApiError> {
         serde_json::error::Category::Data => ApiError::InvalidBatchLine { message: e.to_string() },
         _ => ApiError::MalformedJson { line: e.line(), column: e.column(), message: e.to_string() },
     })?;
-    let text = line.data.get();
-    let data: Value = serde_json::from_str(text).map_err(|e| ApiError::InvalidBatchLine { message: e.to_string() })?;
-    prepare(state, &line.type_name, data, Envelope { id: line.id, raw: Some(text.into()), ..Envelope::default() })
+    prepare(state, &line.type_name, Data::Text(line.data.get()), Envelope { id: line.id, ..Envelope::default() })
 }

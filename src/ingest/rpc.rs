@@ -10,7 +10,7 @@
 //! | processed, nothing responded | 502 `rpc_unanswered` |
 //! | no answer within `?timeout=` seconds (default 30) | 504 `rpc_timeout`, with the request's id |
 
-use super::events::{prepare, Envelope};
+use super::events::{prepare, Data, Envelope};
 use super::{body, ApiError, AppState};
 use crate::router::rpc::{Reply, RESPONSE_PREFIX};
 use axum::extract::{Path, Query, State};
@@ -74,7 +74,8 @@ pub async fn call(
 
     let waiters = &state.pipeline.core().rpc;
     let reply = waiters.register(&correlation_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let accepted = state.count(state.admit_one(&grant, prepare(&state, &ty.name, data, Envelope::default())).await);
+    let accepted =
+        state.count(state.admit_one(&grant, prepare(&state, &ty.name, Data::Tree(data), Envelope::default())).await);
     let id = match accepted {
         Ok(id) => id,
         Err(e) => {

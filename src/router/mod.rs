@@ -2,6 +2,7 @@
 //! [`pipeline`] with its priority work [`queue`], [`retry`] scheduling, per-event
 //! [`status`], the [`dead_letters`], and the [`rpc`] callers waiting for a response.
 
+pub mod body;
 pub mod bus;
 pub mod dead_letters;
 pub mod pattern;
@@ -11,10 +12,10 @@ pub mod retry;
 pub mod rpc;
 pub mod status;
 
+pub use body::Body;
 pub use pipeline::{AcceptError, Pipeline};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::sync::Arc;
 
 /// An event that passed validation and was given an id.
@@ -32,14 +33,11 @@ pub struct Event {
     /// The CloudEvents `source`, or `plugin:<name>` for events a plugin emitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    pub data: Value,
+    /// The data as it arrived (the producer's body, a plugin's output).
+    pub data: Body,
     /// How many plugin emissions led to this event (0 for ingested ones).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hops: u8,
-    /// `data` exactly as it arrived (the producer's body, a plugin's output), when known:
-    /// plugins get it as is instead of a re-serialisation of `data`.
-    #[serde(skip)]
-    pub raw: Option<Arc<str>>,
 }
 
 /// RFC 3339 in UTC with nanoseconds (`2026-11-23T18:04:31.191252000Z`), written digit by

@@ -12,7 +12,7 @@ use super::queue::JobQueue;
 use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
 use super::rpc::Waiters;
 use super::status::{self, State, StatusBoard};
-use super::Event;
+use super::{Body, Event};
 use crate::config::{Config, World};
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
@@ -528,19 +528,8 @@ impl Core {
             return Err(bad(format!("replacement type `{type_name}` is neither the event's nor in `emits`")));
         }
         let ty = self.registry.get(type_name).map_err(|e| bad(e.to_string()))?;
-        let data: serde_json::Value =
-            serde_json::from_str(raw).map_err(|e| bad(format!("replacement is not JSON: {e}")))?;
-        if let Err(v) = ty.validate(&data) {
-            let detail: Vec<String> = v.iter().map(|v| format!("{}: {}", v.instance_path, v.message)).collect();
-            return Err(bad(format!("replacement fails its schema: {}", detail.join("; "))));
-        }
-        Ok(Event {
-            type_name: ty.name.clone(),
-            priority: ty.priority_of(&data),
-            data,
-            raw: Some(raw.into()),
-            ..current.clone()
-        })
+        let (data, priority) = Body::check(ty, raw.into()).map_err(|r| bad(format!("replacement {r}")))?;
+        Ok(Event { type_name: ty.name.clone(), priority, data, ..current.clone() })
     }
 
     /// Routes one checked emitted event like any other, one hop further.
@@ -550,11 +539,10 @@ impl Core {
             id: uuid::Uuid::now_v7().to_string(),
             type_name: ty.name.clone(),
             time: time::OffsetDateTime::now_utc(),
-            priority: ty.priority_of(&e.data),
+            priority: e.priority,
             source: Some(format!("plugin:{}", from.name())),
             data: e.data,
             hops: parent.hops + 1,
-            raw: Some(e.raw),
         };
         if event.hops > self.hop_limit {
             let f = Failure::new(
@@ -702,14 +690,12 @@ impl Core {
 /// The event as a retried handler sees it: Infrahub's `meta.retry_count` says how many
 /// calls failed before (only events with a `meta` object; `None` when nothing changes).
 fn with_retry_count(event: &Event, attempts: u32) -> Option<Event> {
-    if attempts == 0 || !event.data.get("meta").is_some_and(serde_json::Value::is_object) {
+    if attempts == 0 || !event.data.value().get("meta").is_some_and(serde_json::Value::is_object) {
         return None;
     }
-    let mut e = event.clone();
-    e.data["meta"]["retry_count"] = attempts.into();
-    // The text plugins get must say the same as the tree.
-    e.raw = None;
-    Some(e)
+    let mut data = event.data.value().clone();
+    data["meta"]["retry_count"] = attempts.into();
+    Some(Event { data: Body::from_value(data), ..event.clone() })
 }
 
 pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
@@ -719,13 +705,7 @@ pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
         source: e.source.clone(),
         time: e.time,
         priority: e.priority,
-        // Not `pointer()`: it unescapes every token with `str::replace`, a hot-path cost.
-        correlation_id: e
-            .data
-            .get("meta")
-            .and_then(|m| m.get("correlation_id"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-        data: e.raw.clone().unwrap_or_else(|| e.data.to_string().into()),
+        correlation_id: e.data.correlation_id().map(str::to_string),
+        data: e.data.text().clone(),
     })
 }

@@ -89,5 +89,5 @@ impl Waiters {
 
 /// Infrahub's `meta.correlation_id`.
 pub fn correlation_id(event: &Event) -> Option<&str> {
-    event.data.get("meta")?.get("correlation_id")?.as_str()
+    event.data.correlation_id()
 }

@@ -2,6 +2,7 @@
 //! name on the hot path without allocating, and validation reports with exact paths.
 
 mod registry;
+pub mod tape;
 
 pub use registry::{EventType, Registry, Strictness};
 
@@ -27,6 +28,29 @@ fn suggest(s: &[String]) -> String {
         String::new()
     } else {
         format!(" (did you mean {}?)", s.join(", "))
+    }
+}
+
+/// Why a document was refused by [`EventType::check`].
+#[derive(Debug)]
+pub enum Rejection {
+    NotJson(serde_json::Error),
+    Invalid(Vec<Violation>),
+}
+
+impl std::fmt::Display for Rejection {
+    /// "is not JSON: ..." or "fails its schema: <path>: <message>; ...", after a subject.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NotJson(e) => write!(f, "is not JSON: {e}"),
+            Rejection::Invalid(violations) => {
+                f.write_str("fails its schema: ")?;
+                for (i, v) in violations.iter().enumerate() {
+                    write!(f, "{}{}: {}", if i == 0 { "" } else { "; " }, v.instance_path, v.message)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

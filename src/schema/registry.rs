@@ -1,4 +1,5 @@
-use super::{SchemaError, Violation, DEFAULT_PRIORITY};
+use super::tape::{Tape, TapeJson};
+use super::{Rejection, SchemaError, Violation, DEFAULT_PRIORITY};
 use crate::catalog::{generate::schema_files, Catalog};
 use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -44,6 +45,8 @@ pub struct EventType {
     /// The catalogue's `x-priority`, if documented.
     pub default_priority: Option<u8>,
     validator: jsonschema::Validator,
+    /// The same schema compiled for documents read in place (no tree built).
+    tape_validator: jsonschema::Validator<TapeJson>,
 }
 
 impl EventType {
@@ -64,17 +67,35 @@ impl EventType {
             .collect())
     }
 
+    /// Reads `text` in place and validates it without building a tree: the hot path of
+    /// ingestion and of plugin output. A refusal reports exactly what [`Self::validate`]
+    /// does (the tree is built then, on the cold path).
+    pub fn check<'t>(&self, text: &'t str) -> Result<Tape<'t>, Rejection> {
+        let tape = Tape::parse(text).map_err(Rejection::NotJson)?;
+        if self.tape_validator.is_valid(tape.root()) {
+            return Ok(tape);
+        }
+        let value: Value = serde_json::from_str(text).map_err(Rejection::NotJson)?;
+        match self.validate(&value) {
+            Err(violations) => Err(Rejection::Invalid(violations)),
+            // Only documents with duplicate keys read differently; the tree's verdict wins.
+            Ok(()) => Ok(tape),
+        }
+    }
+
     /// The event's priority: its own `meta.priority` (Infrahub), else the documented one.
     pub fn priority_of(&self, event: &Value) -> u8 {
         // Not `pointer()`: it unescapes every token with `str::replace`; this runs per event.
-        event
-            .get("meta")
-            .and_then(|m| m.get("priority"))
-            .and_then(Value::as_u64)
-            .filter(|p| (1..=5).contains(p))
-            .map(|p| p as u8)
-            .or(self.default_priority)
-            .unwrap_or(DEFAULT_PRIORITY)
+        self.priority_from(event.get("meta").and_then(|m| m.get("priority")).and_then(Value::as_u64))
+    }
+
+    /// [`Self::priority_of`] for a document read in place.
+    pub fn priority_of_tape(&self, tape: &Tape<'_>) -> u8 {
+        self.priority_from(tape.root().get("meta").and_then(|m| m.get("priority")).and_then(|p| p.as_u64()))
+    }
+
+    fn priority_from(&self, own: Option<u64>) -> u8 {
+        own.filter(|p| (1..=5).contains(p)).map(|p| p as u8).or(self.default_priority).unwrap_or(DEFAULT_PRIORITY)
     }
 }
 
@@ -125,9 +146,13 @@ impl Registry {
         if strictness.is_open(&name) {
             open_objects(&mut schema);
         }
-        let validator = jsonschema::draft202012::options()
+        let invalid =
+            |e: jsonschema::ValidationError| SchemaError::Invalid { name: name.clone(), message: e.to_string() };
+        let validator = jsonschema::draft202012::options().build(&schema).map_err(invalid)?;
+        let tape_validator = jsonschema::options_for::<TapeJson>()
+            .with_draft(jsonschema::Draft::Draft202012)
             .build(&schema)
-            .map_err(|e| SchemaError::Invalid { name: name.clone(), message: e.to_string() })?;
+            .map_err(invalid)?;
         let default_priority = schema.get("x-priority").and_then(Value::as_u64).and_then(|p| u8::try_from(p).ok());
         let t = Arc::new(EventType {
             name: name.as_str().into(),
@@ -135,6 +160,7 @@ impl Registry {
             schema,
             default_priority,
             validator,
+            tape_validator,
         });
         self.order.push(t.clone());
         self.types.insert(name.into_boxed_str(), t);

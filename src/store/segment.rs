@@ -57,10 +57,7 @@ pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
         out.extend_from_slice(format!(r#","hops":{}"#, event.hops).as_bytes());
     }
     out.extend_from_slice(br#","data":"#);
-    match &event.raw {
-        Some(raw) => out.extend_from_slice(raw.as_bytes()),
-        None => json(out, &event.data),
-    }
+    out.extend_from_slice(event.data.text().as_bytes());
     out.extend_from_slice(b"}}");
     finish(out, start);
 }

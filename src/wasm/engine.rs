@@ -36,6 +36,10 @@ pub const POOL_DECOMMIT_BATCH: usize = 16;
 /// Wasm stack a call may use before it traps with a stack overflow (deep recursion).
 pub const MAX_WASM_STACK: usize = 1024 * 1024;
 
+/// `EVENTYARD_WASM_PERFMAP=1` writes `/tmp/perf-<pid>.map`, so `perf` can attribute time
+/// to plugin functions instead of anonymous addresses.
+pub const PERFMAP_ENV: &str = "EVENTYARD_WASM_PERFMAP";
+
 /// The process-wide engine, linker and artifact cache.
 pub struct WasmEngine {
     pub(crate) engine: Engine,
@@ -67,6 +71,11 @@ impl WasmEngine {
             .max_wasm_stack(MAX_WASM_STACK)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            // Names the plugins' compiled code for `perf report` (runtime only: the
+            // artifacts and their cache key do not change).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| WasmError::Engine(format!("{e:#}")))?;

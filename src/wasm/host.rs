@@ -7,6 +7,7 @@ use super::output::Captured;
 use super::{Checked, Failure, FailureKind};
 use crate::config::{Capability, PluginConfig};
 use crate::metrics::{PluginSamples, SampleKind};
+use crate::router::Body;
 use crate::schema::Registry;
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
@@ -46,17 +47,10 @@ impl PluginContext {
             ));
         }
         let ty = self.registry.get(&e.type_).map_err(|err| Failure::new(FailureKind::EmitInvalid, err.to_string()))?;
-        let data: serde_json::Value = serde_json::from_str(&e.data)
-            .map_err(|err| Failure::new(FailureKind::EmitInvalid, format!("`{}` data is not JSON: {err}", e.type_)))?;
-        if let Err(violations) = ty.validate(&data) {
-            let detail: Vec<String> =
-                violations.iter().map(|v| format!("{}: {}", v.instance_path, v.message)).collect();
-            return Err(Failure::new(
-                FailureKind::EmitInvalid,
-                format!("`{}` fails its schema: {}", e.type_, detail.join("; ")),
-            ));
-        }
-        Ok(Checked { type_name: e.type_, data, raw: e.data.into() })
+        // Validated in place: the router keeps the plugin's text and builds no tree.
+        let (data, priority) = Body::check(ty, e.data.into())
+            .map_err(|r| Failure::new(FailureKind::EmitInvalid, format!("`{}` data {r}", e.type_)))?;
+        Ok(Checked { type_name: e.type_, priority, data })
     }
 }
 

@@ -112,9 +112,10 @@ impl FailureKind {
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub type_name: String,
-    pub data: serde_json::Value,
+    /// Its own `meta.priority`, else its type's.
+    pub priority: u8,
     /// The JSON text the plugin sent.
-    pub raw: std::sync::Arc<str>,
+    pub data: crate::router::Body,
 }
 
 /// A failed plugin call.

@@ -198,7 +198,11 @@ impl Plugin {
             let used = fuel - store.get_fuel().unwrap_or(0);
             self.stats.fuel_consumed.fetch_add(used, Ordering::Relaxed);
         }
-        self.stats.peak_memory_bytes.fetch_max(store.data().limits.peak_memory as u64, Ordering::Relaxed);
+        // Locked read-modify-writes cost as much as a filter's guest code: only on a new peak.
+        let peak = store.data().limits.peak_memory as u64;
+        if peak > self.stats.peak_memory_bytes.load(Ordering::Relaxed) {
+            self.stats.peak_memory_bytes.fetch_max(peak, Ordering::Relaxed);
+        }
         let stderr_tail = self.drain_output(store);
         let call = std::mem::take(&mut store.data_mut().call);
         let outcome = self.classify(raw, call).map_err(|mut f| {
@@ -384,6 +388,10 @@ impl Breaker {
             return false;
         }
         if ok {
+            // The common case (no failures before) reads and writes nothing shared.
+            if self.consecutive.load(Ordering::Relaxed) == 0 {
+                return false;
+            }
             if self.consecutive.swap(0, Ordering::Relaxed) >= self.threshold {
                 *self.opened_at.lock().expect("breaker") = None;
             }

@@ -1,0 +1,138 @@
+//! An event's data as the router keeps it: the JSON text exactly as the producer (or a
+//! plugin) wrote it, which is what plugins get, what the log stores and what subscribers
+//! receive; the parsed tree only for the code that asks for it.
+//!
+//! Why: on the hot paths (ingestion, a plugin's output) the data is validated in place
+//! ([`crate::schema::tape`]) and only two fields are read, so building and dropping a
+//! `serde_json::Value` for every event was pure cost.
+
+use crate::schema::tape::Tape;
+use crate::schema::{EventType, Rejection};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+
+pub struct Body {
+    text: Arc<str>,
+    /// Parsed on first use (the text is valid JSON by construction).
+    tree: OnceLock<Value>,
+    /// Infrahub's `meta.correlation_id`, read when the body was made: plugins and RPC
+    /// callers need it for every event.
+    correlation_id: Option<Box<str>>,
+}
+
+impl Body {
+    /// Validates `text` as a `ty` in place and keeps it (no tree is built): the body and
+    /// the priority it carries (`meta.priority`, else its type's).
+    pub fn check(ty: &EventType, text: Arc<str>) -> Result<(Body, u8), Rejection> {
+        let tape = ty.check(&text)?;
+        let priority = ty.priority_of_tape(&tape);
+        let body = Body::read(text.clone(), &tape);
+        drop(tape);
+        Ok((body, priority))
+    }
+
+    /// The body whose text `tape` was just read from (and validated).
+    pub fn read(text: Arc<str>, tape: &Tape<'_>) -> Body {
+        let root = tape.root();
+        let correlation_id = root.get("meta").and_then(|m| m.get("correlation_id")).and_then(|c| c.as_str());
+        Body { correlation_id: correlation_id.map(Box::from), text, tree: OnceLock::new() }
+    }
+
+    pub fn from_value(value: Value) -> Body {
+        // Not `pointer()`: it unescapes every token with `str::replace`.
+        let correlation_id = value.get("meta").and_then(|m| m.get("correlation_id")).and_then(Value::as_str);
+        Body { correlation_id: correlation_id.map(Box::from), text: value.to_string().into(), tree: value.into() }
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// The parsed data (parsed now if nobody asked before).
+    pub fn value(&self) -> &Value {
+        self.tree.get_or_init(|| serde_json::from_str(&self.text).expect("a body's text is valid JSON"))
+    }
+
+    pub fn into_value(self) -> Value {
+        let text = self.text;
+        self.tree.into_inner().unwrap_or_else(|| serde_json::from_str(&text).expect("a body's text is valid JSON"))
+    }
+
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+}
+
+impl Clone for Body {
+    fn clone(&self) -> Self {
+        Body { text: self.text.clone(), tree: self.tree.clone(), correlation_id: self.correlation_id.clone() }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written as is, unless the producer's text spans lines: records and frames are one
+        // line each (newlines in JSON text are only ever whitespace between tokens).
+        if !self.text.contains(['\n', '\r']) {
+            if let Ok(raw) = serde_json::from_str::<&RawValue>(&self.text) {
+                return raw.serialize(s);
+            }
+        }
+        self.value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    /// As a tree: records read back (a restart, a replay) may come through serde's buffered
+    /// content (internally tagged enums), which cannot hand out raw text. Plugins then get
+    /// the same data re-serialised.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Body::from_value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_is_kept_and_the_tree_made_on_demand() {
+        let text = r#"{ "meta": {"correlation_id": "c-1"},  "b": [1, 2] }"#;
+        let tape = Tape::parse(text).unwrap();
+        let body = Body::read(text.into(), &tape);
+        assert_eq!(&**body.text(), text);
+        assert_eq!(body.correlation_id(), Some("c-1"));
+        assert_eq!(body.value()["b"][1], 2);
+        // Serialised as written (one line), and read back the same, also inside a tagged enum.
+        let json = serde_json::to_string(&body).unwrap();
+        assert_eq!(json, text);
+        let back: Body = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.value(), body.value());
+        assert_eq!(back.correlation_id(), Some("c-1"));
+        #[derive(Serialize, Deserialize)]
+        #[serde(tag = "record")]
+        enum Record {
+            Event { data: Body },
+        }
+        let record = serde_json::to_string(&Record::Event { data: body.clone() }).unwrap();
+        let Record::Event { data } = serde_json::from_str(&record).unwrap();
+        assert_eq!(data.value(), body.value());
+    }
+
+    #[test]
+    fn a_text_over_several_lines_serialises_on_one() {
+        let text = "{\n  \"a\": 1\n}";
+        let body = Body::read(text.into(), &Tape::parse(text).unwrap());
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"a":1}"#);
+        assert_eq!(&**body.text(), text, "plugins still get it as sent");
+    }
+}
