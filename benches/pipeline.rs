@@ -56,12 +56,23 @@ struct Setup {
     handler: Plugin,
 }
 
+/// The shipped component, or the file in `EVENTYARD_BENCH_<NAME>` (e.g.
+/// `EVENTYARD_BENCH_ECHO=path/to/echo.wasm`): a variant of a guest is measured without
+/// rebuilding the benchmark.
+fn component(name: &str) -> Vec<u8> {
+    let var = format!("EVENTYARD_BENCH_{}", name.to_uppercase().replace('-', "_"));
+    match std::env::var_os(&var) {
+        Some(path) => std::fs::read(&path).unwrap_or_else(|e| panic!("{var}: {e}")),
+        None => builtin::get(name).expect("builtin").to_vec(),
+    }
+}
+
 fn setup(engine: &WasmEngine, strict: bool) -> Setup {
     let registry = Arc::new(eventyard::server::registry(&Config::default()).expect("catalogue"));
     let samples = Arc::new(PluginSamples::default());
     let mut plugins = manifests(strict).plugins.into_iter().map(|m| {
-        let bytes = builtin::get(m.component.trim_start_matches("builtin:")).expect("builtin");
-        Plugin::load(engine, m, bytes, registry.clone(), samples.clone()).expect("load")
+        let bytes = component(m.component.trim_start_matches("builtin:"));
+        Plugin::load(engine, m, &bytes, registry.clone(), samples.clone()).expect("load")
     });
     let filter = plugins.next().unwrap();
     let handler = plugins.next().unwrap();
@@ -118,7 +129,10 @@ fn through_plugins(s: &Setup, with_handler: bool) {
 
 fn per_event(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
-    let engine = WasmEngine::new(false, Some(cache.path().to_path_buf())).unwrap();
+    // `EVENTYARD_BENCH_JIT=1` compiles in memory, so that `EVENTYARD_WASM_PERFMAP=1` can
+    // name the guests' functions in `perf report` (cached code is a file mapping).
+    let jit = std::env::var_os("EVENTYARD_BENCH_JIT").is_some_and(|v| v == "1");
+    let engine = WasmEngine::new(false, (!jit).then(|| cache.path().to_path_buf())).unwrap();
     let warm = setup(&engine, false);
     let strict = setup(&engine, true);
     let mut g = c.benchmark_group("per_event");

@@ -19,7 +19,27 @@ pub struct Body {
     tree: OnceLock<Value>,
     /// Infrahub's `meta.correlation_id`, read when the body was made: plugins and RPC
     /// callers need it for every event.
-    correlation_id: Option<Box<str>>,
+    correlation_id: Correlation,
+}
+
+#[derive(Clone)]
+enum Correlation {
+    None,
+    /// Where it is in `text` (it had no escapes): no copy.
+    Span(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Correlation {
+    fn of(text: &str, id: Option<&str>) -> Correlation {
+        let Some(id) = id else { return Correlation::None };
+        // A string read in place points into the text; an unescaped one was copied.
+        let start = (id.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        match text.get(start..start + id.len()) {
+            Some(span) if span.as_ptr() == id.as_ptr() => Correlation::Span(start as u32, (start + id.len()) as u32),
+            _ => Correlation::Owned(id.into()),
+        }
+    }
 }
 
 impl Body {
@@ -37,13 +57,14 @@ impl Body {
     pub fn read(text: Arc<str>, tape: &Tape<'_>) -> Body {
         let root = tape.root();
         let correlation_id = root.get("meta").and_then(|m| m.get("correlation_id")).and_then(|c| c.as_str());
-        Body { correlation_id: correlation_id.map(Box::from), text, tree: OnceLock::new() }
+        Body { correlation_id: Correlation::of(&text, correlation_id), text, tree: OnceLock::new() }
     }
 
     pub fn from_value(value: Value) -> Body {
         // Not `pointer()`: it unescapes every token with `str::replace`.
         let correlation_id = value.get("meta").and_then(|m| m.get("correlation_id")).and_then(Value::as_str);
-        Body { correlation_id: correlation_id.map(Box::from), text: value.to_string().into(), tree: value.into() }
+        let correlation_id = correlation_id.map_or(Correlation::None, |c| Correlation::Owned(c.into()));
+        Body { correlation_id, text: value.to_string().into(), tree: value.into() }
     }
 
     /// The JSON text.
@@ -62,13 +83,19 @@ impl Body {
     }
 
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        match &self.correlation_id {
+            Correlation::None => None,
+            Correlation::Span(start, end) => Some(&self.text[*start as usize..*end as usize]),
+            Correlation::Owned(id) => Some(id),
+        }
     }
 }
 
 impl Clone for Body {
+    /// Shares the text; the tree is not copied (a clone that needs it parses it again), so
+    /// handing a body to plugins costs a reference count, however large it is.
     fn clone(&self) -> Self {
-        Body { text: self.text.clone(), tree: self.tree.clone(), correlation_id: self.correlation_id.clone() }
+        Body { text: self.text.clone(), tree: OnceLock::new(), correlation_id: self.correlation_id.clone() }
     }
 }
 
@@ -126,6 +153,17 @@ mod tests {
         let record = serde_json::to_string(&Record::Event { data: body.clone() }).unwrap();
         let Record::Event { data } = serde_json::from_str(&record).unwrap();
         assert_eq!(data.value(), body.value());
+    }
+
+    #[test]
+    fn a_correlation_id_with_escapes_is_unescaped() {
+        let text = r#"{"meta":{"correlation_id":"a\"b"}}"#;
+        let body = Body::read(text.into(), &Tape::parse(text).unwrap());
+        assert_eq!(body.correlation_id(), Some("a\"b"));
+        let plain: Arc<str> = r#"{"meta":{"correlation_id":"ab"}}"#.into();
+        let body = Body::read(plain.clone(), &Tape::parse(&plain).unwrap());
+        assert!(matches!(body.correlation_id, Correlation::Span(..)));
+        assert_eq!(body.clone().correlation_id(), Some("ab"));
     }
 
     #[test]

@@ -705,7 +705,6 @@ pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
         source: e.source.clone(),
         time: e.time,
         priority: e.priority,
-        correlation_id: e.data.correlation_id().map(str::to_string),
-        data: e.data.text().clone(),
+        data: e.data.clone(),
     })
 }

@@ -37,7 +37,8 @@ pub const POOL_DECOMMIT_BATCH: usize = 16;
 pub const MAX_WASM_STACK: usize = 1024 * 1024;
 
 /// `EVENTYARD_WASM_PERFMAP=1` writes `/tmp/perf-<pid>.map`, so `perf` can attribute time
-/// to plugin functions instead of anonymous addresses.
+/// to plugin functions instead of anonymous addresses (for components compiled in this
+/// process, e.g. by `plugin test`; code loaded from the artifact cache is a file mapping).
 pub const PERFMAP_ENV: &str = "EVENTYARD_WASM_PERFMAP";
 
 /// The process-wide engine, linker and artifact cache.

@@ -67,8 +67,8 @@ pub struct PluginEvent {
     pub source: Option<String>,
     pub time: time::OffsetDateTime,
     pub priority: u8,
-    pub correlation_id: Option<String>,
-    pub data: Arc<str>,
+    /// The data (its text and correlation id are handed out as they are).
+    pub data: Body,
 }
 
 /// Per-call bookkeeping, reset before each call.
@@ -217,7 +217,7 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 
     fn correlation_id(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
-        Ok(self.event()?.correlation_id.clone())
+        Ok(self.event()?.data.correlation_id().map(str::to_string))
     }
 
     fn attributes(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Vec<(String, String)>> {
@@ -225,7 +225,7 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 
     fn data(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event()?.data.to_string())
+        Ok(self.event()?.data.text().to_string())
     }
 
     fn drop(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<()> {
