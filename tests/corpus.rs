@@ -66,3 +66,27 @@ async fn corpus_through_http() {
         }
     }
 }
+
+#[test]
+fn corpus_errors_read_in_place_match_the_tree_validators() {
+    let registry = eventyard::server::registry(&Default::default()).unwrap();
+    for case in corpus() {
+        let ty = registry.get(&case.type_name).unwrap();
+        for body in &case.valid {
+            assert!(ty.check(&body.to_string()).is_ok(), "{}: valid body refused in place", case.type_name);
+        }
+        for (why, body, _) in &case.invalid {
+            let by_tree = ty.validate(body).unwrap_err();
+            let Err(eventyard::schema::Rejection::Invalid(in_place)) = ty.check(&body.to_string()) else {
+                panic!("{}: {why}: accepted in place", case.type_name);
+            };
+            let key =
+                |v: &eventyard::schema::Violation| (v.instance_path.clone(), v.schema_path.clone(), v.message.clone());
+            let (mut a, mut b): (Vec<_>, Vec<_>) =
+                (by_tree.iter().map(key).collect(), in_place.iter().map(key).collect());
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{}: {why}", case.type_name);
+        }
+    }
+}

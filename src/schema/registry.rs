@@ -56,31 +56,18 @@ impl EventType {
         if self.validator.is_valid(event) {
             return Ok(());
         }
-        Err(self
-            .validator
-            .iter_errors(event)
-            .map(|e| Violation {
-                instance_path: e.instance_path().as_str().to_string(),
-                schema_path: e.schema_path().as_str().to_string(),
-                message: e.to_string(),
-            })
-            .collect())
+        Err(violations(self.validator.iter_errors(event)))
     }
 
     /// Reads `text` in place and validates it without building a tree: the hot path of
-    /// ingestion and of plugin output. A refusal reports exactly what [`Self::validate`]
-    /// does (the tree is built then, on the cold path).
+    /// ingestion and of plugin output. Refusals are reported like [`Self::validate`]'s, with
+    /// members in the order the document has them.
     pub fn check<'t>(&self, text: &'t str) -> Result<Tape<'t>, Rejection> {
         let tape = Tape::parse(text).map_err(Rejection::NotJson)?;
         if self.tape_validator.is_valid(tape.root()) {
             return Ok(tape);
         }
-        let value: Value = serde_json::from_str(text).map_err(Rejection::NotJson)?;
-        match self.validate(&value) {
-            Err(violations) => Err(Rejection::Invalid(violations)),
-            // Only documents with duplicate keys read differently; the tree's verdict wins.
-            Ok(()) => Ok(tape),
-        }
+        Err(Rejection::Invalid(violations(self.tape_validator.iter_errors(tape.root()))))
     }
 
     /// The event's priority: its own `meta.priority` (Infrahub), else the documented one.
@@ -97,6 +84,16 @@ impl EventType {
     fn priority_from(&self, own: Option<u64>) -> u8 {
         own.filter(|p| (1..=5).contains(p)).map(|p| p as u8).or(self.default_priority).unwrap_or(DEFAULT_PRIORITY)
     }
+}
+
+fn violations<'i>(errors: impl Iterator<Item = jsonschema::ValidationError<'i>>) -> Vec<Violation> {
+    errors
+        .map(|e| Violation {
+            instance_path: e.instance_path().as_str().to_string(),
+            schema_path: e.schema_path().as_str().to_string(),
+            message: e.to_string(),
+        })
+        .collect()
 }
 
 /// All event types by name, plus family aliases (`resoto` for `fixinventory`).
