@@ -659,3 +659,31 @@ async fn the_log_stays_bounded_and_refuses_appends_past_its_limit() {
     assert!(matches!(err, StoreError::Full { .. }), "{err}");
     assert!(at > 50, "refused only once full ({at} events in)");
 }
+
+#[tokio::test]
+async fn a_recovered_event_keeps_the_producers_text() {
+    use eventyard::store::local::LocalOptions;
+    use eventyard::store::{Durability, EventStore, LocalStore};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LocalOptions {
+        dir: dir.path().to_path_buf(),
+        durability: Durability::Group { window: Duration::ZERO },
+        segment_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+    };
+    // Keys out of order, spaces, an escape: what plugins got before the restart.
+    let text = r#"{ "message": "m\"1",  "meta": {"priority": 4, "correlation_id": "c-9"} }"#;
+    let registry = eventyard::server::registry(&Default::default()).unwrap();
+    let ty = registry.get("infrahub/send.echo.request").unwrap();
+    let (data, priority) = eventyard::router::Body::check(ty, text.into()).unwrap();
+    let event = eventyard::router::Event { data, priority, ..event(0) };
+    {
+        let (store, _) = LocalStore::open(&options, |_| true).unwrap();
+        store.append(std::slice::from_ref(&event), &[true]).unwrap().await.unwrap().unwrap();
+        store.flush().await.unwrap();
+    }
+    let (_store, recovered) = LocalStore::open(&options, |_| true).unwrap();
+    let back = &recovered.pending[0];
+    assert_eq!(&**back.data.text(), text);
+    assert_eq!((back.data.correlation_id(), back.priority), (Some("c-9"), 4));
+}

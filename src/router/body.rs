@@ -119,9 +119,9 @@ impl Serialize for Body {
 }
 
 impl<'de> Deserialize<'de> for Body {
-    /// As a tree: records read back (a restart, a replay) may come through serde's buffered
-    /// content (internally tagged enums), which cannot hand out raw text. Plugins then get
-    /// the same data re-serialised.
+    /// As a tree: records read back may come through serde's buffered content (internally
+    /// tagged enums), which cannot hand out raw text. The log's reader puts the text back
+    /// (`store::segment::read_segment`); elsewhere the data is re-serialised.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Value::deserialize(d).map(Body::from_value)
     }

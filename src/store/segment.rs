@@ -115,6 +115,28 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(out)
 }
 
+/// Gives a recovered event its data's text exactly as it was written (the record as a whole
+/// goes through serde's buffered content, which re-serialises it): plugins see the same
+/// bytes again when an event is processed after a restart.
+fn keep_text(payload: &[u8], event: &mut crate::router::Event) {
+    #[derive(serde::Deserialize)]
+    struct Framed<'a> {
+        #[serde(borrow)]
+        event: Data<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    if let Ok(framed) = serde_json::from_slice::<Framed>(payload) {
+        let text: Arc<str> = framed.event.data.get().into();
+        if let Ok(tape) = crate::schema::tape::Tape::parse(&text) {
+            event.data = crate::router::Body::read(text.clone(), &tape);
+        }
+    }
+}
+
 /// Reads every whole, intact record of a segment; returns them and the byte length of the
 /// intact prefix (a crash can leave a torn record at the end: it is cut off there).
 pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
@@ -139,6 +161,10 @@ pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
             break;
         }
         match serde_json::from_slice::<Record>(&payload) {
+            Ok(Record::Event { mut event }) => {
+                keep_text(&payload, &mut event);
+                records.push(Record::Event { event })
+            }
             Ok(r) => records.push(r),
             Err(e) => {
                 tracing::warn!(path = %path.display(), offset = good, error = %e, "skipping an unreadable record")
