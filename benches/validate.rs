@@ -24,9 +24,7 @@ fn bench(c: &mut Criterion) {
                 t.validate(&v).unwrap();
             })
         });
-        g.bench_function("check_in_place", |b| {
-            b.iter(|| t.check(black_box(body)).is_ok_and(|tape| black_box(tape).root().as_str().is_none()))
-        });
+        g.bench_function("check_in_place", |b| b.iter(|| black_box(t.check(black_box(body)).is_ok())));
         g.finish();
     }
 }

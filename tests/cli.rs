@@ -191,3 +191,28 @@ fn plugin_new_scaffolds_projects_that_build_and_pass_plugin_test() {
     let out = eventyard(&["plugin", "new", "Bad Name", "--lang", "js", "--world", "filter", "--dir", d], &repo(), None);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_perf_map_names_plugin_code_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, "{\"type\":\"infrahub/send.echo.request\",\"data\":{\"message\":\"hi\"}}\n").unwrap();
+    let echo = repo().join("guest-examples/prebuilt/echo.wasm");
+    let run = |perfmap: &str| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_eventyard"))
+            .args(["plugin", "test", echo.to_str().unwrap(), "--event", events.to_str().unwrap()])
+            .env("EVENTYARD_WASM_PERFMAP", perfmap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        assert!(child.wait_with_output().unwrap().status.success());
+        let text = std::fs::read_to_string(&map).ok();
+        let _ = std::fs::remove_file(&map);
+        text
+    };
+    let map = run("1").expect("a perf map is written");
+    assert!(map.lines().any(|l| l.contains("wasm")), "plugin functions are named: {map}");
+    assert_eq!(run("0"), None, "no map unless asked");
+}

@@ -73,21 +73,20 @@ pub async fn listen(
         loop {
             tokio::select! {
                 frame = rx.recv() => {
-                    let frame = match frame {
-                        Ok(f) => f,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                            let lagged = json!({ "error": "lagged", "missed": missed }).to_string();
-                            if tx.send(Message::Text(lagged.into())).await.is_err() { break; }
-                            continue;
+                    let msg = match frame {
+                        Ok(f) => {
+                            let Some(name) = f.type_name.strip_prefix("fixinventory/") else { continue };
+                            if !show.is_empty() && !show.iter().any(|s| s == name) {
+                                continue;
+                            }
+                            // The message as sent (its data), one line, without re-parsing the frame.
+                            let text = serde_json::to_string(&f.data).expect("a body serialises");
+                            Message::Text(text.into())
                         }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => super::subscribe::lagged(&state, missed),
                         Err(_) => break,
                     };
-                    let Some(name) = frame.type_name.strip_prefix("fixinventory/") else { continue };
-                    if !show.is_empty() && !show.iter().any(|s| s == name) {
-                        continue;
-                    }
-                    let Ok(event) = serde_json::from_str::<Value>(&frame.json) else { continue };
-                    if tx.send(Message::Text(event["data"].to_string().into())).await.is_err() {
+                    if tx.send(msg).await.is_err() {
                         break;
                     }
                 }

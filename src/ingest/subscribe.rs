@@ -49,6 +49,13 @@ pub async fn subscribe(
     Ok(ws.on_upgrade(move |socket| stream(state, pattern, rx, socket)))
 }
 
+/// The frame a subscriber that fell `missed` events behind gets in their place (counted in
+/// `/metrics`); every WebSocket reader of the bus sends it.
+pub fn lagged(state: &AppState, missed: u64) -> Message {
+    state.metrics.subscriber_lagged.fetch_add(missed, Ordering::Relaxed);
+    Message::Text(format!(r#"{{"error":"lagged","missed":{missed}}}"#).into())
+}
+
 async fn stream(state: Arc<AppState>, pattern: Matcher, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
     let (mut tx, mut incoming) = socket.split();
     tracing::debug!(types = pattern.as_str(), "subscriber connected");
@@ -58,10 +65,7 @@ async fn stream(state: Arc<AppState>, pattern: Matcher, mut rx: Receiver<Arc<Fra
                 let msg = match frame {
                     Ok(f) if pattern.matches(&f.type_name) => Message::Text(f.json.clone()),
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(missed)) => {
-                        state.metrics.subscriber_lagged.fetch_add(missed, Ordering::Relaxed);
-                        Message::Text(format!(r#"{{"error":"lagged","missed":{missed}}}"#).into())
-                    }
+                    Err(RecvError::Lagged(missed)) => lagged(&state, missed),
                     Err(RecvError::Closed) => break,
                 };
                 if tx.send(msg).await.is_err() {

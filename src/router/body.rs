@@ -35,7 +35,7 @@ impl Correlation {
         let Some(id) = id else { return Correlation::None };
         // A string read in place points into the text; an unescaped one was copied.
         let start = (id.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-        match text.get(start..start + id.len()) {
+        match start.checked_add(id.len()).and_then(|end| text.get(start..end)) {
             Some(span) if span.as_ptr() == id.as_ptr() => Correlation::Span(start as u32, (start + id.len()) as u32),
             _ => Correlation::Owned(id.into()),
         }

@@ -11,11 +11,13 @@ use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// An event as subscribers receive it: the type (for matching) and the JSON text frame.
+/// An event as subscribers receive it: the type (for matching), the JSON text frame, and
+/// the data alone (shared, not copied) for listeners that forward only the data.
 #[derive(Debug)]
 pub struct Frame {
     pub type_name: Arc<str>,
     pub json: Utf8Bytes,
+    pub data: super::Body,
 }
 
 #[derive(Clone)]
@@ -34,7 +36,8 @@ impl Bus {
         }
         let json = serde_json::to_string(event).expect("events always serialise");
         // A send error only means every receiver left in the meantime.
-        let _ = self.tx.send(Arc::new(Frame { type_name: event.type_name.clone(), json: json.into() }));
+        let frame = Frame { type_name: event.type_name.clone(), json: json.into(), data: event.data.clone() };
+        let _ = self.tx.send(Arc::new(frame));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {

@@ -67,9 +67,9 @@ impl<'a> TapeNode<'a> {
         &self.entries[self.at]
     }
 
-    /// The member `key` of an object (the last one, as `serde_json::Value` keeps).
+    /// The member `key` of an object.
     pub fn get(&self, key: &str) -> Option<TapeNode<'a>> {
-        self.as_object()?.members().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+        self.as_object()?.member(key)
     }
 
     pub fn as_str(&self) -> Option<&'a str> {
@@ -264,6 +264,13 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
     }
 }
 
+impl<'a> TapeObject<'a> {
+    /// The member called `key` (the last one, as `serde_json::Value` keeps it).
+    fn member(&self, key: &str) -> Option<TapeNode<'a>> {
+        self.members().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+    }
+}
+
 impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
     type Node = TapeNode<'a>;
     type MemberName = &'a str;
@@ -274,7 +281,7 @@ impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
     }
 
     fn get(&self, key: &String) -> Option<TapeNode<'a>> {
-        self.members().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+        self.member(key)
     }
 
     fn members(&self) -> Members<'a> {
