@@ -90,9 +90,25 @@ impl Histogram {
     }
 }
 
-/// Most series one plugin may create; past it, new series are ignored (and logged once),
-/// so a plugin cannot grow the router's memory through label values.
+/// Most series one plugin may create; past it, new series are refused (and counted), so a
+/// plugin cannot grow the router's memory or the scrape through label values.
 pub const MAX_SERIES_PER_PLUGIN: usize = 1000;
+/// Most bytes of exposition text one plugin's series may take (names and labels, times the
+/// lines a series renders: one, or 13 for a histogram). 1000 plain series with labels of
+/// ~200 bytes fit; past it new series are refused and counted.
+pub const MAX_SERIES_BYTES_PER_PLUGIN: usize = 256 * 1024;
+/// Most labels on one sample; checked before any label is read from the guest.
+pub const MAX_LABELS_PER_SAMPLE: usize = 16;
+/// Longest metric name and label name a plugin may use.
+pub const MAX_METRIC_NAME_BYTES: usize = 128;
+/// Longest label value a plugin may use (longer values are refused, not cut: two cut
+/// values could become one series).
+pub const MAX_LABEL_VALUE_BYTES: usize = 512;
+/// Label names the router uses itself: `plugin` (who published it), `le` and `quantile`
+/// (histogram and summary buckets). Names starting with `__` are reserved by Prometheus.
+pub const RESERVED_LABELS: [&str; 3] = ["plugin", "le", "quantile"];
+/// Prefix of every plugin metric's family name.
+pub const PLUGIN_METRIC_PREFIX: &str = "eventyard_plugin_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {
@@ -101,16 +117,92 @@ pub enum SampleKind {
     Histogram,
 }
 
+impl SampleKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SampleKind::Counter => "counter",
+            SampleKind::Gauge => "gauge",
+            SampleKind::Histogram => "histogram",
+        }
+    }
+
+    /// Lines one series of this kind renders.
+    fn lines(self) -> usize {
+        match self {
+            SampleKind::Histogram => SAMPLE_BUCKETS.len() + 3,
+            _ => 1,
+        }
+    }
+}
+
+/// Why a plugin's metric sample was not recorded (the `reason` label of
+/// `eventyard_plugin_samples_refused_total`). A refused sample never fails the call: the
+/// plugin's work is done, only its telemetry is wrong, and the count tells its author.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Not `[a-zA-Z_][a-zA-Z0-9_]*`, or longer than [`MAX_METRIC_NAME_BYTES`].
+    InvalidName,
+    /// A label name that is not `[a-zA-Z_][a-zA-Z0-9_]*` or is too long.
+    InvalidLabel,
+    /// A label name in [`RESERVED_LABELS`] or starting with `__`.
+    ReservedLabel,
+    /// The same label name twice.
+    DuplicateLabel,
+    /// More than [`MAX_LABELS_PER_SAMPLE`] labels.
+    TooManyLabels,
+    /// A label value longer than [`MAX_LABEL_VALUE_BYTES`].
+    LabelTooLong,
+    /// The name is already a metric of another kind (or a histogram's `_bucket`, `_sum`,
+    /// `_count`).
+    TypeConflict,
+    /// NaN or infinite.
+    NotFinite,
+    /// The plugin has [`MAX_SERIES_PER_PLUGIN`] series.
+    SeriesLimit,
+    /// The plugin's series take [`MAX_SERIES_BYTES_PER_PLUGIN`].
+    BytesLimit,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::InvalidName => "invalid_name",
+            Refusal::InvalidLabel => "invalid_label",
+            Refusal::ReservedLabel => "reserved_label",
+            Refusal::DuplicateLabel => "duplicate_label",
+            Refusal::TooManyLabels => "too_many_labels",
+            Refusal::LabelTooLong => "label_too_long",
+            Refusal::TypeConflict => "type_conflict",
+            Refusal::NotFinite => "not_finite",
+            Refusal::SeriesLimit => "series_limit",
+            Refusal::BytesLimit => "bytes_limit",
+        }
+    }
+}
+
 /// Metric samples plugins publish through the `metrics` import, exported as
-/// `eventyard_plugin_<name>{plugin="...",...}`.
+/// `eventyard_plugin_<name>{plugin="...",...}`, and the counts of what plugins sent that
+/// the router did not keep (refused samples, dropped log lines).
 #[derive(Default)]
 pub struct PluginSamples {
-    series: std::sync::Mutex<std::collections::BTreeMap<(String, String), Series>>,
+    inner: std::sync::Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (family name, rendered labels) -> series.
+    series: std::collections::BTreeMap<(String, String), Series>,
+    /// Each family's kind: the first sample decides.
+    kinds: std::collections::HashMap<String, SampleKind>,
+    /// Per plugin: series and bytes used.
+    usage: std::collections::HashMap<String, (usize, usize)>,
+    refused: std::collections::BTreeMap<(String, Refusal), u64>,
+    /// Per plugin: log lines dropped (over the per-call caps) and bytes not logged.
+    log_dropped: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 struct Series {
     kind: SampleKind,
-    plugin: String,
     value: f64,
     /// Histograms: per-bucket counts over [`SAMPLE_BUCKETS`]; `value` is then the sum.
     buckets: Vec<u64>,
@@ -120,37 +212,112 @@ struct Series {
 /// Buckets for plugin-published histograms (unit-free).
 pub const SAMPLE_BUCKETS: [f64; 10] = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0];
 
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+/// Suffixes a histogram's samples add to its family name.
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
+/// Prometheus's rule for metric and label names, without `:` (kept for recording rules).
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_METRIC_NAME_BYTES
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// A label value as the text format wants it: `\`, `"` and newlines escaped; any other
+/// control character replaced, so no line of the scrape can be forged or broken.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    let mut out = String::with_capacity(v.len() + 2);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push(crate::wasm::text::REPLACEMENT),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `family` (of `kind`) would share a sample name with a family in `taken`.
+fn collides(family: &str, kind: SampleKind, taken: impl Fn(&str) -> Option<SampleKind>) -> bool {
+    if taken(family).is_some_and(|k| k != kind) {
+        return true;
+    }
+    let stem_is_histogram = HISTOGRAM_SUFFIXES
+        .iter()
+        .filter_map(|s| family.strip_suffix(s))
+        .any(|stem| taken(stem) == Some(SampleKind::Histogram));
+    let suffix_taken =
+        kind == SampleKind::Histogram && HISTOGRAM_SUFFIXES.iter().any(|s| taken(&format!("{family}{s}")).is_some());
+    stem_is_histogram || suffix_taken
 }
 
 impl PluginSamples {
-    pub fn record(&self, plugin: &str, kind: SampleKind, name: &str, value: f64, mut labels: Vec<(String, String)>) {
+    /// Records one sample, or counts why it was refused.
+    pub fn record(&self, plugin: &str, kind: SampleKind, name: &str, value: f64, labels: Vec<(String, String)>) {
+        if let Err(why) = self.try_record(plugin, kind, name, value, labels) {
+            self.refused(plugin, why);
+        }
+    }
+
+    fn try_record(
+        &self,
+        plugin: &str,
+        kind: SampleKind,
+        name: &str,
+        value: f64,
+        mut labels: Vec<(String, String)>,
+    ) -> Result<(), Refusal> {
         if !value.is_finite() {
-            return;
+            return Err(Refusal::NotFinite);
+        }
+        if !valid_name(name) {
+            return Err(Refusal::InvalidName);
+        }
+        if labels.len() > MAX_LABELS_PER_SAMPLE {
+            return Err(Refusal::TooManyLabels);
         }
         labels.sort();
         let mut rendered = format!("plugin=\"{}\"", escape(plugin));
-        for (k, v) in &labels {
-            let _ = write!(rendered, ",{}=\"{}\"", sanitize(k), escape(v));
-        }
-        let key = (format!("eventyard_plugin_{}", sanitize(name)), rendered);
-        let mut series = self.series.lock().expect("samples lock");
-        if !series.contains_key(&key) {
-            if series.values().filter(|s| s.plugin == plugin).count() >= MAX_SERIES_PER_PLUGIN {
-                return;
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if !valid_name(k) {
+                return Err(Refusal::InvalidLabel);
             }
-            let buckets = vec![0; SAMPLE_BUCKETS.len()];
-            series.insert(key.clone(), Series { kind, plugin: plugin.to_string(), value: 0.0, buckets, count: 0 });
+            if RESERVED_LABELS.contains(&k.as_str()) || k.starts_with("__") {
+                return Err(Refusal::ReservedLabel);
+            }
+            if i > 0 && labels[i - 1].0 == *k {
+                return Err(Refusal::DuplicateLabel);
+            }
+            if v.len() > MAX_LABEL_VALUE_BYTES {
+                return Err(Refusal::LabelTooLong);
+            }
+            let _ = write!(rendered, ",{k}=\"{}\"", escape(v));
         }
-        let s = series.get_mut(&key).expect("just inserted");
-        if s.kind != kind {
-            return;
+        let family = format!("{PLUGIN_METRIC_PREFIX}{name}");
+        let mut inner = self.inner.lock().expect("samples lock");
+        let inner = &mut *inner;
+        if collides(&family, kind, |f| inner.kinds.get(f).copied()) {
+            return Err(Refusal::TypeConflict);
         }
+        let key = (family, rendered);
+        if !inner.series.contains_key(&key) {
+            let cost = (key.0.len() + key.1.len() + 32) * kind.lines();
+            let (series, bytes) = inner.usage.entry(plugin.to_string()).or_default();
+            if *series >= MAX_SERIES_PER_PLUGIN {
+                return Err(Refusal::SeriesLimit);
+            }
+            if *bytes + cost > MAX_SERIES_BYTES_PER_PLUGIN {
+                return Err(Refusal::BytesLimit);
+            }
+            *series += 1;
+            *bytes += cost;
+            inner.kinds.entry(key.0.clone()).or_insert(kind);
+            let buckets = vec![0; if kind == SampleKind::Histogram { SAMPLE_BUCKETS.len() } else { 0 }];
+            inner.series.insert(key.clone(), Series { kind, value: 0.0, buckets, count: 0 });
+        }
+        let s = inner.series.get_mut(&key).expect("present");
         match kind {
             SampleKind::Counter => s.value += value.max(0.0),
             SampleKind::Gauge => s.value = value,
@@ -162,20 +329,71 @@ impl PluginSamples {
                 }
             }
         }
+        Ok(())
     }
 
+    /// Counts a sample the router did not keep.
+    pub fn refused(&self, plugin: &str, why: Refusal) {
+        let mut inner = self.inner.lock().expect("samples lock");
+        *inner.refused.entry((plugin.to_string(), why)).or_default() += 1;
+    }
+
+    /// Counts log lines dropped over the per-call caps and bytes not logged (those lines,
+    /// and the part of longer lines that was cut).
+    pub fn log_dropped(&self, plugin: &str, lines: u64, bytes: usize) {
+        let mut inner = self.inner.lock().expect("samples lock");
+        let e = inner.log_dropped.entry(plugin.to_string()).or_default();
+        e.0 += lines;
+        e.1 += bytes as u64;
+    }
+
+    /// Appends the plugins' families to `out`, which holds the router's own metrics: a
+    /// plugin family that would share a sample name with one of them is left out, so a
+    /// plugin can never make the scrape invalid (whatever metrics the router adds later).
     pub fn render(&self, out: &mut String) {
-        let series = self.series.lock().expect("samples lock");
+        let inner = self.inner.lock().expect("samples lock");
+        let _ =
+            writeln!(out, "# HELP eventyard_plugin_samples_refused_total Plugin metric samples refused, by reason.");
+        let _ = writeln!(out, "# TYPE eventyard_plugin_samples_refused_total counter");
+        for ((plugin, why), n) in &inner.refused {
+            let (plugin, why) = (escape(plugin), why.as_str());
+            let _ = writeln!(out, "eventyard_plugin_samples_refused_total{{plugin=\"{plugin}\",reason=\"{why}\"}} {n}");
+        }
+        for (name, help, pick) in [
+            (
+                "eventyard_plugin_log_dropped_lines_total",
+                "Plugin log lines dropped over the per-call caps.",
+                (|e: &(u64, u64)| e.0) as fn(&(u64, u64)) -> u64,
+            ),
+            ("eventyard_plugin_log_dropped_bytes_total", "Plugin log bytes not logged (dropped or cut lines).", |e| {
+                e.1
+            }),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (plugin, e) in &inner.log_dropped {
+                let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", escape(plugin), pick(e));
+            }
+        }
+        let router: std::collections::HashMap<String, SampleKind> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, _)| (name.to_string(), SampleKind::Counter))
+            .collect();
         let mut last_name = "";
-        for ((name, labels), s) in series.iter() {
+        let mut skip = false;
+        for ((name, labels), s) in inner.series.iter() {
             if name != last_name {
-                let t = match s.kind {
-                    SampleKind::Counter => "counter",
-                    SampleKind::Gauge => "gauge",
-                    SampleKind::Histogram => "histogram",
-                };
-                let _ = writeln!(out, "# TYPE {name} {t}");
                 last_name = name;
+                // Any router family of that name conflicts, whatever its kind.
+                skip = router.contains_key(name.as_str())
+                    || collides(name, s.kind, |f| router.get(f).map(|_| SampleKind::Histogram));
+                if !skip {
+                    let _ = writeln!(out, "# TYPE {name} {}", s.kind.as_str());
+                }
+            }
+            if skip {
+                continue;
             }
             match s.kind {
                 SampleKind::Counter | SampleKind::Gauge => {
@@ -193,5 +411,82 @@ impl PluginSamples {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(samples: &PluginSamples) -> String {
+        let mut out =
+            String::from("# TYPE eventyard_plugin_calls_total counter\neventyard_plugin_calls_total{plugin=\"p\"} 1\n");
+        samples.render(&mut out);
+        out
+    }
+
+    #[test]
+    fn bad_names_and_labels_are_refused_and_counted() {
+        let s = PluginSamples::default();
+        let l = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        s.record("p", SampleKind::Counter, "ok", 1.0, l("kind", "a"));
+        s.record("p", SampleKind::Counter, "has spaces", 1.0, vec![]);
+        s.record("p", SampleKind::Counter, "x", 1.0, l("1bad", "a"));
+        s.record("p", SampleKind::Counter, "x", 1.0, l("plugin", "a"));
+        s.record("p", SampleKind::Counter, "x", 1.0, l("__name__", "a"));
+        s.record("p", SampleKind::Counter, "x", 1.0, vec![("a".into(), "1".into()), ("a".into(), "2".into())]);
+        s.record("p", SampleKind::Gauge, "ok", 1.0, l("kind", "b")); // counter already
+        s.record("p", SampleKind::Counter, "calls_total", 1.0, vec![]); // the router's
+        s.record("p", SampleKind::Histogram, "h", 1.0, vec![]);
+        s.record("p", SampleKind::Counter, "h_count", 1.0, vec![]); // the histogram's
+        s.record("p", SampleKind::Gauge, "nan", f64::NAN, vec![]);
+        let out = rendered(&s);
+        for (reason, n) in [
+            ("invalid_name", 1),
+            ("invalid_label", 1),
+            ("reserved_label", 2),
+            ("duplicate_label", 1),
+            ("type_conflict", 2),
+            ("not_finite", 1),
+        ] {
+            let line = format!("eventyard_plugin_samples_refused_total{{plugin=\"p\",reason=\"{reason}\"}} {n}");
+            assert!(out.contains(&line), "{line}\n{out}");
+        }
+        assert!(out.contains("eventyard_plugin_ok{plugin=\"p\",kind=\"a\"} 1"));
+        assert!(out.contains("eventyard_plugin_h_count{plugin=\"p\"} 1"));
+        // The one the router already has is left out of the scrape.
+        assert_eq!(out.matches("# TYPE eventyard_plugin_calls_total").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        let s = PluginSamples::default();
+        s.record("p", SampleKind::Gauge, "q", 7.0, vec![("said".into(), "say \"hi\" \\ then\nnext\r".into())]);
+        let out = rendered(&s);
+        assert!(
+            out.contains("eventyard_plugin_q{plugin=\"p\",said=\"say \\\"hi\\\" \\\\ then\\nnext\u{FFFD}\"} 7"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn series_per_plugin_are_capped() {
+        let s = PluginSamples::default();
+        for i in 0..MAX_SERIES_PER_PLUGIN + 10 {
+            s.record("p", SampleKind::Counter, "flood", 1.0, vec![("n".into(), i.to_string())]);
+        }
+        s.record("other", SampleKind::Counter, "flood", 1.0, vec![("n".into(), "0".into())]);
+        let out = rendered(&s);
+        assert_eq!(out.matches("eventyard_plugin_flood{plugin=\"p\"").count(), MAX_SERIES_PER_PLUGIN);
+        assert!(out.contains("reason=\"series_limit\"} 10"));
+        assert!(out.contains("eventyard_plugin_flood{plugin=\"other\",n=\"0\"} 1"));
+        let big = "v".repeat(MAX_LABEL_VALUE_BYTES);
+        for i in 0..1000 {
+            s.record("q", SampleKind::Counter, "wide", 1.0, vec![("n".into(), format!("{big:.500}{i}"))]);
+        }
+        let out = rendered(&s);
+        let kept = out.matches("eventyard_plugin_wide{").count();
+        assert!(kept < 1000 && kept * 500 <= MAX_SERIES_BYTES_PER_PLUGIN, "{kept}");
+        assert!(out.contains("plugin=\"q\",reason=\"bytes_limit\"}"));
     }
 }

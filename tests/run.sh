@@ -17,6 +17,13 @@ if ! "$venv/bin/python" -c "import resotolib.core.actions" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check "resotolib==3.9.0"
 fi
 
+# The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
+venv=target/prometheus-venv
+if ! "$venv/bin/python" -c "import prometheus_client.parser" 2>/dev/null; then
+    rm -rf "$venv" && python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "prometheus_client==0.26.0"
+fi
+
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
 cargo run --quiet --locked -- schemas generate --check

@@ -2,10 +2,11 @@
 //! are each stopped with the right failure kind and recorded as dead letters, while a
 //! concurrent stream of good events through another plugin is delivered in full.
 
-use crate::support::{client, dead_letters, guest, metric, next_json, post, Server};
+use crate::support::{client, dead_letters, guest, metric, next_json, next_json_within, post, wait_metric, Server};
 use eventyard::config::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// `(mode, extra manifest lines, expected failure kind)`; `None`: the call succeeds.
 const HOSTILE: &[(&str, &str, Option<&str>)] = &[
@@ -19,19 +20,26 @@ const HOSTILE: &[(&str, &str, Option<&str>)] = &[
     ("emit-denied", "", Some("emit_denied")),
     ("emit-invalid", "", Some("emit_invalid")),
     ("log-denied", "", Some("capability_denied")),
+    // 262144 labels it was not granted to send: refused before a single one is copied.
+    ("metrics-denied", "limits = { memory_bytes = 67_108_864, deadline_ms = 10_000 }", Some("capability_denied")),
     ("open-file", "", Some("handler_error")),
     ("read-env", "", Some("handler_error")),
     ("flood-stdout", "limits = { output_bytes = 4096, deadline_ms = 5_000 }", None),
 ];
 
 fn hostile_plugin(name: &str, mode: &str, extra: &str) -> String {
+    hostile_plugin_with(name, mode, r#"["emit"]"#, extra)
+}
+
+/// A hostile plugin granted `capabilities` (a TOML array).
+fn hostile_plugin_with(name: &str, mode: &str, capabilities: &str, extra: &str) -> String {
     format!(
         r#"
         [[plugin]]
         name = "{name}"
         component = "{path}"
         world = "handler"
-        capabilities = ["emit"]
+        capabilities = {capabilities}
         emits = ["infrahub/send.echo.request"]
         config = {{ mode = "{mode}" }}
         breaker = {{ failures = 0 }}
@@ -119,6 +127,7 @@ async fn hostile_plugins_are_stopped_and_good_events_all_get_through() {
     assert!(message("hostile-emit-denied").contains("idem/idem-run"));
     assert!(message("hostile-emit-invalid").contains("/message"));
     assert!(message("hostile-log-denied").contains("`log`"));
+    assert!(message("hostile-metrics-denied").contains("`metrics`"));
 
     // Counted per plugin and kind; the stdout flood was cut at its cap, not logged whole.
     assert_eq!(
@@ -245,4 +254,241 @@ async fn a_full_pipeline_queue_answers_503_with_retry_after() {
     // One in the worker, one in the queue; the rest are refused, never silently dropped.
     assert_eq!(statuses, [202, 503, 503]);
     assert_eq!(metric(&s, r#"eventyard_events_rejected_total{error="overloaded"}"#).await, Some(2.0));
+}
+
+/// Issue 11, item 1: handlers that block in WASI (`std::thread::sleep`; `poll` on a list of
+/// timers, then `block`) end at their deadline with kind `deadline`, and the workers they
+/// held go back to good traffic. Before: 0 of 20 good events answered in 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_blocked_in_wasi_end_at_their_deadline_and_free_their_workers() {
+    let mut toml = echo_plugin();
+    toml += &hostile_plugin("sleeper", "sleep", "limits = { deadline_ms = 200 }");
+    toml += &hostile_plugin("poller", "poll", "limits = { deadline_ms = 200 }");
+    for (route, ty, handler) in
+        [("sleepy", "fixinventory/collect", "sleeper"), ("pollsy", "fixinventory/cleanup", "poller")]
+    {
+        toml += &format!(
+            "[[route]]\nname = \"{route}\"\nmatch = \"{ty}\"\nhandlers = [\"{handler}\"]\nretry = {{ max_attempts = 1 }}\n"
+        );
+    }
+    // Default workers (one per core): six sleepers are more than there are workers.
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(s.ws_url("/v1/subscribe?types=infrahub/response/*")).await.unwrap();
+    let mut sleepers = Vec::new();
+    for i in 0..6 {
+        let (ty, step) =
+            if i % 2 == 0 { ("fixinventory/collect", "collect") } else { ("fixinventory/cleanup", "cleanup") };
+        sleepers.push(post(&s, ty, json!({ "kind": "event", "message_type": step, "data": {} })).await);
+    }
+    let started = Instant::now();
+    for i in 0..20 {
+        post(&s, "infrahub/send.echo.request", json!({ "message": format!("good-{i}") })).await;
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut within_10s = 0;
+    while answered.len() < 20 {
+        let r = next_json_within(&mut ws, Duration::from_secs(60)).await;
+        answered.insert(r["data"]["data"]["response"].as_str().unwrap().to_string());
+        if started.elapsed() < Duration::from_secs(10) {
+            within_10s = answered.len();
+        }
+    }
+    eprintln!("good events processed during the sleep attack: {within_10s} of 20 within 10 s");
+    assert!((0..20).all(|i| answered.contains(&format!("Reply to: good-{i}"))));
+
+    let letters = dead_letters(&s, "?limit=100", 6).await;
+    assert_eq!(letters.len(), 6, "{letters:#?}");
+    for d in &letters {
+        assert_eq!(d["kind"], "deadline", "{d:#}");
+        assert!(sleepers.contains(&d["event"]["id"].as_str().unwrap().to_string()));
+    }
+    let by_plugin = |p: &str| letters.iter().filter(|d| d["plugin"] == p).count();
+    assert_eq!((by_plugin("sleeper"), by_plugin("poller")), (3, 3));
+    assert_eq!(metric(&s, r#"eventyard_plugin_failures_total{plugin="poller",kind="deadline"}"#).await, Some(3.0));
+}
+
+/// The peak resident memory (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).expect("VmHWM in /proc/<pid>/status");
+    kib.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+/// Issue 11, item 2: a handler (memory cap 256 MiB) failing with an 80 MiB message of
+/// control characters and forged log lines. The real `eventyard` binary runs it; its dead
+/// letter holds a short, clean message, and the router's peak memory grows by less than
+/// twice the plugin's cap (README, "Sandbox limits"). Before: 2.8 GB, a 480 MiB dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_message_is_capped_and_cleaned_and_router_memory_stays_bounded() {
+    const CAP: u64 = 256 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{}[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"loud\"]\nretry = {{ max_attempts = 1 }}\n[auth]\nadmin_token = \"{}\"\n",
+        hostile_plugin("loud", "huge-error", &format!("limits = {{ memory_bytes = {CAP}, deadline_ms = 30_000 }}")),
+        crate::support::ADMIN_TOKEN,
+    );
+    let path = dir.path().join("eventyard.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_eventyard"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client().get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "router did not start");
+        assert!(child.try_wait().unwrap().is_none(), "router exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child = Kill(child);
+    let before = peak_rss(pid);
+    let collect = json!({ "kind": "event", "message_type": "collect", "data": {} });
+    let res = client().post(format!("{base}/v1/events/fixinventory/collect")).json(&collect).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let letters = loop {
+        let body: Value = client().get(format!("{base}/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
+        let items = body["dead_letters"].as_array().unwrap().clone();
+        if !items.is_empty() {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "no dead letter for {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let after = peak_rss(pid);
+    drop(child);
+    eprintln!(
+        "router peak memory under the huge-error attack: {} MiB before the event, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert_eq!(letters[0]["event"]["id"], id.as_str());
+    assert_eq!(letters[0]["kind"], "handler_error");
+    let message = letters[0]["message"].as_str().unwrap();
+    assert!(message.len() <= eventyard::wasm::text::MAX_PLUGIN_MESSAGE_BYTES, "{} bytes", message.len());
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(message.contains("ERROR eventyard: forged line") && message.contains("more bytes cut]"), "{message}");
+    assert!(after - before < 2 * CAP, "router grew by {} MiB", (after - before) >> 20);
+}
+
+/// Issue 11, item 2: `log.write` is capped per call (lines and bytes) and each line is
+/// capped and cleaned; what was dropped is counted.
+#[tokio::test]
+async fn a_log_flood_is_capped_per_call_and_counted() {
+    use eventyard::wasm::link::{MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
+    use eventyard::wasm::text::MAX_PLUGIN_MESSAGE_BYTES;
+    let toml = hostile_plugin_with("flood", "log-flood", r#"["log"]"#, "limits = { deadline_ms = 10_000 }")
+        + "[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"flood\"]\n";
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let id = post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
+    assert_eq!(finished(&s, &id).await, "processed");
+    // 1000 lines of 64 KiB: each is cut to the message cap, so the byte budget keeps 16.
+    let kept = (MAX_LOG_LINES_PER_CALL as usize).min(MAX_LOG_BYTES_PER_CALL / MAX_PLUGIN_MESSAGE_BYTES);
+    wait_metric(&s, r#"eventyard_plugin_log_dropped_lines_total{plugin="flood"}"#, (1000 - kept) as f64).await;
+    let bytes = metric(&s, r#"eventyard_plugin_log_dropped_bytes_total{plugin="flood"}"#).await.unwrap();
+    assert!(bytes > (1000 * (64 << 10) - kept * MAX_PLUGIN_MESSAGE_BYTES) as f64, "{bytes}");
+}
+
+/// Waits until an event is finished (20 s at most); returns its state.
+async fn finished(s: &Server, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: Value =
+            client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+        let state = status["state"].as_str().unwrap_or("").to_string();
+        if matches!(state.as_str(), "processed" | "dead_lettered") || Instant::now() > deadline {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The Python of `tests/run.sh`'s venv with the reference Prometheus client installed.
+fn prometheus_python() -> std::path::PathBuf {
+    let python = crate::support::repo().join("target/prometheus-venv/bin/python");
+    assert!(python.exists(), "{} is missing: `bash tests/run.sh` installs prometheus_client", python.display());
+    python
+}
+
+/// Parses a scrape with `prometheus_client`'s text parser: every sample as
+/// `[name, {labels}, value]`, or the parser's error.
+fn parse_with_prometheus_client(text: &str) -> Result<Vec<Value>, String> {
+    use std::io::Write;
+    const SCRIPT: &str = "import sys, json\nfrom prometheus_client.parser import text_string_to_metric_families as parse\nprint(json.dumps([[s.name, s.labels, s.value] for f in parse(sys.stdin.read()) for s in f.samples]))";
+    let mut child = std::process::Command::new(prometheus_python())
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Issue 11, item 5: plugin metrics with a label `1bad`, the reserved label `plugin`, a name
+/// with spaces, a value with quotes and a newline, and a flood of series: `/metrics` still
+/// parses with the reference Prometheus parser and keeps the router's own metrics; each
+/// refused sample is counted and the calls succeed.
+#[tokio::test]
+async fn plugin_metrics_cannot_break_or_bloat_the_scrape() {
+    use eventyard::metrics::{MAX_SERIES_BYTES_PER_PLUGIN, MAX_SERIES_PER_PLUGIN};
+    let modes = ["metric-bad-label", "metric-plugin-label", "metric-bad-name", "metric-quoted-value", "metric-flood"];
+    let mut toml = String::new();
+    for mode in modes {
+        toml += &hostile_plugin_with(mode, mode, r#"["metrics"]"#, "limits = { deadline_ms = 10_000 }");
+    }
+    let handlers: Vec<String> = modes.iter().map(|m| format!("\"{m}\"")).collect();
+    toml += &format!("[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [{}]\n", handlers.join(", "));
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let id = post(&s, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await;
+    // Every call succeeded: a refused sample does not fail it.
+    assert_eq!(finished(&s, &id).await, "processed");
+    let text = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let samples = parse_with_prometheus_client(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let find =
+        |name: &str, labels: Value| samples.iter().find(|s| s[0] == name && s[1] == labels).map(|s| s[2].clone());
+    // The router's own metrics are all there.
+    assert!(find("eventyard_events_accepted_total", json!({})).is_some());
+    assert_eq!(find("eventyard_plugin_calls_total", json!({ "plugin": "metric-flood" })), Some(json!(1.0)));
+    // The value came through whole, quotes and newline included.
+    let said = json!({ "plugin": "metric-quoted-value", "said": "say \"hi\" \\ then\nnext line" });
+    assert_eq!(find("eventyard_plugin_quoted", said), Some(json!(7.0)));
+    let refused = |plugin: &str, reason: &str| {
+        find("eventyard_plugin_samples_refused_total", json!({ "plugin": plugin, "reason": reason }))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(refused("metric-bad-label", "invalid_label"), 1.0);
+    assert_eq!(refused("metric-plugin-label", "reserved_label"), 1.0);
+    assert_eq!(refused("metric-bad-name", "invalid_name"), 1.0);
+    for name in ["eventyard_plugin_bad_label", "eventyard_plugin_plugin_label"] {
+        assert!(!samples.iter().any(|s| s[0] == name), "{name} was exported");
+    }
+    let kept = samples.iter().filter(|s| s[0] == "eventyard_plugin_flood").count();
+    assert!(kept > 0 && kept <= MAX_SERIES_PER_PLUGIN, "{kept}");
+    let flood_bytes: usize =
+        text.lines().filter(|l| l.starts_with("eventyard_plugin_flood{")).map(|l| l.len() + 1).sum();
+    assert!(flood_bytes <= MAX_SERIES_BYTES_PER_PLUGIN, "{flood_bytes}");
+    let limited = refused("metric-flood", "series_limit") + refused("metric-flood", "bytes_limit");
+    assert_eq!(limited as usize, 5000 - kept);
 }

@@ -1,16 +1,17 @@
 //! The one wasmtime `Engine` of the process and the one place its `Config` is built;
-//! the shared `Linker`; the epoch ticker that enforces per-call deadlines; and the
-//! on-disk cache of precompiled components.
+//! the linkers, one per set of granted capabilities (see [`super::link`]); the epoch
+//! ticker that enforces per-call deadlines; and the on-disk cache of precompiled components.
 
-use super::bindings;
 use super::host::HostState;
+use super::link::{self, Grants};
 use super::WasmError;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are whole ticks, so this is their resolution.
@@ -41,13 +42,17 @@ pub const MAX_WASM_STACK: usize = 1024 * 1024;
 /// process, e.g. by `plugin test`; code loaded from the artifact cache is a file mapping).
 pub const PERFMAP_ENV: &str = "EVENTYARD_WASM_PERFMAP";
 
-/// The process-wide engine, linker and artifact cache.
+/// The process-wide engine, linkers and artifact cache.
 pub struct WasmEngine {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<HostState>,
+    /// One linker per set of grants, built when a plugin first needs it.
+    linkers: Mutex<[Option<Arc<Linker<HostState>>>; Grants::COUNT]>,
     cache_dir: Option<PathBuf>,
     /// Whether fuel metering is on (then every store gets fuel).
     pub(crate) fuel: bool,
+    /// The epoch, mirrored by the ticker: wasmtime does not expose the current epoch, and
+    /// a wait in WASI needs it to know how long its call has left (one relaxed load).
+    pub(crate) ticks: Arc<AtomicU64>,
 }
 
 impl WasmEngine {
@@ -78,27 +83,40 @@ impl WasmEngine {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
-        bindings::handler::Handler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| WasmError::Cache(format!("{}: {e}", dir.display())))?;
         }
         // The ticker lives exactly as long as the engine: plugins hold clones of it, so it
         // keeps ticking after this `WasmEngine` is gone and stops with the last plugin.
         let weak = engine.weak();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let mirror = ticks.clone();
         std::thread::Builder::new()
             .name("eventyard-epoch".into())
             .spawn(move || loop {
                 std::thread::sleep(EPOCH_TICK);
                 match weak.upgrade() {
-                    Some(e) => e.increment_epoch(),
+                    Some(e) => {
+                        e.increment_epoch();
+                        mirror.fetch_add(1, Ordering::Relaxed);
+                    }
                     None => break,
                 }
             })
             .map_err(|e| WasmError::Engine(e.to_string()))?;
-        Ok(Self { engine, linker, cache_dir, fuel })
+        Ok(Self { engine, linkers: Mutex::default(), cache_dir, fuel, ticks })
+    }
+
+    /// The linker for plugins granted exactly `grants` (built once, then shared).
+    pub(crate) fn linker(&self, grants: Grants) -> Result<Arc<Linker<HostState>>, WasmError> {
+        let mut linkers = self.linkers.lock().map_err(|_| WasmError::Engine("linker cache poisoned".into()))?;
+        let slot = &mut linkers[grants.index()];
+        if let Some(l) = slot {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(link::linker(&self.engine, grants).map_err(|e| WasmError::Engine(format!("{e:#}")))?);
+        *slot = Some(l.clone());
+        Ok(l)
     }
 
     /// Compiles a component, or loads its precompiled artifact from the cache. The cache

@@ -1,15 +1,19 @@
-//! What a plugin's `Store` holds, and the host side of the WIT imports. Every import
-//! checks the plugin's grants first: a call to one that was not granted traps and fails
-//! the event with `capability_denied`.
+//! What a plugin's `Store` holds, and the host side of the WIT imports that bindgen links
+//! (`types`, `config`, `emit`). `log` and `metrics`, and the stubs for imports that were
+//! not granted, are in [`super::link`]: a call to an import that was not granted traps
+//! and fails the event with `capability_denied`.
 
-use super::bindings::{config, emit, log, metrics, Emitted};
+use super::bindings::{config, emit, Emitted};
+use super::engine::EPOCH_TICK;
 use super::output::Captured;
 use super::{Checked, Failure, FailureKind};
 use crate::config::{Capability, PluginConfig};
-use crate::metrics::{PluginSamples, SampleKind};
+use crate::metrics::PluginSamples;
 use crate::router::Body;
 use crate::schema::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -22,6 +26,10 @@ pub struct PluginContext {
     pub config_json: String,
     pub registry: Arc<Registry>,
     pub samples: Arc<PluginSamples>,
+    /// The per-call deadline in epoch ticks.
+    pub deadline_ticks: u64,
+    /// The engine's epoch, mirrored (see [`super::engine::WasmEngine::ticks`]).
+    pub ticks: Arc<AtomicU64>,
 }
 
 impl PluginContext {
@@ -82,6 +90,11 @@ pub struct CallState {
     pub emit_bytes: usize,
     /// The first rule the call broke; it fails the event even if the guest carried on.
     pub violation: Option<Failure>,
+    /// The epoch tick the call started at: what a wait in WASI is bounded by.
+    pub start_tick: u64,
+    /// Log lines and bytes written in this call (capped by `link::MAX_LOG_*_PER_CALL`).
+    pub log_lines: u32,
+    pub log_bytes: usize,
 }
 
 /// The store's memory limiter: the manifest's cap (wasmtime's [`StoreLimits`]), and the
@@ -157,27 +170,28 @@ impl HostState {
                 .build(),
             peak_memory: 0,
         };
-        Self { wasi, table: ResourceTable::new(), limits, plugin, call: CallState::default(), stdout, stderr }
+        // Instantiation runs guest code too (its start-up): bounded from now.
+        let call = CallState { start_tick: plugin.ticks.load(Ordering::Relaxed), ..CallState::default() };
+        Self { wasi, table: ResourceTable::new(), limits, plugin, call, stdout, stderr }
     }
 
-    fn deny(&mut self, c: Capability) -> wasmtime::Error {
+    /// Records `capability_denied` for this call; the error traps the guest.
+    pub(crate) fn deny(&mut self, c: Capability) -> wasmtime::Error {
         let f = Failure::new(FailureKind::CapabilityDenied, format!("capability `{}` is not granted", c.as_str()));
         self.call.violation.get_or_insert(f.clone());
         wasmtime::Error::msg(f.message)
     }
 
-    fn sample(
-        &mut self,
-        kind: SampleKind,
-        name: String,
-        value: f64,
-        labels: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        if !self.plugin.granted(Capability::Metrics) {
-            return Err(self.deny(Capability::Metrics));
-        }
-        self.plugin.samples.record(&self.plugin.name, kind, &name, value, labels);
-        Ok(())
+    /// How long the current call may still wait in WASI; `None` once its deadline passed.
+    /// Counted in epoch ticks, like the deadline the epoch check enforces.
+    pub(crate) fn time_left(&self) -> Option<Duration> {
+        let elapsed = self.plugin.ticks.load(Ordering::Relaxed).wrapping_sub(self.call.start_tick);
+        let left = self.plugin.deadline_ticks.checked_sub(elapsed).filter(|l| *l > 0)?;
+        Some(EPOCH_TICK.saturating_mul(u32::try_from(left).unwrap_or(u32::MAX)))
+    }
+
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -233,23 +247,6 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 }
 
-impl log::Host for HostState {
-    fn write(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        if !self.plugin.granted(Capability::Log) {
-            return Err(self.deny(Capability::Log));
-        }
-        let plugin = &*self.plugin.name;
-        match level {
-            log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            log::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
-        }
-        Ok(())
-    }
-}
-
 impl emit::Host for HostState {
     fn send(&mut self, event: Emitted) -> wasmtime::Result<Result<(), String>> {
         if !self.plugin.granted(Capability::Emit) {
@@ -267,20 +264,6 @@ impl emit::Host for HostState {
                 Ok(Err(message))
             }
         }
-    }
-}
-
-impl metrics::Host for HostState {
-    fn counter(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
-        self.sample(SampleKind::Counter, name, value, labels)
-    }
-
-    fn gauge(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
-        self.sample(SampleKind::Gauge, name, value, labels)
-    }
-
-    fn histogram(&mut self, name: String, value: f64, labels: Vec<(String, String)>) -> wasmtime::Result<()> {
-        self.sample(SampleKind::Histogram, name, value, labels)
     }
 }
 

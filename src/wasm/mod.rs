@@ -1,21 +1,27 @@
 //! The Wasm plugin host: sandboxed filter and handler components behind the WIT package
 //! in `wit/`.
 //!
-//! - [`engine`]: the one `Engine`/`Config`, the shared `Linker`, the epoch ticker and the
+//! - [`engine`]: the one `Engine`/`Config`, the linkers, the epoch ticker and the
 //!   precompiled-artifact cache;
+//! - [`link`]: what a plugin is linked with: only the imports it was granted (stubs that
+//!   copy nothing for the others), and WASI's waits bounded by the call's deadline;
 //! - [`bindings`]: the one `bindgen!`;
 //! - [`host`]: the per-store state and the host imports (log, emit, metrics, config),
 //!   each checked against the plugin's grants;
 //! - [`plugin`]: a loaded plugin: `InstancePre`, warm instances, limits, failure
 //!   classification, circuit breaker, stats;
-//! - [`output`]: bounded capture of the guest's stdout and stderr.
+//! - [`output`]: bounded capture of the guest's stdout and stderr;
+//! - [`text`]: the one helper that caps and cleans every piece of plugin text the router
+//!   keeps (error messages, drop reasons, log lines, captured output).
 
 pub mod bindings;
 pub mod builtin;
 pub mod engine;
 pub mod host;
+pub mod link;
 mod output;
 pub mod plugin;
+pub mod text;
 
 pub use engine::WasmEngine;
 pub use plugin::Plugin;
@@ -132,6 +138,15 @@ impl Failure {
         // A deadline or a failed output may pass on another try (a slow moment, a transient
         // bug); traps, limits and denials will not.
         let retryable = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
-        Self { kind, message: message.into(), retryable }
+        Self::with_retry(kind, message, retryable)
+    }
+
+    /// A failure whose message may carry plugin text (an error message, a type name it
+    /// sent): capped at [`text::MAX_PLUGIN_MESSAGE_BYTES`] and cleaned of control
+    /// characters here, once, so the dead letters, the log and the status views never hold
+    /// more than that or a forged line.
+    pub fn with_retry(kind: FailureKind, message: impl Into<String>, retryable: bool) -> Self {
+        let message = text::clean_owned(message.into(), text::MAX_PLUGIN_MESSAGE_BYTES);
+        Self { kind, message, retryable }
     }
 }

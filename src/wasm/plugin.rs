@@ -9,6 +9,8 @@
 use super::bindings::{filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
 use super::host::{CallState, EventHandle, HostState, PluginContext, PluginEvent};
+use super::link::Grants;
+use super::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
 use super::{Checked, Failure, FailureKind, WasmError};
 use crate::config::{PluginConfig, World};
 use crate::metrics::{Histogram, PluginSamples};
@@ -62,7 +64,6 @@ pub struct Plugin {
     pub reloads: AtomicU64,
     /// Why the last reload was refused (the previous version kept running).
     pub last_reload_error: Mutex<Option<String>>,
-    deadline_ticks: u64,
     /// Whether the engine meters fuel.
     metered: bool,
     breaker: Breaker,
@@ -93,21 +94,27 @@ impl Plugin {
         registry: Arc<Registry>,
         samples: Arc<PluginSamples>,
     ) -> Result<Plugin, WasmError> {
-        let version = Version::compile(engine, manifest.world, bytes)?;
+        let version = Version::compile(engine, manifest.world, Grants::of(&manifest.capabilities), bytes)?;
         let source = (!manifest.component.starts_with(crate::config::BUILTIN_PREFIX))
             .then(|| std::path::PathBuf::from(&manifest.component));
         let deadline_ticks = (manifest.limits.deadline_ms as u128 * 1000 / EPOCH_TICK.as_micros()).max(1) as u64;
         let breaker = Breaker::new(manifest.breaker.failures, Duration::from_millis(manifest.breaker.cool_down_ms));
         let config_json = manifest.config.to_string();
-        let ctx =
-            Arc::new(PluginContext { name: manifest.name.as_str().into(), manifest, config_json, registry, samples });
+        let ctx = Arc::new(PluginContext {
+            name: manifest.name.as_str().into(),
+            manifest,
+            config_json,
+            registry,
+            samples,
+            deadline_ticks,
+            ticks: engine.ticks.clone(),
+        });
         Ok(Plugin {
             ctx,
             version: ArcSwap::from_pointee(version),
             source,
             reloads: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
-            deadline_ticks,
             metered: engine.fuel,
             breaker,
             stats: PluginStats::default(),
@@ -125,7 +132,7 @@ impl Plugin {
         if revision_of(bytes) == self.version.load().revision {
             return Ok(false);
         }
-        let result = Version::compile(engine, self.world(), bytes);
+        let result = Version::compile(engine, self.world(), Grants::of(&self.ctx.manifest.capabilities), bytes);
         *self.last_reload_error.lock().expect("reload error") = result.as_ref().err().map(|e| e.to_string());
         self.version.store(Arc::new(result?));
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -179,11 +186,12 @@ impl Plugin {
             None => self.instantiate(&version)?,
         };
         let store = &mut warm.store;
-        store.data_mut().call = CallState { event: Some(event.clone()), ..CallState::default() };
+        let start_tick = self.ctx.ticks.load(Ordering::Relaxed);
+        store.data_mut().call = CallState { event: Some(event.clone()), start_tick, ..CallState::default() };
         // The guest reaches the event through this borrowed handle; the host answers its
         // getters from `CallState::event`, so no resource table entry is needed.
         let handle = Resource::<EventHandle>::new_borrow(0);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.ctx.deadline_ticks);
         let fuel = self.ctx.manifest.limits.fuel.unwrap_or(u64::MAX);
         if self.metered {
             // A fuel-metering engine needs fuel in every store; only budgeted plugins run short.
@@ -212,7 +220,10 @@ impl Plugin {
                 FailureKind::Fuel => f.message = format!("used up its fuel budget of {}", limits.fuel.unwrap_or(0)),
                 // A panicking guest says why on stderr; the dead letter should say it too.
                 FailureKind::Trap if !stderr_tail.is_empty() => {
-                    f.message = format!("{}; guest stderr: {stderr_tail}", f.message)
+                    f.message = super::text::clean_owned(
+                        format!("{}; guest stderr: {stderr_tail}", f.message),
+                        MAX_PLUGIN_MESSAGE_BYTES,
+                    )
                 }
                 _ => {}
             }
@@ -233,10 +244,11 @@ impl Plugin {
         }
         match raw {
             Err(e) => Err(classify_error(&e)),
-            Ok(Raw::Verdict(v)) => Ok(Output::Verdict(v)),
-            Ok(Raw::Handled(Err(he))) => {
-                Err(Failure { kind: FailureKind::HandlerError, message: he.message, retryable: he.retryable })
+            Ok(Raw::Verdict(Verdict::Drop(reason))) => {
+                Ok(Output::Verdict(Verdict::Drop(super::text::clean_owned(reason, MAX_PLUGIN_MESSAGE_BYTES))))
             }
+            Ok(Raw::Verdict(v)) => Ok(Output::Verdict(v)),
+            Ok(Raw::Handled(Err(he))) => Err(Failure::with_retry(FailureKind::HandlerError, he.message, he.retryable)),
             Ok(Raw::Handled(Ok(list))) => {
                 let mut out = std::mem::take(&mut call.emitted);
                 for e in list {
@@ -262,7 +274,7 @@ impl Plugin {
         };
         let mut store = Store::new(engine, HostState::new(self.ctx.clone()));
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.ctx.deadline_ticks);
         if self.metered {
             let _ = store.set_fuel(u64::MAX);
         }
@@ -287,10 +299,12 @@ impl Plugin {
             if !bytes.is_empty() {
                 let text = String::from_utf8_lossy(&bytes);
                 for line in text.lines() {
+                    let line = clean(line, MAX_PLUGIN_MESSAGE_BYTES);
                     tracing::info!(target: "plugin", plugin = self.name(), stream, "{line}");
                 }
                 if stream == "stderr" {
                     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                    // Cleaned and capped when it becomes the failure's message.
                     stderr_tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ");
                 }
             }
@@ -305,10 +319,12 @@ impl Plugin {
 
 impl Version {
     /// Compiles (or loads from the cache) and type-checks a component against `world`.
-    fn compile(engine: &WasmEngine, world: World, bytes: &[u8]) -> Result<Version, WasmError> {
+    /// Linked with only the imports `grants` allows (the others are stubs that deny).
+    fn compile(engine: &WasmEngine, world: World, grants: Grants, bytes: &[u8]) -> Result<Version, WasmError> {
         let component = engine.load(bytes)?;
         let world_err = |world, e: wasmtime::Error| WasmError::World { world, message: format!("{e:#}") };
-        let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| world_err(world.as_str(), e))?;
+        let linker = engine.linker(grants)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| world_err(world.as_str(), e))?;
         let pre = match world {
             World::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(|e| world_err("filter", e))?),
             World::Handler => {

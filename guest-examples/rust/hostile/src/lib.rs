@@ -17,6 +17,16 @@
 //! | `read-env` | reads the environment and arguments | handler error saying they are empty |
 //! | `fail-retryable` | answers a handler error that says a retry may help | retried, then a dead letter |
 //! | `echo-back` | answers every event with a new `send.echo.request` (a loop through the router) | `hop_limit` |
+//! | `sleep` | sleeps an hour at a time, forever (`std::thread::sleep`: a WASI timer it blocks on) | `deadline`, its worker freed |
+//! | `poll` | `poll`s a list of two hour-long timers, then `block`s on one, forever | `deadline`, its worker freed |
+//! | `huge-error` | fails with an 80 MiB error message of control characters and forged log lines | `handler_error`, message capped and cleaned |
+//! | `log-flood` | writes 1000 log lines of 64 KiB with newlines (needs `log`) | handled; lines capped, the excess counted |
+//! | `metrics-denied` | sends a counter with 262144 labels without the `metrics` capability | `capability_denied`, labels never copied |
+//! | `metric-bad-label` | a sample with the label `1bad` (needs `metrics`) | handled; sample refused and counted |
+//! | `metric-plugin-label` | a sample with the reserved label `plugin` (needs `metrics`) | handled; sample refused and counted |
+//! | `metric-bad-name` | a sample named `has spaces` (needs `metrics`) | handled; sample refused and counted |
+//! | `metric-quoted-value` | a label value with quotes, a backslash and a newline (needs `metrics`) | handled; value escaped |
+//! | `metric-flood` | 5000 series with long label values (needs `metrics`) | handled; series past the cap refused and counted |
 //!
 //! Anything else (or no config) behaves: it emits nothing.
 
@@ -24,7 +34,12 @@ use serde_json::Value;
 
 wit_bindgen::generate!({ path: "../../../wit", world: "handler" });
 
-use eventyard::plugin::{config, emit, log};
+use eventyard::plugin::{config, emit, log, metrics};
+
+/// Direct WASI imports: monotonic-clock timers and `wasi:io/poll`.
+mod probe {
+    wit_bindgen::generate!({ path: "wit", world: "hostile:probe/probe", generate_all });
+}
 
 struct Hostile;
 
@@ -120,6 +135,60 @@ impl Guest for Hostile {
                     "passed": true,
                 });
                 Ok(vec![Emitted { type_: "infrahub/response/send.echo.request".into(), data: response.to_string() }])
+            }
+            "sleep" => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
+            "poll" => {
+                use probe::wasi::clocks::monotonic_clock as clock;
+                const HOUR: u64 = 3_600_000_000_000;
+                loop {
+                    let by_duration = clock::subscribe_duration(HOUR);
+                    let by_instant = clock::subscribe_instant(clock::now() + HOUR);
+                    let _ = probe::wasi::io::poll::poll(&[&by_duration, &by_instant]);
+                    by_duration.block();
+                }
+            }
+            "huge-error" => {
+                // A forged router log line first, then control characters up to 80 MiB.
+                let mut message = String::from("\r\n2026-01-01T00:00:00Z ERROR eventyard: forged line\n\u{1b}[2J");
+                message.extend(std::iter::repeat_n('\u{1}', (80 << 20) - message.len()));
+                Err(refuse(message))
+            }
+            "log-flood" => {
+                let line = format!("{}\nERROR eventyard: forged line", "z".repeat(64 << 10));
+                for _ in 0..1000 {
+                    log::write(log::Level::Info, &line);
+                }
+                Ok(Vec::new())
+            }
+            "metrics-denied" => {
+                let labels = vec![("k".to_string(), "v".to_string()); 1 << 18];
+                metrics::counter("denied", 1.0, &labels);
+                Ok(Vec::new())
+            }
+            "metric-bad-label" => {
+                metrics::counter("bad_label", 1.0, &[("1bad".into(), "x".into())]);
+                Ok(Vec::new())
+            }
+            "metric-plugin-label" => {
+                metrics::counter("plugin_label", 1.0, &[("plugin".into(), "someone-else".into())]);
+                Ok(Vec::new())
+            }
+            "metric-bad-name" => {
+                metrics::gauge("has spaces", 1.0, &[]);
+                Ok(Vec::new())
+            }
+            "metric-quoted-value" => {
+                metrics::gauge("quoted", 7.0, &[("said".into(), "say \"hi\" \\ then\nnext line".into())]);
+                Ok(Vec::new())
+            }
+            "metric-flood" => {
+                let long = "v".repeat(200);
+                for i in 0..5000 {
+                    metrics::counter("flood", 1.0, &[("n".into(), format!("{long}{i}"))]);
+                }
+                Ok(Vec::new())
             }
             _ => Ok(Vec::new()),
         }
