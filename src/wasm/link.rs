@@ -149,7 +149,7 @@ fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     poll.func_wrap("poll", |mut store: StoreContextMut<'_, HostState>, (list,): (Vec<Resource<DynPollable>>,)| {
         let left = store.data().time_left().ok_or(Trap::Interrupt)?;
         let table = store.data_mut().table();
-        let ready = wasmtime_wasi::runtime::in_tokio(tokio::time::timeout(left, table.poll(list)));
+        let ready = wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(left, table.poll(list)).await });
         Ok((ready.map_err(|_| Trap::Interrupt)??,))
     })?;
     poll.func_wrap(
@@ -157,7 +157,7 @@ fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
             let left = store.data().time_left().ok_or(Trap::Interrupt)?;
             let table = store.data_mut().table();
-            let done = wasmtime_wasi::runtime::in_tokio(tokio::time::timeout(left, table.block(pollable)));
+            let done = wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(left, table.block(pollable)).await });
             done.map_err(|_| Trap::Interrupt)?
         },
     )?;
