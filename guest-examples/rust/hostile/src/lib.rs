@@ -17,6 +17,7 @@
 //! | `read-env` | reads the environment and arguments | handler error saying they are empty |
 //! | `fail-retryable` | answers a handler error that says a retry may help | retried, then a dead letter |
 //! | `echo-back` | answers every event with a new `send.echo.request` (a loop through the router) | `hop_limit` |
+//! | `fan-out` | answers every event with `n` (default 4) copies of itself, routed back to it: `n^hop_limit` calls | `root_budget` |
 //!
 //! Anything else (or no config) behaves: it emits nothing.
 
@@ -105,6 +106,10 @@ impl Guest for Hostile {
             }
             "fail-retryable" => Err(HandlerError { message: "upstream busy".into(), retryable: true }),
             "echo-back" => Ok(vec![echo(r#"{"message":"again"}"#.into())]),
+            "fan-out" => {
+                let n = conf["n"].as_u64().unwrap_or(4) as usize;
+                Ok(vec![Emitted { type_: _event.type_(), data: _event.data() }; n])
+            }
             // Fails (retryably) until Infrahub's meta.retry_count reaches 2, then answers the
             // echo request with how many retries it took.
             "retry-count" => {
