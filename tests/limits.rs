@@ -116,7 +116,7 @@ fn serve_refuses_config_values_that_would_overflow_naming_the_field() {
         (format!("[store]\ngroup_window_us = {big}\n"), "store.group_window_us"),
         (
             format!("[[workflow]]\nname = \"collect\"\nstep_timeout_secs = {big}\n"),
-            "workflow[1] (collect).step_timeout_secs",
+            "workflow[0] (collect).step_timeout_secs",
         ),
         (format!("{plugin}limits = {{ deadline_ms = {big} }}\n"), "plugin[0] (echo).limits.deadline_ms"),
         (format!("{plugin}breaker = {{ cool_down_ms = {big} }}\n"), "plugin[0] (echo).breaker.cool_down_ms"),
