@@ -91,6 +91,7 @@ fn accept(registry: &Registry, body: &str) -> Event {
         source: None,
         data,
         hops: 0,
+        keyed: false,
     }
 }
 

@@ -267,6 +267,7 @@ fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
             source: Some("eventyard plugin test".into()),
             data: crate::router::Body::from_value(data),
             hops: 0,
+            keyed: false,
         });
     }
     Ok(events)

@@ -56,6 +56,32 @@ pub const DEFAULT_RETRY_MAX_MS: u64 = 60_000;
 /// Consecutive failures that trip a plugin's circuit breaker, and how long it stays open.
 pub const DEFAULT_BREAKER_FAILURES: u32 = 20;
 pub const DEFAULT_BREAKER_COOL_DOWN_MS: u64 = 30_000;
+/// Plugin calls (filters and handlers, every hop and retry) one accepted event may cause:
+/// a handler routed on a type it emits, emitting `max_emits` per call, would otherwise make
+/// up to `max_emits^hop_limit` calls from one ingested event.
+pub const DEFAULT_ROOT_CALLS: u64 = 1024;
+/// Events plugins may emit, all hops together, for one accepted event.
+pub const DEFAULT_ROOT_EMITS: u64 = 1024;
+/// Bytes of emitted event data, all hops together, for one accepted event (16 per-call
+/// emit budgets of the default size).
+pub const DEFAULT_ROOT_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest `pipeline.hop_limit`: an event's hop count is a `u8` and each hop is a nested call
+/// on a worker's stack; real chains are a few hops long.
+pub const MAX_HOP_LIMIT: u8 = 64;
+/// Largest `retry.max_ms`, `retry.base_ms` and `breaker.cool_down_ms` (one day): a wait
+/// longer than that is an outage, and far larger values overflow the time arithmetic.
+pub const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
+/// Largest `retry.max_attempts`: each attempt holds the event in memory.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Largest plugin `limits.deadline_ms` (one hour): a call holds a worker thread.
+pub const MAX_DEADLINE_MS: u64 = 3600 * 1000;
+/// Largest workflow `step_timeout_secs` (one day): it is added to the clock.
+pub const MAX_STEP_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Largest `ingest.idempotency_window_secs` (30 days): it is added to the clock, and
+/// memory for it is capped anyway (see `router::status::MAX_IDEMPOTENCY_KEYS`).
+pub const MAX_IDEMPOTENCY_WINDOW_SECS: u64 = 30 * 24 * 3600;
+/// Largest `store.group_window_us` (one second): every 202 waits up to this long.
+pub const MAX_GROUP_WINDOW_US: u64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,6 +137,11 @@ pub struct IngestToken {
     pub token: String,
     /// Globs of the event types this token may send (`infrahub/*`, `idem-*`).
     pub types: Vec<String>,
+    /// Globs of the `infrahub/response/*` types whose events from this token may answer a
+    /// waiting `POST /v1/rpc` caller. Empty (the default): its response events are accepted
+    /// and routed, but answer no caller; only plugins and tokens listed here can.
+    #[serde(default)]
+    pub answers: Vec<String>,
 }
 
 /// An uploaded plugin's manifest (`PUT /v1/plugins/{name}`): the fields of a `[[plugin]]`
@@ -190,11 +221,33 @@ pub struct PipelineConfig {
     pub workers: usize,
     pub queue: usize,
     pub hop_limit: u8,
+    /// What one accepted event may cost, all hops and retries together; past it the event is
+    /// dead-lettered with kind `root_budget` and its remaining work is skipped.
+    pub root_budget: RootBudget,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { workers: 0, queue: DEFAULT_QUEUE, hop_limit: DEFAULT_HOP_LIMIT }
+        Self { workers: 0, queue: DEFAULT_QUEUE, hop_limit: DEFAULT_HOP_LIMIT, root_budget: RootBudget::default() }
+    }
+}
+
+/// `[pipeline] root_budget = { calls, emits, bytes }`: see [`DEFAULT_ROOT_CALLS`],
+/// [`DEFAULT_ROOT_EMITS`], [`DEFAULT_ROOT_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RootBudget {
+    /// Plugin calls (filters and handlers).
+    pub calls: u64,
+    /// Events emitted by plugins.
+    pub emits: u64,
+    /// Bytes of emitted event data.
+    pub bytes: u64,
+}
+
+impl Default for RootBudget {
+    fn default() -> Self {
+        Self { calls: DEFAULT_ROOT_CALLS, emits: DEFAULT_ROOT_EMITS, bytes: DEFAULT_ROOT_BYTES }
     }
 }
 
@@ -483,6 +536,55 @@ impl Config {
         Ok(config)
     }
 
+    /// Values that would overflow the router's time and count arithmetic (a deadline turned
+    /// into epoch ticks, a retry delay added to the clock, a hop count in a `u8`): refused
+    /// here with the field's name rather than wrapping or panicking at run time.
+    fn check_arithmetic(&self) -> Result<(), ConfigError> {
+        fn at_most<T: PartialOrd + std::fmt::Display>(key: String, v: T, max: T) -> Result<(), ConfigError> {
+            if v > max {
+                return Err(ConfigError::Plugin {
+                    key,
+                    message: format!("{v} is more than the largest allowed, {max}"),
+                });
+            }
+            Ok(())
+        }
+        at_most("pipeline.hop_limit".into(), self.pipeline.hop_limit, MAX_HOP_LIMIT)?;
+        let b = &self.pipeline.root_budget;
+        for (k, v) in [("calls", b.calls), ("emits", b.emits), ("bytes", b.bytes)] {
+            if v == 0 {
+                return Err(ConfigError::Plugin {
+                    key: format!("pipeline.root_budget.{k}"),
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        at_most(
+            "ingest.idempotency_window_secs".into(),
+            self.ingest.idempotency_window_secs,
+            MAX_IDEMPOTENCY_WINDOW_SECS,
+        )?;
+        at_most("store.group_window_us".into(), self.store.group_window_us, MAX_GROUP_WINDOW_US)?;
+        for (i, w) in self.workflows.iter().enumerate() {
+            at_most(
+                format!("workflow[{i}] ({}).step_timeout_secs", w.name),
+                w.step_timeout_secs,
+                MAX_STEP_TIMEOUT_SECS,
+            )?;
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            let key = |k: &str| format!("plugin[{i}] ({}).{k}", p.name);
+            at_most(key("limits.deadline_ms"), p.limits.deadline_ms, MAX_DEADLINE_MS)?;
+            at_most(key("breaker.cool_down_ms"), p.breaker.cool_down_ms, MAX_WAIT_MS)?;
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            at_most(format!("route[{i}].retry.max_attempts"), r.retry.max_attempts, MAX_ATTEMPTS)?;
+            at_most(format!("route[{i}].retry.base_ms"), r.retry.base_ms, MAX_WAIT_MS)?;
+            at_most(format!("route[{i}].retry.max_ms"), r.retry.max_ms, MAX_WAIT_MS)?;
+        }
+        Ok(())
+    }
+
     /// Values that parse but cannot work.
     pub fn check(&self) -> Result<(), ConfigError> {
         let positive = |key, v: usize| {
@@ -499,6 +601,7 @@ impl Config {
             return Err(ConfigError::Invalid { key: "schemas", message: "set `source` or `dir`, not both".into() });
         }
         positive("pipeline.queue", self.pipeline.queue)?;
+        self.check_arithmetic()?;
         if self.store.segment_bytes < 4096 || self.store.max_bytes < self.store.segment_bytes {
             return Err(ConfigError::Invalid {
                 key: "store",
@@ -518,6 +621,12 @@ impl Config {
             }
             crate::router::pattern::TypePattern::parse(&t.types.join(","))
                 .map_err(|e| bad(format!("auth.ingest[{i}].types"), e.to_string()))?;
+            if let Some(a) = t.answers.iter().find(|a| !a.starts_with(crate::router::rpc::RESPONSE_PREFIX)) {
+                let prefix = crate::router::rpc::RESPONSE_PREFIX;
+                return Err(bad(format!("auth.ingest[{i}].answers"), format!("`{a}` is not a `{prefix}*` type")));
+            }
+            crate::router::pattern::TypePattern::parse(&t.answers.join(","))
+                .map_err(|e| bad(format!("auth.ingest[{i}].answers"), e.to_string()))?;
         }
         for (i, w) in self.workflows.iter().enumerate() {
             let key = |k: &str| format!("workflow[{i}] ({}).{k}", w.name);

@@ -224,6 +224,7 @@ fn event(i: usize) -> eventyard::router::Event {
         source: None,
         data: eventyard::router::Body::from_value(json!({ "message": format!("m{i}") })),
         hops: 0,
+        keyed: false,
     }
 }
 

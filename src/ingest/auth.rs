@@ -5,6 +5,9 @@
 //! send only the event types its globs match (checked per event, so one batch item of a type
 //! the token may not send fails alone with 403).
 //!
+//! A token may also be granted `answers = ["infrahub/response/..."]`: only then do its
+//! response events answer a caller waiting on `POST /v1/rpc/{type}` (plugins always may).
+//!
 //! Fix Inventory's own endpoints (`/events`, `/subscriber/...`) stay as that system's clients
 //! expect them: without bearer tokens.
 
@@ -20,17 +23,29 @@ use std::sync::Arc;
 
 pub struct Auth {
     admin: String,
-    ingest: Vec<(String, Arc<TypePattern>)>,
+    ingest: Vec<(String, Grant)>,
 }
 
-/// What the request's token may send: `None` means any type (open ingestion, or the
-/// router's own events).
+/// What the request's token may do. The default (open ingestion, or the router's own
+/// events) may send any type and answer no RPC caller.
 #[derive(Clone, Default)]
-pub struct Grant(pub Option<Arc<TypePattern>>);
+pub struct Grant {
+    /// The types it may send: `None` means any.
+    pub types: Option<Arc<TypePattern>>,
+    /// The response types with which it may answer a waiting RPC caller (`answers`).
+    pub answers: Option<Arc<TypePattern>>,
+    /// The token itself, as the producer part of idempotency keys (hashed, never shown).
+    pub token: Option<Arc<str>>,
+}
 
 impl Grant {
     pub fn allows(&self, type_name: &str) -> bool {
-        self.0.as_ref().is_none_or(|p| p.matches(type_name))
+        self.types.as_ref().is_none_or(|p| p.matches(type_name))
+    }
+
+    /// Who sends, for the pipeline: the idempotency namespace and the RPC answer right.
+    pub fn producer(&self) -> crate::router::Producer<'_> {
+        crate::router::Producer { token: self.token.as_deref(), answers: self.answers.as_deref() }
     }
 }
 
@@ -53,7 +68,14 @@ impl Auth {
             .ingest
             .iter()
             .map(|t| {
-                (t.token.clone(), Arc::new(TypePattern::parse(&t.types.join(",")).expect("checked with the config")))
+                let pattern = |globs: &[String]| Arc::new(TypePattern::parse(&globs.join(",")).expect("checked"));
+                let grant = Grant {
+                    types: Some(pattern(&t.types)),
+                    // An empty list would parse as "any type": it means none.
+                    answers: (!t.answers.is_empty()).then(|| pattern(&t.answers)),
+                    token: Some(t.token.as_str().into()),
+                };
+                (t.token.clone(), grant)
             })
             .collect();
         Ok(Self { admin, ingest })
@@ -104,11 +126,11 @@ pub async fn ingest_grant(
     next: Next,
 ) -> Result<Response, ApiError> {
     let grant = if state.auth.ingest.is_empty() {
-        Grant(None)
+        Grant::default()
     } else {
         let token = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
         match state.auth.ingest.iter().find(|(t, _)| same(t, token)) {
-            Some((_, types)) => Grant(Some(types.clone())),
+            Some((_, grant)) => grant.clone(),
             None => return Err(ApiError::Forbidden("unknown ingestion token".into())),
         }
     };

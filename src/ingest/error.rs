@@ -28,6 +28,8 @@ pub enum ApiError {
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("`{field}` is longer than {limit} bytes")]
+    IdTooLong { field: &'static str, limit: usize },
     #[error("no response to request `{id}` (correlation id `{correlation_id}`) within {seconds} s")]
     RpcTimeout { id: String, correlation_id: String, seconds: f64 },
     #[error("request `{id}` (correlation id `{correlation_id}`) was processed, but no handler responded")]
@@ -74,6 +76,7 @@ impl ApiError {
             ApiError::InvalidCloudEvent { .. } => "invalid_cloudevent",
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::IdTooLong { .. } => "id_too_long",
             ApiError::UnknownConfig { .. } => "unknown_config",
             ApiError::UnknownSubscriber { .. } => "unknown_subscriber",
             ApiError::Unauthorized => "unauthorized",
@@ -101,7 +104,8 @@ impl ApiError {
             | ApiError::MalformedJson { .. }
             | ApiError::InvalidCloudEvent { .. }
             | ApiError::InvalidBatchLine { .. }
-            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadRequest(_)
+            | ApiError::IdTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownType { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -142,6 +146,10 @@ impl ApiError {
                 m.insert("column".into(), json!(column));
             }
             ApiError::PayloadTooLarge { limit } => {
+                m.insert("limit_bytes".into(), json!(limit));
+            }
+            ApiError::IdTooLong { field, limit } => {
+                m.insert("field".into(), json!(field));
                 m.insert("limit_bytes".into(), json!(limit));
             }
             ApiError::UnsupportedMediaType { expected, .. } => {

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Longest `Idempotency-Key` accepted (it becomes the event id, kept in the status board).
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest `Idempotency-Key` accepted (it becomes the event id): the one id cap of every door.
+pub const MAX_IDEMPOTENCY_KEY: usize = crate::router::MAX_ID_BYTES;
 
 /// What a producer may say about an event besides its data.
 #[derive(Debug, Default)]
@@ -64,8 +64,13 @@ pub fn prepare_typed(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Resu
             (crate::router::Body::from_value(value), priority)
         }
     };
+    let keyed = envelope.id.is_some();
     let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if id.len() > crate::router::MAX_ID_BYTES {
+        return Err(ApiError::IdTooLong { field: "id", limit: crate::router::MAX_ID_BYTES });
+    }
     Ok(Event {
+        keyed,
         id,
         type_name: ty.name.clone(),
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
@@ -97,7 +102,8 @@ pub async fn post_native(
         let text = body::json_text(&bytes)?;
         // The producer's idempotency key is the event's id: a retry is answered like the first.
         let id = match headers.get("idempotency-key").map(|v| v.to_str()) {
-            Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key.to_string()),
+            // Too long: refused below with the other doors' `id_too_long`.
+            Some(Ok(key)) if !key.is_empty() => Some(key.to_string()),
             Some(_) => {
                 return Err(ApiError::BadRequest(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"

@@ -86,20 +86,21 @@ impl AppState {
                 true => Ok(e),
                 false => Err(ApiError::ForbiddenType { type_name: e.type_name.to_string() }),
             });
-            ids.push(p.map(|e| {
-                let id = e.id.clone();
-                events.push(e);
-                id
-            }));
+            // The pipeline answers the accepted events' ids (a duplicate's is the first's).
+            ids.push(p.map(|e| events.push(e)));
         }
-        if events.is_empty() {
-            return ids;
-        }
-        match self.pipeline.accept(events).await {
-            Ok(()) => ids,
+        let accepted = match events.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.pipeline.accept(events, grant.producer()).await,
+        };
+        match accepted {
+            Ok(accepted) => {
+                let mut accepted = accepted.into_iter();
+                ids.into_iter().map(|r| r.map(|()| accepted.next().expect("one id per event"))).collect()
+            }
             Err(e) => {
                 let err = ApiError::from(e);
-                ids.into_iter().map(|r| r.and_then(|_| Err(err.clone()))).collect()
+                ids.into_iter().map(|r| r.and_then(|()| Err(err.clone()))).collect()
             }
         }
     }

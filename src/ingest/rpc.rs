@@ -9,10 +9,15 @@
 //! | the handlers failed (dead letter) | 200, `{"meta", "passed": false, "errors": [...]}` |
 //! | processed, nothing responded | 502 `rpc_unanswered` |
 //! | no answer within `?timeout=` seconds (default 30) | 504 `rpc_timeout`, with the request's id |
+//! | a `meta.correlation_id` over [`MAX_CORRELATION_ID_BYTES`] | 400 `id_too_long` |
+//!
+//! Only plugins (their manifests list the response types they emit) and ingestion tokens
+//! granted the response type (`[[auth.ingest]] answers`) can answer a caller; a caller that
+//! disconnects leaves no waiter behind.
 
 use super::events::{prepare, Data, Envelope};
 use super::{body, ApiError, AppState};
-use crate::router::rpc::{Reply, RESPONSE_PREFIX};
+use crate::router::rpc::{Reply, MAX_CORRELATION_ID_BYTES, RESPONSE_PREFIX};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -64,6 +69,9 @@ pub async fn call(
         return Err(ApiError::BadRequest("`meta` is an object".into()));
     };
     let correlation_id = match meta.get("correlation_id").and_then(Value::as_str) {
+        Some(id) if id.len() > MAX_CORRELATION_ID_BYTES => {
+            return Err(ApiError::IdTooLong { field: "meta.correlation_id", limit: MAX_CORRELATION_ID_BYTES })
+        }
         Some(id) => id.to_string(),
         None => uuid::Uuid::now_v7().to_string(),
     };
@@ -72,23 +80,15 @@ pub async fn call(
         meta.insert("reply_to".into(), json!(REPLY_TO));
     }
 
-    let waiters = &state.pipeline.core().rpc;
-    let reply = waiters.register(&correlation_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let accepted =
-        state.count(state.admit_one(&grant, prepare(&state, &ty.name, Data::Tree(data), Envelope::default())).await);
-    let id = match accepted {
-        Ok(id) => id,
-        Err(e) => {
-            waiters.cancel(&correlation_id);
-            return Err(e);
-        }
-    };
-    let answer = match tokio::time::timeout(Duration::from_secs_f64(timeout), reply).await {
+    // Dropped on every way out, a disconnected caller's included (its request future is
+    // dropped): no waiter outlives its caller.
+    let mut waiting =
+        state.pipeline.core().rpc.register(&correlation_id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id =
+        state.count(state.admit_one(&grant, prepare(&state, &ty.name, Data::Tree(data), Envelope::default())).await)?;
+    let answer = match tokio::time::timeout(Duration::from_secs_f64(timeout), &mut waiting.reply).await {
         Ok(Ok(answer)) => answer,
-        Ok(Err(_)) | Err(_) => {
-            waiters.cancel(&correlation_id);
-            return Err(ApiError::RpcTimeout { id, correlation_id, seconds: timeout });
-        }
+        Ok(Err(_)) | Err(_) => return Err(ApiError::RpcTimeout { id, correlation_id, seconds: timeout }),
     };
     Ok(match answer {
         Reply::Response(event) => Json(event.data).into_response(),

@@ -18,6 +18,28 @@ pub use pipeline::{AcceptError, Pipeline};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+/// Longest event id (a CloudEvents `id`, an NDJSON `id`, an `Idempotency-Key`) and RPC
+/// correlation id a producer may give: ids are kept in the status board, the idempotency
+/// index, the log and every dead letter. Longer ones are refused at admission with 400
+/// `id_too_long`, by every door.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Who offers events to [`Pipeline::accept`]: what idempotency keys are scoped by, and
+/// whether its response events may answer RPC callers.
+#[derive(Clone, Copy, Default)]
+pub struct Producer<'a> {
+    /// The ingestion token the request came with (none when ingestion is open).
+    pub token: Option<&'a str>,
+    /// The `infrahub/response/*` types it may answer RPC callers with; `None`: none.
+    pub answers: Option<&'a pattern::TypePattern>,
+}
+
+impl Producer<'_> {
+    fn may_answer(&self, type_name: &str) -> bool {
+        self.answers.is_some_and(|p| p.matches(type_name))
+    }
+}
+
 /// An event that passed validation and was given an id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -38,6 +60,10 @@ pub struct Event {
     /// How many plugin emissions led to this event (0 for ingested ones).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hops: u8,
+    /// The producer gave the id (an idempotency key): only such ids are remembered for
+    /// deduplication (a router-made UUIDv7 cannot come again). Not stored or shown.
+    #[serde(skip)]
+    pub keyed: bool,
 }
 
 /// RFC 3339 in UTC with nanoseconds (`2026-11-23T18:04:31.191252000Z`), written digit by

@@ -11,9 +11,9 @@ use super::pattern::Matcher;
 use super::queue::JobQueue;
 use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
 use super::rpc::Waiters;
-use super::status::{self, State, StatusBoard};
-use super::{Body, Event};
-use crate::config::{Config, World};
+use super::status::{self, Dedup, Idempotency, State, StatusBoard};
+use super::{Body, Event, Producer};
+use crate::config::{Config, RootBudget, World};
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
 use crate::store::{Emission, EventStore, FailureNote, Outcome, Recovered, StoreError};
@@ -24,8 +24,8 @@ use crate::wasm::{Checked, Failure, FailureKind, Plugin};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Matches event types by glob or regex.
 #[derive(Clone)]
@@ -63,7 +63,14 @@ pub struct PipelineCounters {
     pub duplicates: AtomicU64,
     /// Handler calls scheduled to be made again.
     pub retries: AtomicU64,
+    /// Accepted events whose work went past `pipeline.root_budget`.
+    pub over_budget: AtomicU64,
+    /// Jobs a pipeline worker panicked on (each failed alone; the worker went on).
+    pub worker_panics: AtomicU64,
 }
+
+/// The failure kind in an event's status when a worker panicked while working on it.
+pub const WORKER_PANIC: &str = "worker_panic";
 
 /// What survives a restart: the event log, what it recovered, the dead letters.
 pub struct Durable {
@@ -73,7 +80,7 @@ pub struct Durable {
 }
 
 /// Work waiting for a worker.
-enum Job {
+pub(crate) enum Job {
     /// A dead letter to try again (after a fix or a new plugin version).
     Replay(DeadLetter),
     /// A routed event; `reserved`: it holds a queue reservation (new events do; recovered
@@ -81,28 +88,93 @@ enum Job {
     Event { event: Event, reserved: bool },
     /// A handler call to make again.
     Retry(RetryTask),
+    /// A job that panics (the supervision test).
+    #[cfg(test)]
+    Panic(Event),
+}
+
+/// A job's part of its event's work.
+enum Step {
+    First,
+    Retry(RetryTask),
+    Replay(DeadLetter),
+    #[cfg(test)]
+    Panic,
+}
+
+/// One accepted event's work, across its hops, retries and workers: what it may still cost
+/// (`pipeline.root_budget`) and what it produced until now.
+pub struct RootWork {
+    pub event: Event,
+    limits: RootBudget,
+    calls: AtomicU64,
+    emits: AtomicU64,
+    bytes: AtomicU64,
+    /// Past its budget: whatever is left of its work is skipped.
+    exhausted: AtomicBool,
+    settled: Mutex<Settled>,
+}
+
+/// What the finished parts of an event's work produced, and how many retries are pending.
+#[derive(Default)]
+struct Settled {
+    outcome: Outcome,
+    remaining: usize,
+}
+
+impl std::fmt::Debug for RootWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootWork").field("event", &self.event.id).finish_non_exhaustive()
+    }
+}
+
+impl RootWork {
+    fn new(event: Event, limits: RootBudget) -> Arc<Self> {
+        Arc::new(Self {
+            event,
+            limits,
+            calls: AtomicU64::new(0),
+            emits: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            exhausted: AtomicBool::new(false),
+            settled: Mutex::default(),
+        })
+    }
+
+    fn exhausted(&self) -> bool {
+        self.exhausted.load(Ordering::Acquire)
+    }
+
+    /// Adds a cost; which limit it went past, if any. Atomic counters: retries of one event
+    /// may run on several workers at once, and their sum is what is bounded.
+    fn spend(&self, calls: u64, emits: u64, bytes: u64) -> Option<String> {
+        let l = self.limits;
+        for (counter, n, limit, what) in [
+            (&self.calls, calls, l.calls, "plugin calls"),
+            (&self.emits, emits, l.emits, "emitted events"),
+            (&self.bytes, bytes, l.bytes, "bytes of emitted events"),
+        ] {
+            if n > 0 && counter.fetch_add(n, Ordering::Relaxed).saturating_add(n) > limit {
+                return Some(format!("{limit} {what}"));
+            }
+        }
+        None
+    }
 }
 
 /// What processing (part of) one accepted event produced.
 struct Run {
-    /// The accepted event's id.
-    root: String,
+    /// The accepted event's work.
+    root: Arc<RootWork>,
     outcome: Outcome,
     retries: Vec<RetryTask>,
     last_error: String,
 }
 
 impl Run {
-    fn new(root: &str) -> Self {
-        Run { root: root.to_string(), outcome: Outcome::default(), retries: Vec::new(), last_error: String::new() }
+    fn new(root: Arc<RootWork>) -> Self {
+        Run { root, outcome: Outcome::default(), retries: Vec::new(), last_error: String::new() }
     }
-}
-
-/// An accepted event waiting for its retries.
-struct Inflight {
-    event: Event,
-    outcome: Outcome,
-    remaining: usize,
 }
 
 pub struct Pipeline {
@@ -126,11 +198,13 @@ pub struct Core {
     pub rpc: Waiters,
     bus: Bus,
     hop_limit: u8,
+    root_budget: RootBudget,
     queue: JobQueue<Job>,
     store: Option<Arc<dyn EventStore>>,
     idempotency_window: std::time::Duration,
+    /// Producer-given ids accepted within the idempotency window.
+    idempotency: Idempotency,
     retries: Arc<Scheduler>,
-    inflight: Mutex<HashMap<String, Inflight>>,
     /// Serialises changes of the routes and plugins (readers never wait).
     changes: Mutex<()>,
 }
@@ -163,16 +237,20 @@ impl Pipeline {
             rpc: Waiters::default(),
             bus: bus.clone(),
             hop_limit: config.pipeline.hop_limit,
+            root_budget: config.pipeline.root_budget,
             queue: JobQueue::new(config.pipeline.queue),
             store,
             idempotency_window: std::time::Duration::from_secs(config.ingest.idempotency_window_secs),
+            idempotency: Idempotency::new(std::time::Duration::from_secs(config.ingest.idempotency_window_secs)),
             retries: Scheduler::new(clock),
-            inflight: Mutex::default(),
             changes: Mutex::new(()),
         });
+        // The log does not keep when the router accepted an event (its `time` may be the
+        // producer's): recovered events count as accepted now, so their idempotency window
+        // is never shorter than documented.
         for (event, outcome) in recovered.finished {
-            let state = status::finished(outcome);
-            core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, state, event.time);
+            core.idempotency.recovered(event.source.as_deref(), &event.id);
+            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, status::finished(outcome));
         }
         let mut workers = Vec::new();
         // Always: routes can be added while the router runs.
@@ -187,11 +265,7 @@ impl Pipeline {
                     .name(format!("eventyard-worker-{i}"))
                     .spawn(move || {
                         while let Some(job) = core.queue.pop(|j| matches!(j, Job::Event { reserved: true, .. })) {
-                            match job {
-                                Job::Event { event, .. } => core.run(event),
-                                Job::Retry(task) => core.retry(task),
-                                Job::Replay(letter) => core.replay(letter),
-                            }
+                            core.execute(job);
                         }
                     })
                     .expect("spawn pipeline worker");
@@ -211,35 +285,62 @@ impl Pipeline {
         }
         core.counters.recovered.fetch_add(recovered.pending.len() as u64, Ordering::Relaxed);
         for event in recovered.pending {
-            core.statuses.insert_at(&event.id, event.type_name.clone(), event.priority, State::Queued, event.time);
+            core.idempotency.recovered(event.source.as_deref(), &event.id);
+            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
             core.queue.push(event.priority, Job::Event { event, reserved: false });
         }
         Self { bus, core, workers: Mutex::new(workers) }
     }
 
-    /// Takes accepted (validated) events: written to the log and acknowledged by it (as
-    /// durably as configured) before this returns; then subscribers see them and routed
-    /// ones are queued for the workers. All or nothing: on an error none was accepted.
+    /// Takes accepted (validated) events from one `producer`: written to the log and
+    /// acknowledged by it (as durably as configured) before this returns; then subscribers
+    /// see them and routed ones are queued for the workers. All or nothing: on an error none
+    /// was accepted. Answers each event's id, in order.
     ///
-    /// An event whose id was accepted within the idempotency window is a duplicate: it is
-    /// answered like the first (same id) and not stored or processed again.
-    pub async fn accept(&self, events: Vec<Event>) -> Result<(), AcceptError> {
+    /// An event whose producer-given id was accepted from the same producer (its token and
+    /// CloudEvents `source`) within the idempotency window is a duplicate: it is answered
+    /// like the first (same id) and not stored or processed again. The same id from another
+    /// producer is another event; should its id be in use, it gets a new one (a UUIDv7).
+    ///
+    /// Response events answer waiting RPC callers only when `producer` may answer them.
+    pub async fn accept(&self, events: Vec<Event>, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
         let window = self.core.idempotency_window;
+        let mut ids = Vec::with_capacity(events.len());
         let (mut fresh, mut routed) = (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
-        for e in events {
+        let mut keys = Vec::new();
+        for mut e in events {
+            if e.keyed {
+                match self.core.idempotency.claim(producer.token, e.source.as_deref(), &e.id) {
+                    Dedup::Duplicate(first) => {
+                        self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        ids.push(first.map_or_else(|| e.id.clone(), String::from));
+                        continue;
+                    }
+                    Dedup::Fresh(key) => keys.push(key),
+                }
+            }
             // Routes are matched once per event. Unrouted events are finished once durable;
             // a failed append unclaims them.
             let is_routed = self.core.is_routed(&e.type_name);
             let state = if is_routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            if self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state) {
-                fresh.push(e);
-                routed.push(is_routed);
-            } else {
-                self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            if !self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state.clone()) {
+                // Another producer's event has this id: this one gets its own.
+                let own = uuid::Uuid::now_v7().to_string();
+                if let Some(&key) = keys.last().filter(|_| e.keyed) {
+                    self.core.idempotency.renamed(key, &own);
+                }
+                e.id = own;
+                self.core.statuses.insert(&e.id, e.type_name.clone(), e.priority, state);
             }
+            ids.push(e.id.clone());
+            fresh.push(e);
+            routed.push(is_routed);
         }
         let events = fresh;
-        let unclaim = |events: &[Event]| events.iter().for_each(|e| self.core.statuses.unclaim(&e.id));
+        let unclaim = |events: &[Event]| {
+            events.iter().for_each(|e| self.core.statuses.unclaim(&e.id));
+            keys.iter().for_each(|k| self.core.idempotency.unclaim(*k));
+        };
         let reserve = routed.iter().filter(|r| **r).count();
         if self.core.queue.reserve(reserve).is_err() {
             unclaim(&events);
@@ -261,12 +362,14 @@ impl Pipeline {
         }
         for (event, routed) in events.into_iter().zip(routed) {
             self.bus.publish(&event);
-            self.core.rpc.offer(&event);
+            if producer.may_answer(&event.type_name) {
+                self.core.rpc.offer(&event);
+            }
             if routed {
                 self.core.queue.push(event.priority, Job::Event { event, reserved: true });
             }
         }
-        Ok(())
+        Ok(ids)
     }
 
     pub fn core(&self) -> &Core {
@@ -336,27 +439,61 @@ impl Core {
         self.routes().iter().any(|r| !r.disabled && r.matcher.matches(type_name))
     }
 
+    /// Runs one job. A panic in it (a bug in the router or a host import) fails that job's
+    /// event alone, with a `worker_panic` failure in its status and the log, counted in
+    /// `/metrics`; the worker thread goes on with the next job, so no panic costs a worker.
+    fn execute(&self, job: Job) {
+        let budget = self.root_budget;
+        let (root, step) = match job {
+            Job::Event { event, .. } => (RootWork::new(event, budget), Step::First),
+            Job::Replay(letter) => (RootWork::new(letter.event.clone(), budget), Step::Replay(letter)),
+            Job::Retry(task) => (task.root.clone(), Step::Retry(task)),
+            #[cfg(test)]
+            Job::Panic(event) => (RootWork::new(event, budget), Step::Panic),
+        };
+        let retry = matches!(step, Step::Retry(_));
+        let work = std::panic::AssertUnwindSafe(|| match step {
+            Step::First => self.run(root.clone()),
+            Step::Retry(task) => self.retry(task),
+            Step::Replay(letter) => self.replay(root.clone(), letter),
+            #[cfg(test)]
+            Step::Panic => panic!("a job that panics"),
+        });
+        let Err(panic) = std::panic::catch_unwind(work) else { return };
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        self.counters.worker_panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(event = %root.event.id, panic = %message, "a pipeline worker panicked; that event failed");
+        let mut run = Run::new(root);
+        let note = FailureNote { plugin: "eventyard".into(), kind: WORKER_PANIC.into(), message, attempts: 1 };
+        run.outcome.failed.push(note);
+        self.settle(run, usize::from(retry));
+    }
+
     /// Processes one accepted event; it is finished now, or once its retries are done.
-    fn run(&self, event: Event) {
-        self.statuses.set(&event.id, State::InProgress);
-        let mut run = Run::new(&event.id);
-        self.process(&event, &mut run);
-        self.settle(Some(event), run, 0);
+    fn run(&self, root: Arc<RootWork>) {
+        self.statuses.set(&root.event.id, State::InProgress);
+        let mut run = Run::new(root.clone());
+        self.process(&root.event, &mut run);
+        self.settle(run, 0);
     }
 
     /// Calls a handler again for an accepted event.
     fn retry(&self, task: RetryTask) {
-        let mut run = Run::new(&task.root);
+        let mut run = Run::new(task.root.clone());
         self.call_again(&task, &mut run);
-        self.settle(None, run, 1);
+        self.settle(run, 1);
     }
 
-    /// Tries a dead letter again: its handler alone when that handler is still on its
-    /// route, else the whole event through every route. The letter is removed once the
-    /// attempt is done (a new failure makes a new letter).
-    fn replay(&self, letter: DeadLetter) {
-        let event = letter.event.clone();
-        let mut run = Run::new(&event.id);
+    /// Tries a dead letter again (with a new budget): its handler alone when that handler
+    /// is still on its route, else the whole event through every route. The letter is
+    /// removed once the attempt is done (a new failure makes a new letter).
+    fn replay(&self, root: Arc<RootWork>, letter: DeadLetter) {
+        let event = &root.event;
+        let mut run = Run::new(root.clone());
         let routes = self.routes();
         let target = routes
             .iter()
@@ -364,12 +501,12 @@ impl Core {
             .and_then(|ri| routes[ri].handlers.iter().position(|h| h.name() == letter.plugin).map(|hi| (ri, hi)));
         match target {
             Some((route, handler)) => {
-                let task = RetryTask { root: event.id.clone(), event: event.clone(), route, handler, attempt: 0 };
+                let task = RetryTask { root: root.clone(), event: event.clone(), route, handler, attempt: 0 };
                 self.call_again(&task, &mut run);
             }
-            None => self.process(&event, &mut run),
+            None => self.process(event, &mut run),
         }
-        self.settle(Some(event), run, 0);
+        self.settle(run, 0);
         if let Err(e) = self.dead_letters.take(|d| d.id == letter.id) {
             tracing::error!(error = %e, "cannot remove a replayed dead letter");
         }
@@ -397,6 +534,9 @@ impl Core {
         let routes = self.routes();
         let route = &routes[task.route];
         let handler = &route.handlers[task.handler];
+        if !self.charge(run, handler, route, 1, 0, 0) {
+            return;
+        }
         let event = with_retry_count(&task.event, task.attempt);
         match handler.call(&plugin_event(event.as_ref().unwrap_or(&task.event))) {
             Ok(Output::Emitted(events)) => {
@@ -411,50 +551,63 @@ impl Core {
 
     /// Adds what some work on an accepted event produced; schedules its retries; once none
     /// is left, finishes the event (the `done` record in the log, the final status).
-    /// `first`: the event itself, on its first pass. `finished_tasks`: retries this work ended.
-    fn settle(&self, first: Option<Event>, run: Run, finished_tasks: usize) {
-        let Run { root, outcome, retries, last_error } = run;
+    /// `finished_tasks`: retries this work ended.
+    fn settle(&self, run: Run, finished_tasks: usize) {
+        let Run { root, outcome, mut retries, last_error } = run;
+        if root.exhausted() {
+            // Past its budget: its retries are not made.
+            retries.clear();
+        }
         let done = {
-            let mut inflight = self.inflight.lock().expect("inflight");
-            let Some(entry) = (match first {
-                Some(event) => Some(inflight.entry(root.clone()).or_insert(Inflight {
-                    event,
-                    outcome: Outcome::default(),
-                    remaining: 0,
-                })),
-                None => inflight.get_mut(&root),
-            }) else {
-                return;
-            };
+            // A panic elsewhere cannot leave this state half-written: it only adds.
+            let mut entry = root.settled.lock().unwrap_or_else(PoisonError::into_inner);
             entry.outcome.emitted.extend(outcome.emitted);
             entry.outcome.failed.extend(outcome.failed);
             entry.outcome.dropped.extend(outcome.dropped);
             entry.remaining = (entry.remaining + retries.len()).saturating_sub(finished_tasks);
-            if entry.remaining == 0 {
-                inflight.remove(&root)
-            } else {
-                None
-            }
+            (entry.remaining == 0).then(|| std::mem::take(&mut entry.outcome))
         };
+        let id = &root.event.id;
         for task in retries {
             let routes = self.routes();
             let delay = routes[task.route].retry.delay(task.attempt);
             let plugin = routes[task.route].handlers[task.handler].name().to_string();
             let due = self.retries.due_in(delay);
-            let next_at = time::OffsetDateTime::now_utc() + delay;
+            let now = time::OffsetDateTime::now_utc();
+            let next_at = now.checked_add(delay.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(now);
             let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
-            self.statuses.set(&root, state);
+            self.statuses.set(id, state);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             self.retries.schedule_at(task, due);
         }
-        if let Some(done) = done {
+        if let Some(outcome) = done {
             if let Some(store) = &self.store {
-                store.complete(&done.event, &done.outcome);
+                store.complete(&root.event, &outcome);
             }
-            let errors = done.outcome.failed.iter().map(|f| format!("{}: {}: {}", f.plugin, f.kind, f.message));
-            self.rpc.finished(&done.event, errors.collect());
-            self.statuses.set(&done.event.id, status::finished(done.outcome));
+            let errors = outcome.failed.iter().map(|f| format!("{}: {}: {}", f.plugin, f.kind, f.message));
+            self.rpc.finished(&root.event, errors.collect());
+            self.statuses.set(id, status::finished(outcome));
         }
+    }
+
+    /// Charges work to the accepted event's budget before it is done: false when the
+    /// budget is spent (the first time, the accepted event becomes a `root_budget` dead
+    /// letter naming `plugin` and `route`), and the work is skipped.
+    fn charge(&self, run: &mut Run, plugin: &Plugin, route: &Route, calls: u64, emits: u64, bytes: u64) -> bool {
+        let root = run.root.clone();
+        if root.exhausted() {
+            return false;
+        }
+        let Some(limit) = root.spend(calls, emits, bytes) else { return true };
+        if !root.exhausted.swap(true, Ordering::AcqRel) {
+            self.counters.over_budget.fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "event {} went past its budget of {limit} (pipeline.root_budget), all hops and retries together; the rest of its work was skipped",
+                root.event.id
+            );
+            self.dead_letter(&root.event, plugin, route, Failure::new(FailureKind::RootBudget, message), 1, run);
+        }
+        false
     }
 
     /// A handler call failed: retried later when the failure may pass and the route allows
@@ -462,7 +615,7 @@ impl Core {
     fn handler_failed(&self, event: &Event, route: usize, handler: usize, fail: Failure, attempts: u32, run: &mut Run) {
         let routes = self.routes();
         let policy = routes[route].retry;
-        if fail.retryable && attempts < policy.max_attempts {
+        if fail.retryable && attempts < policy.max_attempts && !run.root.exhausted() {
             run.last_error = format!("{}: {}", fail.kind.as_str(), fail.message);
             let task = RetryTask { root: run.root.clone(), event: event.clone(), route, handler, attempt: attempts };
             run.retries.push(task);
@@ -476,10 +629,16 @@ impl Core {
         let routes = self.routes();
         let matching = routes.iter().enumerate().filter(|(_, r)| !r.disabled && r.matcher.matches(&event.type_name));
         'routes: for (route_index, route) in matching {
+            if run.root.exhausted() {
+                return;
+            }
             self.counters.routed.fetch_add(1, Ordering::Relaxed);
             let mut current = std::borrow::Cow::Borrowed(event);
             let mut wit = plugin_event(&current);
             for f in &route.filters {
+                if !self.charge(run, f, route, 1, 0, 0) {
+                    return;
+                }
                 match f.call(&wit) {
                     Ok(Output::Verdict(Verdict::Keep)) => {}
                     Ok(Output::Verdict(Verdict::Drop(reason))) => {
@@ -508,6 +667,9 @@ impl Core {
                 }
             }
             for (handler_index, h) in route.handlers.iter().enumerate() {
+                if !self.charge(run, h, route, 1, 0, 0) {
+                    return;
+                }
                 match h.call(&wit) {
                     Ok(Output::Emitted(events)) => {
                         for e in events {
@@ -535,6 +697,9 @@ impl Core {
     /// Routes one checked emitted event like any other, one hop further.
     fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
+        if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
+            return;
+        }
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             type_name: ty.name.clone(),
@@ -542,7 +707,8 @@ impl Core {
             priority: e.priority,
             source: Some(format!("plugin:{}", from.name())),
             data: e.data,
-            hops: parent.hops + 1,
+            hops: parent.hops.saturating_add(1),
+            keyed: false,
         };
         if event.hops > self.hop_limit {
             let f = Failure::new(
@@ -559,6 +725,7 @@ impl Core {
             id: event.id.clone(),
         });
         self.bus.publish(&event);
+        // Plugins may answer RPC callers (their manifest lists the response types they emit).
         self.rpc.offer(&event);
         self.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::InProgress);
         // Emitted events are processed here, before their parent is finished: a crash in
@@ -611,9 +778,40 @@ impl Core {
                 "Handler calls scheduled again after a failure that may pass.",
                 &c.retries,
             ),
+            (
+                "eventyard_events_over_budget_total",
+                "Accepted events whose work went past pipeline.root_budget (dead-lettered as root_budget).",
+                &c.over_budget,
+            ),
+            (
+                "eventyard_worker_panics_total",
+                "Jobs a pipeline worker panicked on (that event failed; the worker went on).",
+                &c.worker_panics,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
+        for (name, help, v) in [
+            (
+                "eventyard_idempotency_keys",
+                "Producer-given ids remembered for deduplication (at most MAX_IDEMPOTENCY_KEYS).",
+                self.idempotency.len() as u64,
+            ),
+            (
+                "eventyard_idempotency_evicted_early_total",
+                "Ids forgotten before their idempotency window ended, past MAX_IDEMPOTENCY_KEYS.",
+                self.idempotency.evicted_early.load(Ordering::Relaxed),
+            ),
+        ] {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let name = "eventyard_rpc_waiters";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Callers of POST /v1/rpc waiting for a response.\n# TYPE {name} gauge\n{name} {}",
+            self.rpc.waiting()
+        );
         if let Some(store) = &self.store {
             let name = "eventyard_log_bytes";
             let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());
@@ -707,4 +905,67 @@ pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
         priority: e.priority,
         data: e.data.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::pattern::{Matcher, TypePattern};
+    use crate::router::retry::SystemClock;
+    use std::time::Duration;
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            type_name: "infrahub/send.echo.request".into(),
+            time: time::OffsetDateTime::now_utc(),
+            priority: 3,
+            source: None,
+            data: Body::from_value(serde_json::json!({ "message": "x" })),
+            hops: 0,
+            keyed: false,
+        }
+    }
+
+    /// No request can make a worker panic today, so the test queues a job that does.
+    #[test]
+    fn a_job_that_panics_fails_its_event_alone_and_the_worker_runs_the_next_one() {
+        let mut config = Config::default();
+        config.pipeline.workers = 1;
+        let registry = Arc::new(crate::server::registry(&config).unwrap());
+        let route = Route {
+            name: "r".into(),
+            disabled: false,
+            matcher: Matcher::Glob(TypePattern::parse("infrahub/*").unwrap()),
+            retry: RetryPolicy { max_attempts: 1, base: Duration::from_millis(1), max: Duration::from_millis(1) },
+            filters: Vec::new(),
+            handlers: Vec::new(),
+        };
+        let clock = Arc::new(SystemClock::default());
+        let pipeline = Pipeline::with_routes(&config, registry, Vec::new(), vec![route], Arc::default(), None, clock);
+        let core = pipeline.core();
+        for id in ["boom", "next"] {
+            core.statuses.insert(id, "infrahub/send.echo.request".into(), 3, State::Queued);
+        }
+        // One worker: the job after the panic runs on the same worker.
+        core.queue.push(3, Job::Panic(event("boom")));
+        core.queue.push(3, Job::Event { event: event("next"), reserved: false });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !matches!(core.statuses.get("next").map(|s| s.state), Some(State::Processed { .. })) {
+            assert!(std::time::Instant::now() < deadline, "the next job never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match core.statuses.get("boom").map(|s| s.state) {
+            Some(State::DeadLettered { outcome }) => {
+                assert_eq!(outcome.failed.len(), 1);
+                assert_eq!(outcome.failed[0].kind, WORKER_PANIC);
+                assert_eq!(outcome.failed[0].message, "a job that panics");
+            }
+            other => panic!("the panicked event's status: {other:?}"),
+        }
+        let mut metrics = String::new();
+        core.render_metrics(&mut metrics);
+        assert!(metrics.contains("\neventyard_worker_panics_total 1\n"), "{metrics}");
+        core.queue.close();
+    }
 }

@@ -61,6 +61,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: `base * 2^(attempt-1)` capped at `max`, with
     /// "equal jitter" (half fixed, half random) so that retries of many events spread out.
+    /// Saturating: no attempt count or configured wait can overflow it.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max);
         let half = exp / 2;
@@ -71,8 +72,8 @@ impl RetryPolicy {
 /// One handler call to make again.
 #[derive(Debug, Clone)]
 pub struct RetryTask {
-    /// The event that was accepted (its completion waits for this task).
-    pub root: String,
+    /// The accepted event's work (its completion waits for this task; its budget pays).
+    pub root: Arc<super::pipeline::RootWork>,
     /// The event the handler failed on (the root, or one emitted while handling it).
     pub event: Event,
     pub route: usize,
@@ -107,7 +108,7 @@ impl Scheduler {
 
     /// The clock reading `delay` from now, for [`schedule_at`](Self::schedule_at).
     pub fn due_in(&self, delay: Duration) -> Duration {
-        self.clock.now() + delay
+        self.clock.now().saturating_add(delay)
     }
 
     /// Runs the task once the clock reads `due`. Taking the due time rather than a delay lets

@@ -7,12 +7,16 @@
 
 use super::Event;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 /// The type prefix of Infrahub's response events.
 pub const RESPONSE_PREFIX: &str = "infrahub/response/";
+
+/// Longest correlation id a caller may give (it is a key of the waiters' map and is copied
+/// into the request event): the router's id cap. Longer: 400 `id_too_long`.
+pub const MAX_CORRELATION_ID_BYTES: usize = super::MAX_ID_BYTES;
 
 /// How a request ended for its caller.
 #[derive(Debug)]
@@ -27,8 +31,30 @@ pub enum Reply {
 
 #[derive(Default)]
 pub struct Waiters {
-    waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// Correlation id -> (registration number, the caller's channel).
+    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<Reply>)>>,
     count: AtomicUsize,
+    next: AtomicU64,
+}
+
+/// A caller's place among the waiters: dropping it (the caller got its answer, gave up, or
+/// disconnected, so that its request future was dropped) removes it, and only it: a later
+/// caller with the same correlation id keeps its own place.
+pub struct Waiting<'a> {
+    waiters: &'a Waiters,
+    correlation_id: String,
+    number: u64,
+    pub reply: oneshot::Receiver<Reply>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.waiters.waiting.lock().expect("rpc waiters");
+        if w.get(&self.correlation_id).is_some_and(|(n, _)| *n == self.number) {
+            w.remove(&self.correlation_id);
+            self.waiters.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Another request with the same correlation id is still waiting.
@@ -37,24 +63,24 @@ pub struct Waiters {
 pub struct Busy(pub String);
 
 impl Waiters {
-    /// Waits for `correlation_id`; the receiver resolves with the first reply.
-    pub fn register(&self, correlation_id: &str) -> Result<oneshot::Receiver<Reply>, Busy> {
+    /// Waits for `correlation_id`: the guard's receiver resolves with the first reply;
+    /// dropping the guard stops waiting.
+    pub fn register(&self, correlation_id: &str) -> Result<Waiting<'_>, Busy> {
         let mut w = self.waiting.lock().expect("rpc waiters");
-        if w.get(correlation_id).is_some_and(|tx| !tx.is_closed()) {
+        if w.get(correlation_id).is_some_and(|(_, tx)| !tx.is_closed()) {
             return Err(Busy(correlation_id.to_string()));
         }
         let (tx, rx) = oneshot::channel();
-        if w.insert(correlation_id.to_string(), tx).is_none() {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        if w.insert(correlation_id.to_string(), (number, tx)).is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(rx)
+        Ok(Waiting { waiters: self, correlation_id: correlation_id.to_string(), number, reply: rx })
     }
 
-    /// Stops waiting (the caller gave up or its request was refused).
-    pub fn cancel(&self, correlation_id: &str) {
-        if self.waiting.lock().expect("rpc waiters").remove(correlation_id).is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// Callers waiting now (`eventyard_rpc_waiters`).
+    pub fn waiting(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     /// An accepted or emitted event: answers its caller if it is a response someone awaits.
@@ -80,7 +106,7 @@ impl Waiters {
 
     fn answer(&self, id: &str, reply: impl FnOnce() -> Reply) {
         let tx = self.waiting.lock().expect("rpc waiters").remove(id);
-        if let Some(tx) = tx {
+        if let Some((_, tx)) = tx {
             self.count.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(reply());
         }

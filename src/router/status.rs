@@ -2,11 +2,24 @@
 //! (attempt and next time), processed (what each handler emitted) or dead-lettered (why).
 //! Bounded: the oldest entries are forgotten past [`STATUS_CAPACITY`]; after a restart the
 //! entries are rebuilt from the log.
+//!
+//! And which producer-given ids were accepted within the idempotency window
+//! ([`Idempotency`]), kept apart from the statuses so that the window, not the status
+//! board's capacity, decides how long an id is remembered.
 
 use crate::store::Outcome;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Producer-given ids remembered for deduplication (about 50 bytes each: at most ~50 MB).
+/// Past it the oldest are forgotten before their window ends, counted in
+/// `eventyard_idempotency_evicted_early_total`: a copy of such an event sent again later
+/// within its window is accepted as new. Refusing new events instead would let one producer
+/// sending unique ids shut ingestion for the whole window.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 1_000_000;
 
 /// Events whose status is remembered (~200 bytes each).
 pub const STATUS_CAPACITY: usize = 200_000;
@@ -35,8 +48,8 @@ pub enum State {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// When the router accepted it (or, for events recovered from the log, their time):
-    /// the idempotency window counts from here.
+    /// When the router accepted it (for events recovered from the log, the restart): an
+    /// id is not reused within the idempotency window from here.
     #[serde(skip)]
     pub accepted_at: time::OffsetDateTime,
     pub id: Arc<str>,
@@ -147,14 +160,12 @@ impl StatusBoard {
         self.hasher.hash_one(id)
     }
 
+    /// Inserts (or updates) an entry accepted now: the router's time, never a producer's
+    /// `time` (events recovered from the log count as accepted at the restart).
     pub fn insert(&self, id: &str, type_name: Arc<str>, priority: u8, state: State) {
-        self.insert_at(id, type_name, priority, state, time::OffsetDateTime::now_utc());
-    }
-
-    /// [`insert`](Self::insert) with the time it was accepted (recovery uses the event's).
-    pub fn insert_at(&self, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
         let key = self.key(id);
-        self.inner.lock().expect("status board").put(key, id, type_name, priority, state, at);
+        let now = time::OffsetDateTime::now_utc();
+        self.inner.lock().expect("status board").put(key, id, type_name, priority, state, now);
     }
 
     /// Inserts `id` in `state` unless it was accepted less than `window` ago: false for a
@@ -210,6 +221,132 @@ impl StatusBoard {
     }
 }
 
+/// The answer of [`Idempotency::claim`].
+#[derive(Debug, PartialEq)]
+pub enum Dedup {
+    /// Not seen within the window: now claimed under this key (for
+    /// [`Idempotency::unclaim`] and [`Idempotency::renamed`]).
+    Fresh(u64),
+    /// Accepted before within the window; the id it was accepted under when the router gave
+    /// it another one (its own was another producer's).
+    Duplicate(Option<String>),
+}
+
+/// Producer-given ids accepted within the idempotency window, keyed by producer (ingestion
+/// token and CloudEvents `source`) and id, as CloudEvents specifies: two producers may use
+/// the same id. Kept as 64-bit hashes (seeded per process, so not chosen by a producer) in
+/// claim order; entries leave when their window ends or past [`MAX_IDEMPOTENCY_KEYS`].
+pub struct Idempotency {
+    inner: Mutex<Keys>,
+    hasher: foldhash::fast::RandomState,
+    window: Duration,
+    /// Entries forgotten before their window ended (the cap).
+    pub evicted_early: AtomicU64,
+}
+
+#[derive(Default)]
+struct Keys {
+    /// Key -> when it was claimed.
+    claimed: HashMap<u64, Instant, NoHash>,
+    /// Keys in claim order (stale ones, unclaimed or claimed again, are skipped).
+    order: VecDeque<(Instant, u64)>,
+    /// The ids the router gave events whose own id was taken (rare).
+    renamed: HashMap<u64, Box<str>, NoHash>,
+    /// Entries recovered from the log, whose token is not known.
+    recovered: usize,
+}
+
+impl Idempotency {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            window,
+            evicted_early: AtomicU64::new(0),
+        }
+    }
+
+    fn key(&self, token: Option<&str>, source: Option<&str>, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        // Tuples of strings hash with separators: ("ab", "c") and ("a", "bc") differ.
+        self.hasher.hash_one((token.unwrap_or(""), source.unwrap_or(""), id))
+    }
+
+    /// Claims `id` for its producer unless it was claimed less than the window ago.
+    pub fn claim(&self, token: Option<&str>, source: Option<&str>, id: &str) -> Dedup {
+        let key = self.key(token, source, id);
+        let now = Instant::now();
+        let mut k = self.inner.lock().expect("idempotency keys");
+        self.expire(&mut k, now);
+        // The log does not keep the token: a recovered entry matches any token.
+        let recovered = (token.is_some() && k.recovered > 0).then(|| self.key(None, source, id));
+        for key in [Some(key), recovered].iter().flatten() {
+            if k.claimed.contains_key(key) {
+                return Dedup::Duplicate(k.renamed.get(key).map(|r| r.to_string()));
+            }
+        }
+        self.insert(&mut k, key, now);
+        Dedup::Fresh(key)
+    }
+
+    /// An event recovered from the log, remembered from now on for a whole window.
+    pub fn recovered(&self, source: Option<&str>, id: &str) {
+        let key = self.key(None, source, id);
+        let now = Instant::now();
+        let mut k = self.inner.lock().expect("idempotency keys");
+        k.recovered += 1;
+        self.insert(&mut k, key, now);
+    }
+
+    /// Forgets a claim whose event was not accepted after all.
+    pub fn unclaim(&self, key: u64) {
+        let mut k = self.inner.lock().expect("idempotency keys");
+        k.claimed.remove(&key);
+        k.renamed.remove(&key);
+    }
+
+    /// The claimed event was accepted under `id` (its own was taken).
+    pub fn renamed(&self, key: u64, id: &str) {
+        self.inner.lock().expect("idempotency keys").renamed.insert(key, id.into());
+    }
+
+    /// How many ids are remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("idempotency keys").claimed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, k: &mut Keys, key: u64, now: Instant) {
+        k.claimed.insert(key, now);
+        k.order.push_back((now, key));
+        self.expire(k, now);
+    }
+
+    /// Drops the entries whose window is over, then the oldest past the cap.
+    fn expire(&self, k: &mut Keys, now: Instant) {
+        while let Some(&(at, key)) = k.order.front() {
+            let over = now.saturating_duration_since(at) >= self.window;
+            if !over && k.order.len() <= MAX_IDEMPOTENCY_KEYS {
+                break;
+            }
+            k.order.pop_front();
+            if k.claimed.get(&key) == Some(&at) {
+                k.claimed.remove(&key);
+                k.renamed.remove(&key);
+                if !over {
+                    self.evicted_early.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if k.order.is_empty() {
+            k.recovered = 0;
+        }
+    }
+}
+
 /// The final state for an outcome.
 pub fn finished(outcome: Outcome) -> State {
     if outcome.failed.is_empty() {
@@ -223,6 +360,37 @@ pub fn finished(outcome: Outcome) -> State {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ids_are_keyed_by_producer_and_forgotten_when_their_window_ends() {
+        let keys = Idempotency::new(Duration::from_millis(200));
+        let Dedup::Fresh(a) = keys.claim(None, Some("a"), "1") else { panic!("fresh") };
+        assert!(matches!(keys.claim(None, Some("b"), "1"), Dedup::Fresh(_)), "another source, same id");
+        assert!(matches!(keys.claim(Some("token-x"), Some("a"), "1"), Dedup::Fresh(_)), "another token");
+        assert_eq!(keys.claim(None, Some("a"), "1"), Dedup::Duplicate(None));
+        keys.renamed(a, "other");
+        assert_eq!(keys.claim(None, Some("a"), "1"), Dedup::Duplicate(Some("other".into())));
+        keys.unclaim(a);
+        assert!(matches!(keys.claim(None, Some("a"), "1"), Dedup::Fresh(_)), "unclaimed ids can come again");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(matches!(keys.claim(None, Some("a"), "1"), Dedup::Fresh(_)), "the window is over");
+        assert_eq!(keys.len(), 1, "expired entries left memory");
+        // Recovered entries (the log does not keep tokens) match any token.
+        keys.recovered(Some("s"), "r");
+        assert!(matches!(keys.claim(Some("token-y"), Some("s"), "r"), Dedup::Duplicate(None)));
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_ids_are_forgotten_early_and_counted() {
+        let keys = Idempotency::new(Duration::from_secs(3600));
+        for i in 0..MAX_IDEMPOTENCY_KEYS + 10 {
+            keys.claim(None, None, &i.to_string());
+        }
+        assert_eq!(keys.len(), MAX_IDEMPOTENCY_KEYS);
+        assert_eq!(keys.evicted_early.load(Ordering::Relaxed), 10);
+        assert!(matches!(keys.claim(None, None, "0"), Dedup::Fresh(_)), "the oldest was forgotten");
+        assert_eq!(keys.claim(None, None, "11"), Dedup::Duplicate(None));
+    }
 
     #[test]
     fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {

@@ -74,10 +74,13 @@ pub enum FailureKind {
     Instantiate,
     /// An emitted event went past the hop limit (plugins emitting at each other).
     HopLimit,
+    /// The accepted event's work, all hops and retries together, went past
+    /// `pipeline.root_budget` (calls, emitted events or bytes); the rest of it is skipped.
+    RootBudget,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 14] = [
+    pub const ALL: [FailureKind; 15] = [
         FailureKind::Trap,
         FailureKind::StackOverflow,
         FailureKind::Deadline,
@@ -92,6 +95,7 @@ impl FailureKind {
         FailureKind::CircuitOpen,
         FailureKind::Instantiate,
         FailureKind::HopLimit,
+        FailureKind::RootBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +114,7 @@ impl FailureKind {
             FailureKind::CircuitOpen => "circuit_open",
             FailureKind::Instantiate => "instantiate",
             FailureKind::HopLimit => "hop_limit",
+            FailureKind::RootBudget => "root_budget",
         }
     }
 }

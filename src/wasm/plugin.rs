@@ -97,7 +97,9 @@ impl Plugin {
         let version = Version::compile(engine, manifest.world, Grants::of(&manifest.capabilities), bytes)?;
         let source = (!manifest.component.starts_with(crate::config::BUILTIN_PREFIX))
             .then(|| std::path::PathBuf::from(&manifest.component));
-        let deadline_ticks = (manifest.limits.deadline_ms as u128 * 1000 / EPOCH_TICK.as_micros()).max(1) as u64;
+        // Saturating: a deadline too long for the tick counter means "as long as it can be".
+        let ticks = (u128::from(manifest.limits.deadline_ms) * 1000 / EPOCH_TICK.as_micros()).max(1);
+        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
         let breaker = Breaker::new(manifest.breaker.failures, Duration::from_millis(manifest.breaker.cool_down_ms));
         let config_json = manifest.config.to_string();
         let ctx = Arc::new(PluginContext {

@@ -27,6 +27,7 @@
 //! | `metric-bad-name` | a sample named `has spaces` (needs `metrics`) | handled; sample refused and counted |
 //! | `metric-quoted-value` | a label value with quotes, a backslash and a newline (needs `metrics`) | handled; value escaped |
 //! | `metric-flood` | 5000 series with long label values (needs `metrics`) | handled; series past the cap refused and counted |
+//! | `fan-out` | answers every event with `n` (default 4) copies of itself, routed back to it: `n^hop_limit` calls | `root_budget` |
 //!
 //! Anything else (or no config) behaves: it emits nothing.
 
@@ -120,6 +121,10 @@ impl Guest for Hostile {
             }
             "fail-retryable" => Err(HandlerError { message: "upstream busy".into(), retryable: true }),
             "echo-back" => Ok(vec![echo(r#"{"message":"again"}"#.into())]),
+            "fan-out" => {
+                let n = conf["n"].as_u64().unwrap_or(4) as usize;
+                Ok(vec![Emitted { type_: _event.type_(), data: _event.data() }; n])
+            }
             // Fails (retryably) until Infrahub's meta.retry_count reaches 2, then answers the
             // echo request with how many retries it took.
             "retry-count" => {
