@@ -17,6 +17,12 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_SECS: u64 = 24 * 3600;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Events a WebSocket subscriber may fall behind before it skips the oldest.
 pub const DEFAULT_SUBSCRIBER_BUFFER: usize = 4096;
+/// Items (NDJSON lines, CloudEvents) one batch request may carry: 100 times the batches the
+/// benchmarks send, small enough that one request's per-item work and answer stay bounded.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 10_000;
+/// WebSocket streams of the bus open at once (`/v1/subscribe` and Fix Inventory's
+/// `/events` listeners): each holds a task, a socket and a reader of the broadcast ring.
+pub const DEFAULT_MAX_SUBSCRIBER_CONNECTIONS: usize = 256;
 /// Where the router keeps its files (precompiled plugins; the event log, later).
 pub const DEFAULT_DATA_DIR: &str = "eventyard-data";
 /// Events waiting for the pipeline workers; past it ingestion answers 503 instead of
@@ -126,6 +132,11 @@ pub struct AuthConfig {
     /// require. Absent: one is generated at the first start, kept in `<store dir>/admin-token`
     /// and printed to the log.
     pub admin_token: Option<String>,
+    /// When set, `GET /v1/subscribe` requires this token (or the admin token). Absent: open.
+    pub subscribe_token: Option<String>,
+    /// When set, Fix Inventory's endpoints (`/events`, `/subscriber/...`, `/subscribers`)
+    /// require this token (or the admin token). Absent: open, as Fix Inventory's own core.
+    pub fixinventory_token: Option<String>,
     /// `[[auth.ingest]]`: when any is listed, ingestion requires one of these tokens, and each
     /// may send only the event types its globs match.
     pub ingest: Vec<IngestToken>,
@@ -438,6 +449,9 @@ impl Default for RetryConfig {
 pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
+    /// See [`DEFAULT_MAX_BATCH_ITEMS`]; past it the whole batch is refused with 413
+    /// `too_many_items`.
+    pub max_batch_items: usize,
     /// An event whose id (CloudEvents `id`, NDJSON `id`, or `Idempotency-Key` header) was
     /// accepted less than this long ago is answered like the first and processed once.
     pub idempotency_window_secs: u64,
@@ -448,6 +462,9 @@ pub struct IngestConfig {
 pub struct SubscriberConfig {
     /// See [`DEFAULT_SUBSCRIBER_BUFFER`].
     pub buffer: usize,
+    /// See [`DEFAULT_MAX_SUBSCRIBER_CONNECTIONS`]; past it the handshake is refused with 503
+    /// `too_many_connections` before the upgrade.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -487,6 +504,7 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
             idempotency_window_secs: DEFAULT_IDEMPOTENCY_WINDOW_SECS,
         }
     }
@@ -494,7 +512,7 @@ impl Default for IngestConfig {
 
 impl Default for SubscriberConfig {
     fn default() -> Self {
-        Self { buffer: DEFAULT_SUBSCRIBER_BUFFER }
+        Self { buffer: DEFAULT_SUBSCRIBER_BUFFER, max_connections: DEFAULT_MAX_SUBSCRIBER_CONNECTIONS }
     }
 }
 
@@ -597,6 +615,8 @@ impl Config {
         positive("ingest.max_body_bytes", self.ingest.max_body_bytes)?;
         positive("ingest.max_batch_bytes", self.ingest.max_batch_bytes)?;
         positive("subscribers.buffer", self.subscribers.buffer)?;
+        positive("ingest.max_batch_items", self.ingest.max_batch_items)?;
+        positive("subscribers.max_connections", self.subscribers.max_connections)?;
         if self.schemas.source.is_some() && self.schemas.dir.is_some() {
             return Err(ConfigError::Invalid { key: "schemas", message: "set `source` or `dir`, not both".into() });
         }
@@ -609,8 +629,14 @@ impl Config {
             });
         }
         let bad = |key: String, message: String| ConfigError::Plugin { key, message };
-        if self.auth.admin_token.as_ref().is_some_and(|t| t.len() < MIN_TOKEN_LEN) {
-            return Err(bad("auth.admin_token".into(), format!("at least {MIN_TOKEN_LEN} characters")));
+        for (key, token) in [
+            ("auth.admin_token", &self.auth.admin_token),
+            ("auth.subscribe_token", &self.auth.subscribe_token),
+            ("auth.fixinventory_token", &self.auth.fixinventory_token),
+        ] {
+            if token.as_ref().is_some_and(|t| t.len() < MIN_TOKEN_LEN) {
+                return Err(bad(key.into(), format!("at least {MIN_TOKEN_LEN} characters")));
+            }
         }
         for (i, t) in self.auth.ingest.iter().enumerate() {
             if t.token.len() < MIN_TOKEN_LEN {

@@ -108,6 +108,7 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         uploads: uploads_dir(config),
         wasm_cache: config.data_dir.join("cache"),
         auth,
+        streams: crate::ingest::StreamSlots::new(config.subscribers.max_connections),
     }))
 }
 
@@ -184,7 +185,9 @@ pub(crate) fn route(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Resul
     let bad = |key: &str, message: String| StartError::Config { key: format!("route[{i}].{key}"), message };
     let matcher = match (&r.glob, &r.regex) {
         (Some(g), _) => Matcher::Glob(TypePattern::parse(g).map_err(|e| bad("match", e.to_string()))?),
-        (None, Some(re)) => Matcher::Regex(regex::Regex::new(re).map_err(|e| bad("regex", e.to_string()))?),
+        (None, Some(re)) => {
+            Matcher::Regex(crate::router::pattern::compile_regex(re).map_err(|e| bad("regex", e.to_string()))?)
+        }
         (None, None) => return Err(bad("match", "set `match` or `regex`".into())),
     };
     let pick = |names: &[String]| -> Vec<Arc<Plugin>> {

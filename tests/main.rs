@@ -11,6 +11,7 @@ mod config;
 mod corpus;
 mod durability;
 mod http;
+mod inputs;
 mod languages;
 mod limits;
 mod plugins;

@@ -8,14 +8,22 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+# A venv under target/ with the given PyPI packages, made once: `venv DIR IMPORT PKG...`
+# skips the install while `python -c IMPORT` works there.
+venv() {
+    local dir=$1 check=$2
+    shift 2
+    if ! "$dir/bin/python" -c "$check" 2>/dev/null; then
+        python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null \
+            || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+        rm -rf "$dir" && python3 -m venv "$dir"
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+    fi
+}
 # Fix Inventory's published Python client (resotolib, PyPI), which one test runs as a worker.
-venv=target/resotolib-venv
-if ! "$venv/bin/python" -c "import resotolib.core.actions" 2>/dev/null; then
-    python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null \
-        || { apt-get update -qq && apt-get install -y -qq python3-venv; }
-    rm -rf "$venv" && python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "resotolib==3.9.0"
-fi
+venv target/resotolib-venv "import resotolib.core.actions" "resotolib==3.9.0"
+# The published CloudEvents SDK, which one test posts events with (binary and structured mode).
+venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents.v1.http, requests" "cloudevents==2.2.0" "requests==2.34.2"
 
 # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
 venv=target/prometheus-venv

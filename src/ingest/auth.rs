@@ -8,8 +8,13 @@
 //! A token may also be granted `answers = ["infrahub/response/..."]`: only then do its
 //! response events answer a caller waiting on `POST /v1/rpc/{type}` (plugins always may).
 //!
-//! Fix Inventory's own endpoints (`/events`, `/subscriber/...`) stay as that system's clients
-//! expect them: without bearer tokens.
+//! Event streams and Fix Inventory's endpoints are open unless a token is configured for
+//! them: `[auth] subscribe_token` guards `GET /v1/subscribe`, `[auth] fixinventory_token`
+//! guards `/events`, `/subscriber/...` and `/subscribers` (the admin token passes both).
+//! Fix Inventory messages sent in over `/events` and `/subscriber/{id}/handle` are
+//! ingestion: with `[[auth.ingest]]` tokens configured, the connection's bearer must be one
+//! of them and its globs decide which messages it may send (or it is the
+//! `fixinventory_token`, which may send Fix Inventory's messages), exactly as over HTTP.
 
 use super::{ApiError, AppState};
 use crate::config::AuthConfig;
@@ -24,6 +29,8 @@ use std::sync::Arc;
 pub struct Auth {
     admin: String,
     ingest: Vec<(String, Grant)>,
+    subscribe: Option<String>,
+    fixinventory: Option<String>,
 }
 
 /// What the request's token may do. The default (open ingestion, or the router's own
@@ -78,7 +85,12 @@ impl Auth {
                 (t.token.clone(), grant)
             })
             .collect();
-        Ok(Self { admin, ingest })
+        Ok(Self {
+            admin,
+            ingest,
+            subscribe: config.subscribe_token.clone(),
+            fixinventory: config.fixinventory_token.clone(),
+        })
     }
 }
 
@@ -119,21 +131,71 @@ pub async fn require_admin(State(state): State<Arc<AppState>>, req: Request, nex
     }
 }
 
+impl Auth {
+    /// What the request's bearer may send: anything while no ingestion token is configured,
+    /// else the globs of the ingestion token it carries.
+    pub fn ingest_grant(&self, headers: &HeaderMap) -> Result<Grant, ApiError> {
+        if self.ingest.is_empty() {
+            return Ok(Grant::default());
+        }
+        let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
+        match self.ingest.iter().find(|(t, _)| same(t, token)) {
+            Some((_, grant)) => Ok(grant.clone()),
+            None => Err(ApiError::Forbidden("unknown ingestion token".into())),
+        }
+    }
+
+    /// What a Fix Inventory WebSocket may send in: as [`Self::ingest_grant`], and the
+    /// `fixinventory_token` (or the admin token) may send Fix Inventory's messages (the only
+    /// ones these endpoints take). Worked out once at the handshake; a connection that may
+    /// send nothing can still listen, and each message it sends gets this error back.
+    pub fn fixinventory_grant(&self, headers: &HeaderMap) -> Result<Grant, ApiError> {
+        let own = bearer(headers)
+            .is_some_and(|t| same(t, &self.admin) || self.fixinventory.as_deref().is_some_and(|f| same(t, f)));
+        match own {
+            true => Ok(Grant::default()),
+            false => self.ingest_grant(headers),
+        }
+    }
+
+    /// `configured` (when set) or the admin token; nothing when not set.
+    fn require(&self, configured: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(token) = configured else { return Ok(()) };
+        match bearer(headers) {
+            Some(t) if same(t, token) || same(t, &self.admin) => Ok(()),
+            Some(_) => Err(ApiError::Forbidden("this token is not valid here".into())),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
 /// Route layer of the ingestion endpoints: finds the token's [`Grant`] for the handlers.
 pub async fn ingest_grant(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let grant = if state.auth.ingest.is_empty() {
-        Grant::default()
-    } else {
-        let token = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
-        match state.auth.ingest.iter().find(|(t, _)| same(t, token)) {
-            Some((_, grant)) => grant.clone(),
-            None => return Err(ApiError::Forbidden("unknown ingestion token".into())),
-        }
-    };
+    let grant = state.auth.ingest_grant(req.headers())?;
     req.extensions_mut().insert(grant);
+    Ok(next.run(req).await)
+}
+
+/// Route layer of `GET /v1/subscribe`: `[auth] subscribe_token` when configured.
+pub async fn require_subscribe(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    state.auth.require(state.auth.subscribe.as_deref(), req.headers())?;
+    Ok(next.run(req).await)
+}
+
+/// Route layer of Fix Inventory's endpoints: `[auth] fixinventory_token` when configured.
+pub async fn require_fixinventory(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    state.auth.require(state.auth.fixinventory.as_deref(), req.headers())?;
     Ok(next.run(req).await)
 }

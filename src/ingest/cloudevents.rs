@@ -34,7 +34,9 @@ pub async fn post(
     if !matches!(media, MediaType::CloudEvent | MediaType::CloudEventBatch | MediaType::Ndjson) && !binary {
         return state.answer(Err(unsupported()));
     }
-    if binary && media != MediaType::Json {
+    // CloudEvents' HTTP binding: "an absent content type means JSON" (the Python SDK sends
+    // JSON data so).
+    if binary && !matches!(media, MediaType::Json | MediaType::Missing) {
         return state.answer(Err(ApiError::UnsupportedMediaType {
             got: body::content_type(&headers),
             expected: "application/json data in binary mode",
@@ -127,6 +129,9 @@ fn checked_envelope(get: impl Fn(&str) -> Option<String>) -> Result<Envelope, Ap
 /// Batch mode: a JSON array of structured CloudEvents, answered with a result per event.
 async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Response {
     let events = match body::parse_json(bytes) {
+        Ok(Value::Array(a)) if a.len() > state.limits.max_batch_items => {
+            return state.answer(Err(ApiError::TooManyItems { limit: state.limits.max_batch_items }))
+        }
         Ok(Value::Array(a)) => a,
         Ok(_) => return state.answer(Err(ApiError::BadRequest("a CloudEvents batch is a JSON array".into()))),
         Err(e) => return state.answer(Err(e)),
@@ -136,11 +141,25 @@ async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Response
     batch_response(results)
 }
 
-/// The answer to any batch: 200 with counts and one result per item, in order.
+/// Rejected items of one batch answered with their whole error (violations, suggestions);
+/// the ones after get their status and error code only, and the answer counts them in
+/// `errors_without_detail`. A batch of thousands of bad lines is answered in kilobytes per
+/// detailed error, not in copies of every violation.
+pub const MAX_DETAILED_ERRORS: usize = 100;
+/// Largest detailed error of one item, in bytes of JSON; a longer one (violations quoting
+/// huge values) is cut to its status, code and the first [`MAX_ERROR_MESSAGE`] bytes of its
+/// message, with `"truncated": true`.
+pub const MAX_ERROR_DETAIL_BYTES: usize = 4096;
+/// The message kept of an error cut to its summary.
+pub const MAX_ERROR_MESSAGE: usize = 256;
+
+/// The answer to any batch: 200 with counts and one result per item, in order. Its size is
+/// bounded: per item its position, status and id or error code (under 100 bytes plus the
+/// id), plus at most [`MAX_DETAILED_ERRORS`] details of at most [`MAX_ERROR_DETAIL_BYTES`].
 pub fn batch_response(results: impl Iterator<Item = (&'static str, usize, Result<String, ApiError>)>) -> Response {
     // Written straight into the body: a `json!` object per accepted item was a tree of small
     // allocations for every event of every batch.
-    let (mut accepted, mut rejected) = (0usize, 0usize);
+    let (mut accepted, mut rejected, mut without_detail) = (0usize, 0usize, 0usize);
     let mut items = Vec::with_capacity(results.size_hint().0 * 72);
     for (key, position, r) in results {
         if accepted + rejected > 0 {
@@ -155,15 +174,70 @@ pub fn batch_response(results: impl Iterator<Item = (&'static str, usize, Result
             }
             Err(e) => {
                 rejected += 1;
+                let status = e.status().as_u16();
+                if rejected > MAX_DETAILED_ERRORS {
+                    without_detail += 1;
+                    let _ = write!(items, r#"{{"{key}":{position},"status":{status},"error":"{}"}}"#, e.code());
+                    continue;
+                }
+                let start = items.len();
                 let mut v = e.body();
                 v[key] = json!(position);
-                v["status"] = json!(e.status().as_u16());
+                v["status"] = json!(status);
                 serde_json::to_writer(&mut items, &v).expect("a JSON value serialises");
+                if items.len() - start > MAX_ERROR_DETAIL_BYTES {
+                    items.truncate(start);
+                    let message = crate::schema::clip(&e.to_string(), MAX_ERROR_MESSAGE);
+                    let v = json!({ key: position, "status": status, "error": e.code(), "message": message, "truncated": true });
+                    serde_json::to_writer(&mut items, &v).expect("a JSON value serialises");
+                }
             }
         }
     }
-    let mut body = format!(r#"{{"accepted":{accepted},"rejected":{rejected},"results":["#).into_bytes();
+    let mut body = format!(
+        r#"{{"accepted":{accepted},"rejected":{rejected},"errors_without_detail":{without_detail},"results":["#
+    )
+    .into_bytes();
     body.extend_from_slice(&items);
     body.extend_from_slice(b"]}");
     (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(results: Vec<Result<String, ApiError>>) -> (Value, usize) {
+        let res = batch_response(results.into_iter().enumerate().map(|(i, r)| ("line", i + 1, r)));
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (serde_json::from_slice(&bytes).unwrap(), bytes.len())
+    }
+
+    #[tokio::test]
+    async fn errors_past_the_first_ones_are_summarised_and_huge_ones_cut() {
+        let huge = ApiError::BadRequest("x".repeat(1 << 20));
+        let n = MAX_DETAILED_ERRORS + 50;
+        let mut results: Vec<_> = (0..n).map(|_| Err(huge.clone())).collect();
+        results.push(Ok("an-id".into()));
+        let (v, size) = answer(results).await;
+        assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(1), Some(n as u64)));
+        assert_eq!(v["errors_without_detail"], 50);
+        let r = v["results"].as_array().unwrap();
+        assert_eq!(r[0]["truncated"], true);
+        assert!(r[0]["message"].as_str().unwrap().len() <= MAX_ERROR_MESSAGE + "…".len());
+        assert_eq!(
+            r[MAX_DETAILED_ERRORS],
+            json!({ "line": MAX_DETAILED_ERRORS + 1, "status": 400, "error": "bad_request" })
+        );
+        assert_eq!(r[n], json!({ "line": n + 1, "status": 202, "id": "an-id" }));
+        assert!(size < MAX_DETAILED_ERRORS * MAX_ERROR_DETAIL_BYTES + n * 100, "{size}");
+    }
+
+    #[tokio::test]
+    async fn small_errors_keep_their_detail() {
+        let e = ApiError::UnknownType { name: "a/b".into(), suggestions: vec!["a/c".into()] };
+        let (v, _) = answer(vec![Err(e)]).await;
+        assert_eq!(v["results"][0]["did_you_mean"], json!(["a/c"]));
+        assert_eq!(v["errors_without_detail"], 0);
+    }
 }

@@ -20,6 +20,12 @@ pub enum ApiError {
     MalformedJson { line: usize, column: usize, message: String },
     #[error("body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the batch has more than {limit} items (the limit per request); split it")]
+    TooManyItems { limit: usize },
+    #[error("{limit} subscriber ids exist; remove one (DELETE its subscriptions) before adding another")]
+    TooManySubscribers { limit: usize },
+    #[error("{limit} event streams are open; retry later")]
+    TooManyConnections { limit: usize },
     #[error("content type {got:?} is not accepted here; send {expected}")]
     UnsupportedMediaType { got: Option<String>, expected: &'static str },
     #[error("not a valid CloudEvent: {message}")]
@@ -72,6 +78,9 @@ impl ApiError {
             ApiError::UnknownType { .. } => "unknown_event_type",
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::TooManyItems { .. } => "too_many_items",
+            ApiError::TooManySubscribers { .. } => "too_many_subscribers",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::InvalidCloudEvent { .. } => "invalid_cloudevent",
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
@@ -107,7 +116,9 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::IdTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownType { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManySubscribers { .. } => StatusCode::CONFLICT,
+            ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -151,6 +162,11 @@ impl ApiError {
             ApiError::IdTooLong { field, limit } => {
                 m.insert("field".into(), json!(field));
                 m.insert("limit_bytes".into(), json!(limit));
+            }
+            ApiError::TooManyItems { limit }
+            | ApiError::TooManySubscribers { limit }
+            | ApiError::TooManyConnections { limit } => {
+                m.insert("limit".into(), json!(limit));
             }
             ApiError::UnsupportedMediaType { expected, .. } => {
                 m.insert("expected".into(), json!(expected));
@@ -210,7 +226,7 @@ impl From<crate::router::AcceptError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::Overloaded = self {
+        if let ApiError::Overloaded | ApiError::TooManyConnections { .. } = self {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         if let ApiError::Unauthorized = self {

@@ -12,13 +12,20 @@
 //!
 //! A listener or actor that connects or leaves emits `message-listener-connected` /
 //! `message-listener-disconnected` with `subscriber_id` and `channels`.
+//!
+//! Limits: a message (and a frame) sent in over either WebSocket is at most
+//! `ingest.max_body_bytes`, like an HTTP body (a larger one ends the connection); what is
+//! sent in is ingestion and obeys the ingestion tokens (see [`super::auth`]); `/events`
+//! listeners count against `subscribers.max_connections`; subscriber ids and timeouts are
+//! bounded by [`crate::workflow::actors`].
 
-use super::{ApiError, AppState};
+use super::subscribe::capped;
+use super::{ApiError, AppState, Grant};
 use crate::workflow::actors::{ActorError, Subscription};
 use crate::workflow::WorkflowError;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
@@ -34,6 +41,8 @@ impl From<ActorError> for ApiError {
         match e {
             ActorError::Unknown(id) => ApiError::UnknownSubscriber { id },
             ActorError::AlreadyConnected(id) => ApiError::AlreadyConnected { id },
+            ActorError::TooMany(limit) => ApiError::TooManySubscribers { limit },
+            ActorError::BadTimeout(_) => ApiError::BadRequest(e.to_string()),
             ActorError::Io(detail) => ApiError::Internal(format!("subscribers: {detail}")),
         }
     }
@@ -59,14 +68,18 @@ pub struct ShowParams {
 pub async fn listen(
     State(state): State<Arc<AppState>>,
     Query(params): Query<ShowParams>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
     let show: Vec<String> =
         params.show.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "*").map(String::from).collect();
     let id = params.id.unwrap_or_else(|| format!("listener-{}", uuid::Uuid::now_v7()));
+    let grant = state.auth.fixinventory_grant(&headers);
+    let slot = state.streams.take()?;
     // Subscribed before the 101, like /v1/subscribe: nothing accepted after the handshake is missed.
     let rx = state.pipeline.bus.subscribe();
-    ws.on_upgrade(move |socket| async move {
+    Ok(capped(ws, state.limits.max_body_bytes).on_upgrade(move |socket| async move {
+        let _slot = slot;
         listener_connected(&state, &id, &show, true).await;
         let (mut tx, mut incoming) = socket.split();
         let mut rx = rx;
@@ -92,7 +105,7 @@ pub async fn listen(
                 }
                 msg = incoming.next() => match msg {
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(e) = ingest_message(&state, &text).await {
+                        if let Err(e) = ingest_message(&state, &grant, &text).await {
                             if tx.send(Message::Text(e.body().to_string().into())).await.is_err() { break; }
                         }
                     }
@@ -102,17 +115,19 @@ pub async fn listen(
             }
         }
         listener_connected(&state, &id, &show, false).await;
-    })
+    }))
 }
 
 /// `GET /subscriber/{id}/handle`: one connection per subscriber (a second gets 409).
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let grant = state.auth.fixinventory_grant(&headers);
     let (n, mut outgoing, channels) = state.workflows.actors.connect(&id)?;
-    Ok(ws.on_upgrade(move |socket| async move {
+    Ok(capped(ws, state.limits.max_body_bytes).on_upgrade(move |socket| async move {
         listener_connected(&state, &id, &channels, true).await;
         let (mut tx, mut incoming) = socket.split();
         loop {
@@ -123,7 +138,7 @@ pub async fn handle(
                 },
                 msg = incoming.next() => match msg {
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(e) = answer(&state, &id, &text).await {
+                        if let Err(e) = answer(&state, &grant, &id, &text).await {
                             if tx.send(Message::Text(e.body().to_string().into())).await.is_err() { break; }
                         }
                     }
@@ -139,8 +154,8 @@ pub async fn handle(
 
 /// An actor's message: ingested as an event; an `action_done` / `action_error` also answers
 /// its step (named by `data.task` and `data.step`, or the message type).
-async fn answer(state: &AppState, id: &str, text: &str) -> Result<(), ApiError> {
-    let message = ingest_message(state, text).await?;
+async fn answer(state: &AppState, grant: &Result<Grant, ApiError>, id: &str, text: &str) -> Result<(), ApiError> {
+    let message = ingest_message(state, grant, text).await?;
     let kind = message["kind"].as_str().unwrap_or_default();
     if matches!(kind, "action_done" | "action_error") {
         let data = &message["data"];
@@ -151,13 +166,16 @@ async fn answer(state: &AppState, id: &str, text: &str) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// Validates and accepts one `{"kind","message_type","data"}` message as `fixinventory/<message_type>`.
-async fn ingest_message(state: &AppState, text: &str) -> Result<Value, ApiError> {
+/// Validates and accepts one `{"kind","message_type","data"}` message as
+/// `fixinventory/<message_type>`, if the connection's `grant` (see
+/// [`super::Auth::fixinventory_grant`]) allows it.
+async fn ingest_message(state: &AppState, grant: &Result<Grant, ApiError>, text: &str) -> Result<Value, ApiError> {
+    let grant = grant.as_ref().map_err(ApiError::clone)?;
     let message = super::body::parse_json(text.as_bytes())?;
     let Some(message_type) = message["message_type"].as_str() else {
         return Err(ApiError::BadRequest("a message is {\"kind\", \"message_type\", \"data\"}".into()));
     };
-    state.emit_internal(&format!("fixinventory/{message_type}"), message.clone(), SOURCE).await?;
+    state.ingest_tree(grant, &format!("fixinventory/{message_type}"), message.clone(), SOURCE).await?;
     Ok(message)
 }
 

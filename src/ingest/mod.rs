@@ -29,7 +29,9 @@ mod schemas;
 mod subscribe;
 
 pub use auth::{Auth, AuthError, Grant};
+pub use cloudevents::{MAX_DETAILED_ERRORS, MAX_ERROR_DETAIL_BYTES, MAX_ERROR_MESSAGE};
 pub use error::ApiError;
+pub use subscribe::StreamSlots;
 
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub wasm_cache: std::path::PathBuf,
     /// The admin and ingestion tokens.
     pub auth: Auth,
+    /// Open event streams (`/v1/subscribe`, `/events`), capped by `subscribers.max_connections`.
+    pub streams: Arc<subscribe::StreamSlots>,
 }
 
 impl AppState {
@@ -113,11 +117,20 @@ impl AppState {
         data: serde_json::Value,
         source: &str,
     ) -> Result<String, ApiError> {
+        self.ingest_tree(&Grant::default(), type_name, data, source).await
+    }
+
+    /// Accepts an already parsed event that `grant`'s holder sent from `source` (a Fix
+    /// Inventory message), counted like any other.
+    pub async fn ingest_tree(
+        &self,
+        grant: &Grant,
+        type_name: &str,
+        data: serde_json::Value,
+        source: &str,
+    ) -> Result<String, ApiError> {
         let envelope = events::Envelope { source: Some(source.to_string()), ..events::Envelope::default() };
-        self.count(
-            self.admit_one(&Grant::default(), events::prepare(self, type_name, events::Data::Tree(data), envelope))
-                .await,
-        )
+        self.count(self.admit_one(grant, events::prepare(self, type_name, events::Data::Tree(data), envelope)).await)
     }
 
     async fn admit_one(&self, grant: &Grant, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
@@ -137,13 +150,18 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     // Ingestion finds the token's grant; admin endpoints need the admin token (see [`auth`]).
     let ingest = || axum::middleware::from_fn_with_state(state.clone(), auth::ingest_grant);
     let admin = || axum::middleware::from_fn_with_state(state.clone(), auth::require_admin);
+    let fixinventory = || axum::middleware::from_fn_with_state(state.clone(), auth::require_fixinventory);
     axum::Router::new()
         .route("/v1/events", post(cloudevents::post).route_layer(ingest()))
         .route("/v1/events/{*type}", post(events::post_native).route_layer(ingest()).get(events::status))
         .route("/v1/rpc/{*type}", post(rpc::call).route_layer(ingest()))
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{*type}", get(schemas::get))
-        .route("/v1/subscribe", get(subscribe::subscribe))
+        .route(
+            "/v1/subscribe",
+            get(subscribe::subscribe)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_subscribe)),
+        )
         .route("/v1/dead-letters", get(ops::dead_letters).delete(ops::purge).route_layer(admin()))
         .route("/v1/dead-letters/replay", post(ops::replay).route_layer(admin()))
         .route("/v1/dead-letters/{id}", get(ops::dead_letter).delete(ops::purge_one).route_layer(admin()))
@@ -165,11 +183,14 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/v1/workflows", get(fixinventory::workflows))
         .route("/v1/tasks", get(fixinventory::tasks))
         .route("/v1/tasks/{id}", get(fixinventory::task))
-        .route("/events", get(fixinventory::listen))
-        .route("/subscribers", get(fixinventory::subscribers))
-        .route("/subscriber/{id}", get(fixinventory::subscriber).put(fixinventory::replace))
-        .route("/subscriber/{id}/handle", get(fixinventory::handle))
-        .route("/subscriber/{id}/{message_type}", post(fixinventory::subscribe).delete(fixinventory::unsubscribe))
+        .route("/events", get(fixinventory::listen).route_layer(fixinventory()))
+        .route("/subscribers", get(fixinventory::subscribers).route_layer(fixinventory()))
+        .route("/subscriber/{id}", get(fixinventory::subscriber).put(fixinventory::replace).route_layer(fixinventory()))
+        .route("/subscriber/{id}/handle", get(fixinventory::handle).route_layer(fixinventory()))
+        .route(
+            "/subscriber/{id}/{message_type}",
+            post(fixinventory::subscribe).delete(fixinventory::unsubscribe).route_layer(fixinventory()),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))

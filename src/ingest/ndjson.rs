@@ -25,12 +25,19 @@ struct Line<'a> {
 }
 
 pub async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Response {
-    let (lines, prepared): (Vec<usize>, Vec<_>) = bytes
+    let limit = state.limits.max_batch_items;
+    let items: Vec<(usize, &[u8])> = bytes
         .split(|&b| b == b'\n')
         .enumerate()
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, l)| (i + 1, one(state, l)))
-        .unzip();
+        .map(|(i, l)| (i + 1, l))
+        .take(limit + 1)
+        .collect();
+    // Counted before any line is parsed: one request's work is bounded by the item cap.
+    if items.len() > limit {
+        return state.answer(Err(ApiError::TooManyItems { limit }));
+    }
+    let (lines, prepared): (Vec<usize>, Vec<_>) = items.into_iter().map(|(n, l)| (n, one(state, l))).unzip();
     let results = state.admit(grant, prepared).await;
     batch_response(lines.into_iter().zip(results).map(|(line, r)| ("line", line, state.count(r))))
 }

@@ -115,8 +115,11 @@ pub async fn openapi(State(state): State<Arc<AppState>>) -> Response {
             }},
             "/v1/subscribe": { "get": {
                 "summary": "WebSocket stream of routed events",
-                "parameters": [{ "name": "types", "in": "query", "schema": { "type": "string" }, "description": "comma-separated globs" }],
-                "responses": { "101": { "description": "switching to WebSocket" }, "400": error }
+                "parameters": [
+                    { "name": "types", "in": "query", "schema": { "type": "string", "maxLength": crate::router::pattern::MAX_PATTERN_LEN }, "description": "comma-separated globs" },
+                    { "name": "regex", "in": "query", "schema": { "type": "string", "maxLength": crate::router::pattern::MAX_PATTERN_LEN }, "description": "a regex instead of globs" }
+                ],
+                "responses": { "101": { "description": "switching to WebSocket" }, "400": error, "401": error, "403": error, "503": error }
             }},
             "/v1/rpc/{type}": { "post": {
                 "summary": "Infrahub request/response: accept the request, answer with its response event",

@@ -110,12 +110,7 @@ pub async fn upload(
     Path(name): Path<String>,
     mut form: Multipart,
 ) -> Result<Response, ApiError> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(ApiError::BadRequest("a plugin name is 1-64 of a-z 0-9 -".into()));
-    }
+    check_name(&name)?;
     let (mut manifest, mut component) = (None, None);
     while let Some(field) = form.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))? {
         let part = field.name().unwrap_or_default().to_string();
@@ -188,6 +183,7 @@ pub async fn upload(
 /// `DELETE /v1/plugins/{name}`: an uploaded plugin stops getting events (retries already
 /// scheduled finish) and is not loaded at the next start.
 pub async fn delete(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    check_name(&name)?;
     let toml_path = state.uploads.join(format!("{name}.toml"));
     let core = state.pipeline.core();
     if !toml_path.exists() {
@@ -210,6 +206,22 @@ async fn announce(state: &AppState, name: &str, revision: &str) {
                        "data": { "id": format!("plugin:{name}"), "revision": revision } });
     if let Err(e) = state.emit_internal("fixinventory/config-updated", body, "eventyard:plugins").await {
         tracing::warn!(plugin = name, error = %e, "config-updated for a plugin change not accepted");
+    }
+}
+
+/// Longest plugin name: it becomes file names under the uploads directory.
+pub const MAX_PLUGIN_NAME: usize = 64;
+
+/// A plugin name as `PUT` and `DELETE` accept it: 1 to [`MAX_PLUGIN_NAME`] of `a-z 0-9 -`,
+/// so it names a file in the uploads directory and nothing outside it (`..%2F` arrives here
+/// decoded as `../`).
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_PLUGIN_NAME
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    match ok {
+        true => Ok(()),
+        false => Err(ApiError::BadRequest(format!("a plugin name is 1-{MAX_PLUGIN_NAME} of a-z 0-9 -"))),
     }
 }
 
@@ -239,4 +251,19 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn plugin_names_cannot_leave_the_uploads_directory() {
+        for bad in ["", "../victim", "..", "a/b", "a.b", "A", &"a".repeat(super::MAX_PLUGIN_NAME + 1)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["echo", "my-plugin-2", &"a".repeat(super::MAX_PLUGIN_NAME)] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
 }

@@ -7,6 +7,36 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
+/// Longest pattern (a regex, or a comma-separated glob list) a subscriber or route may give:
+/// type names are short, so a longer pattern is a mistake or an attempt to make compiling
+/// it expensive.
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// Memory a compiled regex may take (regex's `size_limit`; its default is 10 MiB per
+/// regex). Matching type names needs a few KiB; a pattern built to blow up (`a{1000}{1000}`)
+/// is refused at compile time instead.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Cache of a regex's lazy DFA (regex's `dfa_size_limit`, default 2 MiB), held for as long as
+/// the subscriber or route lives.
+pub const REGEX_DFA_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Why a pattern was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("the pattern is {0} bytes; the limit is {MAX_PATTERN_LEN}")]
+    TooLong(usize),
+    #[error(transparent)]
+    Regex(#[from] regex::Error),
+}
+
+/// Compiles a subscriber's or route's regex within [`MAX_PATTERN_LEN`],
+/// [`REGEX_SIZE_LIMIT`] and [`REGEX_DFA_SIZE_LIMIT`].
+pub fn compile_regex(pattern: &str) -> Result<regex::Regex, PatternError> {
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Err(PatternError::TooLong(pattern.len()));
+    }
+    Ok(regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_DFA_SIZE_LIMIT).build()?)
+}
+
 /// A route's or subscriber's choice of event types.
 #[derive(Debug, Clone)]
 pub enum Matcher {
@@ -94,5 +124,15 @@ mod tests {
         let r = Matcher::Regex(regex::Regex::new("^idem-(low|high)$").unwrap());
         assert!(r.matches("idem/idem-low") && r.matches("idem/idem-high") && !r.matches("idem/idem-state"));
         assert!(Matcher::Regex(regex::Regex::new("^infrahub/").unwrap()).matches("infrahub/git.file.get"));
+    }
+
+    #[test]
+    fn regexes_are_compiled_within_their_limits() {
+        use super::{compile_regex, PatternError, MAX_PATTERN_LEN};
+        assert!(compile_regex("^idem-(low|high)$").unwrap().is_match("idem-low"));
+        // Tiny to write, megabytes to compile: refused by the size limit, not compiled.
+        assert!(matches!(compile_regex("a{1000}{1000}"), Err(PatternError::Regex(_))));
+        assert!(matches!(compile_regex(&"a".repeat(MAX_PATTERN_LEN + 1)), Err(PatternError::TooLong(_))));
+        assert!(compile_regex(&"a".repeat(MAX_PATTERN_LEN)).is_ok());
     }
 }

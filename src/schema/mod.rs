@@ -4,7 +4,7 @@
 mod registry;
 pub mod tape;
 
-pub use registry::{EventType, Registry, Strictness};
+pub use registry::{clip, EventType, Registry, Strictness};
 
 use serde::Serialize;
 

@@ -15,6 +15,15 @@ use tokio::sync::mpsc;
 
 /// A subscriber's timeout when it gives none (seconds), as Fix Inventory's default.
 pub const DEFAULT_SUBSCRIPTION_TIMEOUT_SECS: u64 = 60;
+/// Longest timeout a subscriber may ask for (seconds): a day, longer than any collect run,
+/// and far from where adding it to a clock overflows (`?timeout=9223372036854775808` made
+/// every run of the workflow panic). Past it `POST`/`PUT` answer 400; a longer one saved by
+/// an older version is cut to it when loaded.
+pub const MAX_SUBSCRIPTION_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Subscriber ids known at once (with subscriptions, connected, or with actions pending):
+/// each is memory and a line of `subscribers.json`, and ids are free for anyone to make up.
+/// Past it a new id is refused with 409 `too_many_subscribers`; known ids keep working.
+pub const MAX_SUBSCRIBERS: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Subscription {
@@ -41,6 +50,10 @@ pub enum ActorError {
     Unknown(String),
     #[error("subscriber `{0}` is already connected")]
     AlreadyConnected(String),
+    #[error("{0} subscriber ids exist already")]
+    TooMany(usize),
+    #[error("timeout {0} s is longer than the limit of {MAX_SUBSCRIPTION_TIMEOUT_SECS} s")]
+    BadTimeout(u64),
     #[error("{0}")]
     Io(String),
 }
@@ -101,7 +114,11 @@ impl Actors {
                 Ok(bytes) => {
                     let saved: BTreeMap<String, BTreeMap<String, Subscription>> = serde_json::from_slice(&bytes)
                         .map_err(|e| ActorError::Io(format!("{}: {e}", path.display())))?;
-                    for (id, subscriptions) in saved {
+                    for (id, mut subscriptions) in saved {
+                        for s in subscriptions.values_mut().filter(|s| s.timeout > MAX_SUBSCRIPTION_TIMEOUT_SECS) {
+                            tracing::warn!(subscriber = %id, step = %s.message_type, timeout = s.timeout, "saved subscription timeout cut to {MAX_SUBSCRIPTION_TIMEOUT_SECS} s");
+                            s.timeout = MAX_SUBSCRIPTION_TIMEOUT_SECS;
+                        }
                         inner.actors.insert(id, Actor { subscriptions, ..Actor::default() });
                     }
                 }
@@ -118,6 +135,7 @@ impl Actors {
 
     /// Adds or replaces one subscription of `id`.
     pub fn subscribe(&self, id: &str, sub: Subscription) -> Result<SubscriberView, ActorError> {
+        checked_timeout(&sub)?;
         self.change(id, |a| {
             a.subscriptions.insert(sub.message_type.clone(), sub);
         })
@@ -135,14 +153,17 @@ impl Actors {
 
     /// Replaces every subscription of `id`.
     pub fn replace(&self, id: &str, subs: Vec<Subscription>) -> Result<SubscriberView, ActorError> {
+        subs.iter().try_for_each(checked_timeout)?;
         self.change(id, |a| a.subscriptions = subs.into_iter().map(|s| (s.message_type.clone(), s)).collect())
     }
 
     fn change(&self, id: &str, f: impl FnOnce(&mut Actor)) -> Result<SubscriberView, ActorError> {
         let mut inner = self.lock();
-        f(inner.actors.entry(id.to_string()).or_default());
+        f(actor(&mut inner, id)?);
         self.save(&inner)?;
-        Ok(view(id, &inner.actors[id]))
+        let shown = view(id, &inner.actors[id]);
+        forget_if_idle(&mut inner, id);
+        Ok(shown)
     }
 
     /// Writes the subscriptions (temporary file, fsync, rename): a crash keeps the old or the new set.
@@ -179,7 +200,7 @@ impl Actors {
         let mut inner = self.lock();
         inner.connections += 1;
         let n = inner.connections;
-        let actor = inner.actors.entry(id.to_string()).or_default();
+        let actor = actor(&mut inner, id)?;
         if actor.channel.as_ref().is_some_and(|(_, tx)| !tx.is_closed()) {
             return Err(ActorError::AlreadyConnected(id.to_string()));
         }
@@ -199,7 +220,9 @@ impl Actors {
         if actor.channel.as_ref().is_some_and(|(k, _)| *k == n) {
             actor.channel = None;
         }
-        actor.subscriptions.keys().cloned().collect()
+        let channels = actor.subscriptions.keys().cloned().collect();
+        forget_if_idle(&mut inner, id);
+        channels
     }
 
     /// Sends a step's action to every subscriber of `step`; returns those the step waits
@@ -249,11 +272,96 @@ impl Actors {
     }
 }
 
+/// When a subscriber's wait that starts at `start` ends: `timeout` seconds later (capped at
+/// [`MAX_SUBSCRIPTION_TIMEOUT_SECS`], added without overflowing).
+pub fn deadline(start: tokio::time::Instant, timeout: u64) -> tokio::time::Instant {
+    let cap = std::time::Duration::from_secs(MAX_SUBSCRIPTION_TIMEOUT_SECS);
+    let wait = std::time::Duration::from_secs(timeout).min(cap);
+    start.checked_add(wait).or_else(|| start.checked_add(cap)).unwrap_or(start)
+}
+
+/// `id`'s entry, made if new and there is room under [`MAX_SUBSCRIBERS`].
+fn actor<'a>(inner: &'a mut Inner, id: &str) -> Result<&'a mut Actor, ActorError> {
+    if !inner.actors.contains_key(id) && inner.actors.len() >= MAX_SUBSCRIBERS {
+        return Err(ActorError::TooMany(MAX_SUBSCRIBERS));
+    }
+    Ok(inner.actors.entry(id.to_string()).or_default())
+}
+
+/// Drops `id` when nothing is left of it (no subscription, connection or pending action), so
+/// ids that connected once or unsubscribed from everything do not count against
+/// [`MAX_SUBSCRIBERS`].
+fn forget_if_idle(inner: &mut Inner, id: &str) {
+    if inner.actors.get(id).is_some_and(|a| a.subscriptions.is_empty() && a.channel.is_none() && a.pending.is_empty()) {
+        inner.actors.remove(id);
+    }
+}
+
+fn checked_timeout(sub: &Subscription) -> Result<(), ActorError> {
+    match sub.timeout > MAX_SUBSCRIPTION_TIMEOUT_SECS {
+        true => Err(ActorError::BadTimeout(sub.timeout)),
+        false => Ok(()),
+    }
+}
+
 fn view(id: &str, a: &Actor) -> SubscriberView {
     SubscriberView {
         id: id.to_string(),
         subscriptions: a.subscriptions.clone(),
         connected: a.channel.as_ref().is_some_and(|(_, tx)| !tx.is_closed()),
         pending_actions: a.pending.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(timeout: u64) -> Subscription {
+        Subscription { message_type: "collect".into(), wait_for_completion: true, timeout }
+    }
+
+    #[test]
+    fn timeouts_past_the_cap_are_refused_and_clamped_when_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("subscribers.json");
+        let actors = Actors::open(Some(file.clone())).unwrap();
+        assert_eq!(actors.subscribe("w", sub(u64::MAX / 2 + 1)).unwrap_err(), ActorError::BadTimeout(u64::MAX / 2 + 1));
+        assert_eq!(
+            actors.replace("w", vec![sub(MAX_SUBSCRIPTION_TIMEOUT_SECS + 1)]).unwrap_err(),
+            ActorError::BadTimeout(MAX_SUBSCRIPTION_TIMEOUT_SECS + 1)
+        );
+        assert!(actors.subscribe("w", sub(MAX_SUBSCRIPTION_TIMEOUT_SECS)).is_ok());
+        // A file an older version wrote, with the overflowing timeout of the issue.
+        std::fs::write(&file, r#"{"w": {"collect": {"message_type": "collect", "timeout": 9223372036854775808}}}"#)
+            .unwrap();
+        let loaded = Actors::open(Some(file)).unwrap();
+        assert_eq!(loaded.get("w").unwrap().subscriptions["collect"].timeout, MAX_SUBSCRIPTION_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = tokio::time::Instant::now();
+        let cap = std::time::Duration::from_secs(MAX_SUBSCRIPTION_TIMEOUT_SECS);
+        assert_eq!(deadline(now, u64::MAX), now + cap);
+        assert_eq!(deadline(now, 10), now + std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn subscriber_ids_are_bounded_and_idle_ones_forgotten() {
+        let actors = Actors::open(None).unwrap();
+        for i in 0..MAX_SUBSCRIBERS {
+            actors.subscribe(&format!("w{i}"), sub(1)).unwrap();
+        }
+        assert_eq!(actors.subscribe("one-more", sub(1)).unwrap_err(), ActorError::TooMany(MAX_SUBSCRIBERS));
+        assert_eq!(actors.connect("one-more").unwrap_err(), ActorError::TooMany(MAX_SUBSCRIBERS));
+        assert!(actors.subscribe("w0", sub(2)).is_ok(), "known ids keep working");
+        // Unsubscribing from everything frees the id.
+        actors.unsubscribe("w0", "collect").unwrap();
+        assert!(actors.get("w0").is_none());
+        let (n, _rx, _) = actors.connect("one-more").unwrap();
+        assert!(actors.connect("another").is_err());
+        actors.disconnect("one-more", n);
+        assert!(actors.get("one-more").is_none(), "a connection without subscriptions leaves nothing behind");
     }
 }

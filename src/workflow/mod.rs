@@ -306,7 +306,7 @@ impl Workflows {
         // Subscribers: each until its answer or its own timeout.
         let start = Instant::now();
         let mut due: HashMap<String, Instant> =
-            waiting.into_iter().map(|(who, secs)| (who, start + Duration::from_secs(secs))).collect();
+            waiting.into_iter().map(|(who, secs)| (who, actors::deadline(start, secs))).collect();
         while !due.is_empty() {
             let next = *due.values().min().expect("not empty");
             tokio::select! {
