@@ -12,6 +12,7 @@ mod corpus;
 mod durability;
 mod http;
 mod languages;
+mod log_faults;
 mod plugins;
 mod protocols;
 mod sandbox;

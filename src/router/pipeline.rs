@@ -251,6 +251,8 @@ impl Pipeline {
                 Err(e) => Err(e),
             };
             if let Err(e) = durable {
+                // Not processed, even if part of it reached the disk; not pinning compaction.
+                store.abandon(&events);
                 self.core.queue.release(reserve);
                 unclaim(&events);
                 return Err(match e {
@@ -614,6 +616,7 @@ impl Core {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
+        self.dead_letters.render_metrics(out);
         if let Some(store) = &self.store {
             let name = "eventyard_log_bytes";
             let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());
