@@ -275,8 +275,12 @@ pub struct StoreConfig {
     pub group_window_us: u64,
     /// A segment file is closed past this size; finished segments are deleted.
     pub segment_bytes: u64,
-    /// Past this much log on disk, ingestion answers 503 instead of filling the disk.
+    /// Past this much log on disk (segments and the dead-letter file), ingestion answers
+    /// 503 instead of filling the disk.
     pub max_bytes: u64,
+    /// Dead letters kept; past it the oldest is dropped and counted in
+    /// `eventyard_dead_letters_dropped_total`.
+    pub max_dead_letters: usize,
     /// Where the durable state lives: the event log's segments, the dead letters and the
     /// config service's documents (`config/`); default `<data_dir>/log`.
     pub dir: Option<PathBuf>,
@@ -297,6 +301,7 @@ impl Default for StoreConfig {
             group_window_us: 0,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_bytes: DEFAULT_MAX_LOG_BYTES,
+            max_dead_letters: crate::router::dead_letters::DEFAULT_MAX_DEAD_LETTERS,
             dir: None,
         }
     }
@@ -614,6 +619,15 @@ impl Config {
         };
         positive("ingest.max_body_bytes", self.ingest.max_body_bytes)?;
         positive("ingest.max_batch_bytes", self.ingest.max_batch_bytes)?;
+        if self.ingest.max_body_bytes > crate::store::segment::MAX_EVENT_DATA_BYTES {
+            return Err(ConfigError::Invalid {
+                key: "ingest.max_body_bytes",
+                message: format!(
+                    "at most {} (the event log's largest record, less room for the event's fields)",
+                    crate::store::segment::MAX_EVENT_DATA_BYTES
+                ),
+            });
+        }
         positive("subscribers.buffer", self.subscribers.buffer)?;
         positive("ingest.max_batch_items", self.ingest.max_batch_items)?;
         positive("subscribers.max_connections", self.subscribers.max_connections)?;
@@ -622,6 +636,7 @@ impl Config {
         }
         positive("pipeline.queue", self.pipeline.queue)?;
         self.check_arithmetic()?;
+        positive("store.max_dead_letters", self.store.max_dead_letters)?;
         if self.store.segment_bytes < 4096 || self.store.max_bytes < self.store.segment_bytes {
             return Err(ConfigError::Invalid {
                 key: "store",

@@ -89,9 +89,10 @@ pub fn state_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<Ap
         max_bytes: config.store.max_bytes,
     };
     let (store, recovered) = LocalStore::open(&options, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
-    let store: Arc<dyn EventStore> = Arc::new(store);
     let letters = options.dir.join("dead-letters.jsonl");
-    let dead_letters = DeadLetters::open(letters.clone()).map_err(|e| StoreError::io(&letters, e))?;
+    let dead_letters = DeadLetters::open(letters.clone(), config.store.max_dead_letters, store.side_bytes())
+        .map_err(|e| StoreError::io(&letters, e))?;
+    let store: Arc<dyn EventStore> = Arc::new(store);
     let durable = Durable { store, recovered, dead_letters };
     let configs = ConfigDocs::open(options.dir.join("config"))?;
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;

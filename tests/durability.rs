@@ -9,14 +9,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The router as a child process on a free port, with `config` in `dir`.
-struct Router {
-    child: Child,
-    base: String,
+/// The router as a child process on a free port, with `config` in `dir` (data in `dir/data`).
+pub(crate) struct Router {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Router {
-    async fn start(dir: &Path, config: &str) -> Router {
+    pub(crate) async fn start(dir: &Path, config: &str) -> Router {
+        Self::start_logging_to(dir, config, Stdio::inherit()).await
+    }
+
+    /// [`start`](Self::start) with the router's log (stderr) sent to `log`.
+    pub(crate) async fn start_logging_to(dir: &Path, config: &str, log: Stdio) -> Router {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let path = dir.join("eventyard.toml");
         std::fs::write(&path, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{config}")).unwrap();
@@ -24,7 +29,7 @@ impl Router {
             .args(["serve", "--config", path.to_str().unwrap()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -425,7 +430,7 @@ handlers = ["broken"]
 }
 
 /// A route whose handler `boom` is `component` (first the hostile trap, later the fix).
-fn boom(component: &str, mode: &str) -> String {
+pub(crate) fn boom(component: &str, mode: &str) -> String {
     format!(
         r#"
 [[plugin]]

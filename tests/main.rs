@@ -14,6 +14,7 @@ mod http;
 mod inputs;
 mod languages;
 mod limits;
+mod log_faults;
 mod plugins;
 mod protocols;
 mod sandbox;

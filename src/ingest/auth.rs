@@ -1,6 +1,6 @@
 //! Bearer tokens. The admin endpoints (plugins, dead letters, the config service, workflow
 //! runs) need the admin token: configured, or generated at the first start, kept in
-//! `<store dir>/admin-token` (mode 0600) and printed to the log. Ingestion is open unless
+//! `<store dir>/admin-token` (mode 0600), its first characters and the file printed to the log. Ingestion is open unless
 //! `[[auth.ingest]]` tokens are configured; then each request needs one, and each token may
 //! send only the event types its globs match (checked per event, so one batch item of a type
 //! the token may not send fails alone with 403).
@@ -94,6 +94,9 @@ impl Auth {
     }
 }
 
+/// Characters of a generated admin token printed to the log, enough to tell tokens apart.
+pub const TOKEN_SHOWN: usize = 6;
+
 fn stored_admin_token(path: &Path) -> Result<String, AuthError> {
     let err = |e: std::io::Error| AuthError { path: path.display().to_string(), message: e.to_string() };
     match std::fs::read_to_string(path) {
@@ -109,7 +112,8 @@ fn stored_admin_token(path: &Path) -> Result<String, AuthError> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
         f.write_all(token.as_bytes()).and_then(|_| f.sync_all()).map_err(err)?;
     }
-    tracing::warn!(path = %path.display(), "generated the admin token (also in that file): {token}");
+    // Not the token itself: logs are read by more people than the data directory.
+    tracing::warn!(path = %path.display(), "generated the admin token {}… (read it in full from that file, owner-only)", &token[..TOKEN_SHOWN]);
     Ok(token)
 }
 

@@ -62,6 +62,10 @@ pub enum ApiError {
     StaleRevision { id: String, given: String, current: Option<String> },
     #[error("the router is at capacity; retry shortly")]
     Overloaded,
+    #[error("the event log cannot be written now (see the router's log); nothing was accepted, retry shortly")]
+    LogUnavailable,
+    #[error("the body nests deeper than {limit} levels of arrays and objects")]
+    TooDeep { limit: usize },
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -100,6 +104,8 @@ impl ApiError {
             ApiError::StaleRevision { .. } => "stale_revision",
             ApiError::NotFound => "not_found",
             ApiError::Overloaded => "overloaded",
+            ApiError::LogUnavailable => "log_unavailable",
+            ApiError::TooDeep { .. } => "too_deep",
             ApiError::UnknownEvent { .. } => "unknown_event",
             ApiError::UnknownDeadLetter { .. } => "unknown_dead_letter",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -114,6 +120,7 @@ impl ApiError {
             | ApiError::InvalidCloudEvent { .. }
             | ApiError::InvalidBatchLine { .. }
             | ApiError::BadRequest(_)
+            | ApiError::TooDeep { .. }
             | ApiError::IdTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownType { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } | ApiError::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -121,7 +128,7 @@ impl ApiError {
             ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::LogUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } | ApiError::UnknownConfig { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -165,7 +172,8 @@ impl ApiError {
             }
             ApiError::TooManyItems { limit }
             | ApiError::TooManySubscribers { limit }
-            | ApiError::TooManyConnections { limit } => {
+            | ApiError::TooManyConnections { limit }
+            | ApiError::TooDeep { limit } => {
                 m.insert("limit".into(), json!(limit));
             }
             ApiError::UnsupportedMediaType { expected, .. } => {
@@ -218,7 +226,15 @@ impl From<crate::router::AcceptError> for ApiError {
     fn from(e: crate::router::AcceptError) -> Self {
         match e {
             crate::router::AcceptError::Overloaded => ApiError::Overloaded,
-            crate::router::AcceptError::Store(e) => ApiError::Internal(format!("event log: {e}")),
+            // Too large for a log record: the producer's to fix. Anything else (disk full,
+            // EIO) is the router's and passes: 503 with Retry-After, nothing was accepted.
+            crate::router::AcceptError::Store(crate::store::StoreError::TooLarge { limit, .. }) => {
+                ApiError::PayloadTooLarge { limit: limit as usize }
+            }
+            crate::router::AcceptError::Store(e) => {
+                tracing::error!(error = %e, "event log unavailable; answering 503");
+                ApiError::LogUnavailable
+            }
         }
     }
 }
@@ -226,7 +242,7 @@ impl From<crate::router::AcceptError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::Overloaded | ApiError::TooManyConnections { .. } = self {
+        if let ApiError::Overloaded | ApiError::LogUnavailable | ApiError::TooManyConnections { .. } = self {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         if let ApiError::Unauthorized = self {

@@ -55,8 +55,12 @@ pub fn prepare_typed(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Resu
         Data::Text(text) => crate::router::Body::check(ty, text.into()).map_err(|r| match r {
             Rejection::NotJson(e) => body::malformed(&e),
             Rejection::Invalid(errors) => ApiError::Validation { type_name: ty.name.to_string(), errors },
+            Rejection::TooDeep { limit } => ApiError::TooDeep { limit },
         })?,
         Data::Tree(value) => {
+            if crate::router::body::too_deep(&value) {
+                return Err(ApiError::TooDeep { limit: crate::router::body::MAX_DATA_DEPTH });
+            }
             if let Err(errors) = ty.validate(&value) {
                 return Err(ApiError::Validation { type_name: ty.name.to_string(), errors });
             }

@@ -170,7 +170,7 @@ pub async fn upload(
         .map(|(i, r)| crate::server::route(i, r, std::slice::from_ref(&plugin)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    std::fs::create_dir_all(&state.uploads).map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::store::files::private_dir(&state.uploads).map_err(|e| ApiError::Internal(e.to_string()))?;
     write_atomically(&wasm_path, &component)?;
     write_atomically(&toml_path, manifest.as_bytes())?;
     let revision = plugin.revision().0;
@@ -240,17 +240,9 @@ fn engine(state: &AppState) -> Result<Arc<crate::wasm::WasmEngine>, ApiError> {
     Ok(engine.clone().expect("set above"))
 }
 
-/// Write beside, fsync, rename: a crash leaves the old file or the new one.
+/// A crash leaves the old file or the new one; owner-only ([`crate::store::files`]).
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
+    crate::store::files::write_atomic(path, bytes).map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

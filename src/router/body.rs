@@ -13,6 +13,25 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
+/// Deepest nesting of arrays and objects in an event's data. Why this number: the log and
+/// the dead-letter file store the data two JSON levels down (`{"event": {"data": ...}}`)
+/// and read it back with serde_json, whose recursion limit is 128 levels; so 126 is the
+/// most that is certain to come back after a restart. Deeper data is refused when it
+/// arrives (400 `too_deep`), never skipped at recovery.
+pub const MAX_DATA_DEPTH: usize = 126;
+
+/// Whether `value` nests deeper than [`MAX_DATA_DEPTH`] (for data that arrives parsed).
+pub fn too_deep(value: &Value) -> bool {
+    fn deeper(v: &Value, room: usize) -> bool {
+        match v {
+            Value::Array(items) => room == 0 || items.iter().any(|i| deeper(i, room - 1)),
+            Value::Object(members) => room == 0 || members.values().any(|m| deeper(m, room - 1)),
+            _ => false,
+        }
+    }
+    deeper(value, MAX_DATA_DEPTH)
+}
+
 pub struct Body {
     text: Arc<str>,
     /// Parsed on first use (the text is valid JSON by construction).
@@ -44,9 +63,13 @@ impl Correlation {
 
 impl Body {
     /// Validates `text` as a `ty` in place and keeps it (no tree is built): the body and
-    /// the priority it carries (`meta.priority`, else its type's).
+    /// the priority it carries (`meta.priority`, else its type's). Data nesting deeper
+    /// than [`MAX_DATA_DEPTH`] is refused: the log could not read it back.
     pub fn check(ty: &EventType, text: Arc<str>) -> Result<(Body, u8), Rejection> {
         let tape = ty.check(&text)?;
+        if tape.deeper_than(MAX_DATA_DEPTH) {
+            return Err(Rejection::TooDeep { limit: MAX_DATA_DEPTH });
+        }
         let priority = ty.priority_of_tape(&tape);
         let body = Body::read(text.clone(), &tape);
         drop(tape);
@@ -164,6 +187,24 @@ mod tests {
         let body = Body::read(plain.clone(), &Tape::parse(&plain).unwrap());
         assert!(matches!(body.correlation_id, Correlation::Span(..)));
         assert_eq!(body.clone().correlation_id(), Some("ab"));
+    }
+
+    #[test]
+    fn the_deepest_data_accepted_reads_back_inside_a_record_and_one_level_more_is_refused() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let record = |data: &str| format!(r#"{{"record":"event","event":{{"data":{data}}}}}"#);
+        let deepest = nested(MAX_DATA_DEPTH);
+        let tape = Tape::parse(&deepest).unwrap();
+        assert!(!tape.deeper_than(MAX_DATA_DEPTH));
+        assert!(!too_deep(&serde_json::from_str(&deepest).unwrap()));
+        assert!(serde_json::from_str::<Value>(&record(&deepest)).is_ok(), "the record reads back");
+        let deeper = nested(MAX_DATA_DEPTH + 1);
+        assert!(Tape::parse(&deeper).unwrap().deeper_than(MAX_DATA_DEPTH));
+        assert!(too_deep(&serde_json::from_str(&deeper).unwrap()));
+        assert!(serde_json::from_str::<Value>(&record(&deeper)).is_err(), "the limit is exactly serde_json's");
+        let wide = format!("[{}]", vec![nested(3); 200].join(","));
+        assert!(!Tape::parse(&wide).unwrap().deeper_than(MAX_DATA_DEPTH), "many entries, shallow");
+        assert!(!Tape::parse(&wide).unwrap().deeper_than(4) && Tape::parse(&wide).unwrap().deeper_than(3));
     }
 
     #[test]

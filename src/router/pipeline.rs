@@ -352,6 +352,8 @@ impl Pipeline {
                 Err(e) => Err(e),
             };
             if let Err(e) = durable {
+                // Not processed, even if part of it reached the disk; not pinning compaction.
+                store.abandon(&events);
                 self.core.queue.release(reserve);
                 unclaim(&events);
                 return Err(match e {
@@ -812,6 +814,7 @@ impl Core {
             "# HELP {name} Callers of POST /v1/rpc waiting for a response.\n# TYPE {name} gauge\n{name} {}",
             self.rpc.waiting()
         );
+        self.dead_letters.render_metrics(out);
         if let Some(store) = &self.store {
             let name = "eventyard_log_bytes";
             let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());

@@ -36,6 +36,10 @@ fn suggest(s: &[String]) -> String {
 pub enum Rejection {
     NotJson(serde_json::Error),
     Invalid(Vec<Violation>),
+    /// Nests deeper than the router can store and read back (`router::body::MAX_DATA_DEPTH`).
+    TooDeep {
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for Rejection {
@@ -43,6 +47,7 @@ impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejection::NotJson(e) => write!(f, "is not JSON: {e}"),
+            Rejection::TooDeep { limit } => write!(f, "nests deeper than {limit} levels"),
             Rejection::Invalid(violations) => {
                 f.write_str("fails its schema: ")?;
                 for (i, v) in violations.iter().enumerate() {

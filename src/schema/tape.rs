@@ -49,6 +49,27 @@ impl<'s> Tape<'s> {
         Ok(Tape { entries })
     }
 
+    /// Whether arrays and objects nest more than `limit` levels deep (a scalar is 0 deep,
+    /// `[]` 1, `[[1]]` 2). Free for small documents: nesting that deep takes more entries.
+    pub fn deeper_than(&self, limit: usize) -> bool {
+        if self.entries.len() <= limit {
+            return false;
+        }
+        let mut ends: Vec<u32> = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            while ends.last().is_some_and(|&end| end as usize <= i) {
+                ends.pop();
+            }
+            if let Entry::Array { end, .. } | Entry::Object { end, .. } = e {
+                ends.push(*end);
+                if ends.len() > limit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// The whole document.
     pub fn root(&self) -> TapeNode<'_> {
         TapeNode { entries: &self.entries, at: 0 }

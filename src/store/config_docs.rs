@@ -9,8 +9,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -45,7 +43,7 @@ pub struct ConfigDocs {
 
 impl ConfigDocs {
     pub fn open(dir: PathBuf) -> Result<Self, ConfigError> {
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        super::files::private_dir(&dir).map_err(|e| io(&dir, e))?;
         Ok(Self { dir, write: Mutex::new(()) })
     }
 
@@ -81,16 +79,8 @@ impl ConfigDocs {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.check(id, expected)?;
         let doc = ConfigDoc { id: id.to_string(), revision: uuid::Uuid::now_v7().to_string(), config };
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec(&doc).map_err(|e| ConfigError::Io(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| io(&path, e))?;
+        super::files::write_atomic(&path, &body).map_err(|e| io(&path, e))?;
         Ok(doc)
     }
 
@@ -99,7 +89,7 @@ impl ConfigDocs {
         let path = self.path(id)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let doc = self.check(id, expected)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
-        std::fs::remove_file(&path).and_then(|_| File::open(&self.dir)?.sync_all()).map_err(|e| io(&path, e))?;
+        std::fs::remove_file(&path).and_then(|_| super::files::sync_parent(&path)).map_err(|e| io(&path, e))?;
         Ok(doc)
     }
 

@@ -30,6 +30,8 @@ pub struct LocalStore {
     current: Arc<AtomicU64>,
     /// Bytes of all segments on disk.
     bytes: Arc<AtomicU64>,
+    /// Bytes of the other files the bound covers (the dead letters), kept by their owners.
+    side: Arc<AtomicU64>,
     max_bytes: u64,
     tracking: Mutex<Tracking>,
 }
@@ -50,7 +52,7 @@ impl LocalStore {
         routed: impl Fn(&Event) -> bool,
     ) -> Result<(LocalStore, Recovered), StoreError> {
         let dir = &options.dir;
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        super::files::private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         let (recovered, tracking, next, bytes) = recover(dir, routed)?;
         let writer = Writer::open(dir, next, options.durability, options.segment_bytes)?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -61,9 +63,22 @@ impl LocalStore {
             .name("eventyard-log".into())
             .spawn(move || writer.with_bytes(b).run(rx, move |n| cur.store(n, Ordering::Release)))
             .map_err(|e| StoreError::io(dir, e))?;
-        let store = LocalStore { tx, current, bytes, max_bytes: options.max_bytes, tracking: Mutex::new(tracking) };
+        let store = LocalStore {
+            tx,
+            current,
+            bytes,
+            side: Arc::default(),
+            max_bytes: options.max_bytes,
+            tracking: Mutex::new(tracking),
+        };
         store.compact(&mut store.tracking.lock().expect("tracking"));
         Ok((store, recovered))
+    }
+
+    /// A counter of bytes that count in `max_bytes` besides the segments: the dead letters
+    /// keep it at their file's size, so they cannot grow the data directory past the bound.
+    pub fn side_bytes(&self) -> Arc<AtomicU64> {
+        self.side.clone()
     }
 
     fn compact(&self, t: &mut Tracking) {
@@ -77,13 +92,13 @@ impl LocalStore {
 
 impl EventStore for LocalStore {
     fn append(&self, events: &[Event], routed: &[bool]) -> Result<Ack, StoreError> {
-        let bytes = self.bytes.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed) + self.side.load(Ordering::Relaxed);
         if bytes > self.max_bytes {
             return Err(StoreError::Full { bytes });
         }
         let mut frames = Vec::with_capacity(events.len() * 512);
         for event in events {
-            segment::frame_event(event, &mut frames);
+            segment::frame_event(event, &mut frames)?;
         }
         let (ack, rx) = oneshot::channel();
         {
@@ -104,18 +119,24 @@ impl EventStore for LocalStore {
 
     fn complete(&self, event: &Event, outcome: &Outcome) {
         let mut frames = Vec::with_capacity(256);
-        segment::frame(&Record::Done { id: event.id.clone(), outcome: outcome.clone() }, &mut frames);
-        let _ = self.tx.send(Command::Append { frames, ack: None });
-        let mut t = self.tracking.lock().expect("tracking");
-        if let Some(seg) = t.segment_of.remove(&event.id) {
-            if let Some(n) = t.unfinished.get_mut(&seg) {
-                *n -= 1;
-                if *n == 0 {
-                    t.unfinished.remove(&seg);
-                    self.compact(&mut t);
-                }
-            }
+        let done = |outcome| Record::Done { id: event.id.clone(), outcome };
+        if let Err(e) = segment::frame(&done(outcome.bounded()), &mut frames) {
+            // Only a huge id could do this (ids are capped at ingestion): the event is still
+            // finished, its outcome is not kept.
+            tracing::error!(event = %event.id, error = %e, "outcome too large for the log; recorded without it");
+            let _ = segment::frame(&done(Outcome::default()), &mut frames);
         }
+        let _ = self.tx.send(Command::Append { frames, ack: None });
+        self.untrack(std::iter::once(event));
+    }
+
+    fn abandon(&self, events: &[Event]) {
+        let mut frames = Vec::new();
+        let ids = events.iter().map(|e| e.id.clone()).collect();
+        if segment::frame(&Record::Cancelled { ids }, &mut frames).is_ok() {
+            let _ = self.tx.send(Command::Append { frames, ack: None });
+        }
+        self.untrack(events.iter());
     }
 
     fn flush(&self) -> oneshot::Receiver<()> {
@@ -129,11 +150,35 @@ impl EventStore for LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Forgets finished (or abandoned) events; deletes segments nobody needs any more.
+    fn untrack<'a>(&self, events: impl Iterator<Item = &'a Event>) {
+        let mut t = self.tracking.lock().expect("tracking");
+        let mut freed = false;
+        for event in events {
+            let Some(seg) = t.segment_of.remove(&event.id) else { continue };
+            if let Some(n) = t.unfinished.get_mut(&seg) {
+                *n -= 1;
+                if *n == 0 {
+                    t.unfinished.remove(&seg);
+                    freed = true;
+                }
+            }
+        }
+        if freed {
+            self.compact(&mut t);
+        }
+    }
+}
+
 /// Reads every segment, cuts a torn tail, and sorts events into unfinished and finished.
 /// Returns also the tracking of the unfinished, the next segment number and the bytes on disk.
 fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tracking, u64, u64), StoreError> {
     let mut order: Vec<(u64, Event)> = Vec::new();
     let mut done: HashMap<String, Outcome> = HashMap::new();
+    // An event cancelled after it was written (its append failed): the index in `order` up
+    // to which its copies are void.
+    let mut cancelled: HashMap<String, usize> = HashMap::new();
     let mut next = 1;
     let mut bytes = 0;
     for (number, path) in segment::segments(dir)? {
@@ -151,6 +196,11 @@ fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tr
                 Record::Done { id, outcome } => {
                     done.insert(id, outcome);
                 }
+                Record::Cancelled { ids } => {
+                    for id in ids {
+                        cancelled.insert(id, order.len());
+                    }
+                }
             }
         }
         next = number + 1;
@@ -158,8 +208,8 @@ fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tr
     let mut recovered = Recovered::default();
     let mut tracking = Tracking::default();
     let mut seen = std::collections::HashSet::new();
-    for (seg, event) in order {
-        if !seen.insert(event.id.clone()) {
+    for (at, (seg, event)) in order.into_iter().enumerate() {
+        if cancelled.get(&event.id).is_some_and(|&upto| at < upto) || !seen.insert(event.id.clone()) {
             continue;
         }
         match done.remove(&event.id) {
@@ -176,4 +226,48 @@ fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tr
         tracing::info!(events = recovered.pending.len(), "recovered unfinished events from the log");
     }
     Ok((recovered, tracking, next, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            type_name: "t/x".into(),
+            time: time::OffsetDateTime::UNIX_EPOCH,
+            priority: 3,
+            source: None,
+            data: crate::router::Body::from_value(serde_json::json!({"a": 1})),
+            hops: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_append_pins_nothing_and_is_not_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LocalOptions {
+            dir: dir.path().to_path_buf(),
+            durability: Durability::Always,
+            segment_bytes: 4096,
+            max_bytes: 1 << 30,
+        };
+        {
+            let (store, _) = LocalStore::open(&options, |_| true).unwrap();
+            // As if the sync of this append had failed after its bytes reached the file.
+            let lost = [event("lost")];
+            store.append(&lost, &[true]).unwrap().await.unwrap().unwrap();
+            store.abandon(&lost);
+            assert!(store.tracking.lock().unwrap().unfinished.is_empty(), "compaction is not pinned");
+            // The producer retries with the same id, accepted this time.
+            store.append(&lost, &[true]).unwrap().await.unwrap().unwrap();
+            store.append(&[event("kept")], &[true]).unwrap().await.unwrap().unwrap();
+            store.abandon(&[event("gone")]);
+            store.flush().await.unwrap();
+        }
+        let (_store, recovered) = LocalStore::open(&options, |_| true).unwrap();
+        let pending: Vec<&str> = recovered.pending.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(pending, ["lost", "kept"], "the retry after the cancel stands");
+    }
 }

@@ -9,9 +9,11 @@
 //!
 //! - [`segment`]: the local segment log (files, frames, the group-commit writer);
 //! - [`local`]: [`LocalStore`], the segment log as an [`EventStore`] with compaction;
-//! - [`config_docs`]: the config service's documents (one atomically replaced file each).
+//! - [`config_docs`]: the config service's documents (one atomically replaced file each);
+//! - [`files`]: owner-only files and directories, atomic replacement.
 
 pub mod config_docs;
+pub mod files;
 pub mod local;
 pub mod segment;
 
@@ -44,6 +46,9 @@ pub enum StoreError {
     Full { bytes: u64 },
     #[error("the event log is shut down")]
     Closed,
+    /// A record larger than the log's reader takes: refused when made, never written.
+    #[error("a record of {bytes} bytes is larger than the log's limit of {limit} bytes")]
+    TooLarge { bytes: u64, limit: u64 },
 }
 
 impl StoreError {
@@ -60,6 +65,50 @@ pub enum Record {
     Event { event: Event },
     /// The event is finished: processed (possibly with dead letters) by every route.
     Done { id: String, outcome: Outcome },
+    /// These events' append failed (their producers got 503): whatever of them reached the
+    /// disk (a group whose sync failed) is not processed. Applies to records before it only,
+    /// so a producer's retry with the same id, accepted later, stands.
+    Cancelled { ids: Vec<String> },
+}
+
+/// Longest text of an outcome (a failure's message, a drop reason) kept in the log: the
+/// rest is cut at a character boundary and marked. Why: a plugin's error text is the
+/// plugin's to choose; the log keeps what an operator needs, not what an attacker sends.
+pub const MAX_OUTCOME_TEXT_BYTES: usize = 4096;
+/// Most entries of each list of an outcome (emissions, failures, drops) kept in the log;
+/// the per-root work budget keeps real outcomes far below this.
+pub const MAX_OUTCOME_ENTRIES: usize = 10_000;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+pub fn cut_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    const MARK: &str = "…[cut]";
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
+impl Outcome {
+    /// The outcome as the log keeps it: texts and lists capped
+    /// ([`MAX_OUTCOME_TEXT_BYTES`], [`MAX_OUTCOME_ENTRIES`]), so a `Done` record always fits
+    /// in a frame.
+    pub fn bounded(&self) -> Outcome {
+        let text = |t: &str| cut_text(t, MAX_OUTCOME_TEXT_BYTES);
+        Outcome {
+            emitted: self.emitted.iter().take(MAX_OUTCOME_ENTRIES).cloned().collect(),
+            failed: self
+                .failed
+                .iter()
+                .take(MAX_OUTCOME_ENTRIES)
+                .map(|f| FailureNote { message: text(&f.message), ..f.clone() })
+                .collect(),
+            dropped: self.dropped.iter().take(MAX_OUTCOME_ENTRIES).map(|(p, r)| (p.clone(), text(r))).collect(),
+        }
+    }
 }
 
 /// What became of an event: what each plugin emitted and which calls failed for good.
@@ -106,6 +155,12 @@ pub trait EventStore: Send + Sync {
     /// Records that a routed event is finished; not awaited (a crash before it is durable
     /// only means the event is processed again).
     fn complete(&self, event: &Event, outcome: &Outcome);
+    /// These events' append failed (their ack was an error; their producers got 503): they
+    /// are not tracked any more (compaction is not pinned by them) and, if part of them
+    /// reached the disk, recovery will not process them.
+    fn abandon(&self, events: &[Event]) {
+        let _ = events;
+    }
     /// Writes and syncs everything queued (graceful shutdown).
     fn flush(&self) -> oneshot::Receiver<()>;
     /// Bytes in the log not yet compacted away.

@@ -1,17 +1,27 @@
 //! A segment log of our own: numbered append-only files of checksummed records, one
-//! writer thread that commits in groups, recovery that stops at the first torn record, and
-//! compaction that deletes the oldest segments once everything in them is finished.
+//! writer thread that commits in groups, recovery that skips damaged records and cuts only a
+//! torn tail, and compaction that deletes the oldest segments once everything in them is
+//! finished.
 //!
 //! Why our own and not an embedded database: the access pattern is a pure append-only
 //! journal read back only at start-up, where a file append plus one `fdatasync` per group
 //! is the cheapest durable write there is; a B-tree store (redb, sled) would add a
 //! write-ahead log and page writes on top for features we do not use.
 //!
-//! Frame: `len: u32 LE | crc32(payload): u32 LE | payload` (payload = one JSON [`Record`]).
+//! Segment (version 2): [`SEGMENT_MAGIC`], then frames
+//! `FRAME_MAGIC | len: u32 LE | crc32(len bytes ++ payload): u32 LE | payload` (payload = one
+//! JSON [`Record`]). The magic makes frames findable again: a damaged frame in the middle of
+//! a segment (a flipped bit, a bad sector, a record the reader refuses) is skipped and reading
+//! goes on at the next magic with a valid checksum; only damage with nothing valid after it
+//! (a write torn by a crash) is cut off. The magic holds bytes JSON text never contains
+//! (NUL, a raw control character), so it can only appear inside a payload escaped, never raw.
+//!
+//! Version 1 segments (no segment magic; frames `len | crc32(payload) | payload`) written by
+//! earlier versions are still read, the old way: up to the first bad frame.
 
 use super::{Durability, Record, StoreError};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,9 +35,22 @@ use tokio::sync::oneshot;
 /// `fdatasync`s give 1.5x the syncs per second of one at about the same latency.
 pub const SYNCERS: usize = 2;
 
-/// Largest record accepted back at recovery; anything bigger is a torn or foreign write.
+/// Largest record: refused when a record is made ([`StoreError::TooLarge`]), so the
+/// writer never writes what the reader would refuse; at recovery a frame claiming more is
+/// damage. Far above any event the default ingestion limits let in (the config check keeps
+/// `ingest.max_body_bytes` below [`MAX_EVENT_DATA_BYTES`]).
 pub const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
-const HEADER: usize = 8;
+/// Largest event data the log takes: a record's room minus generous space for the event's
+/// id, type, source and the record's own keys.
+pub const MAX_EVENT_DATA_BYTES: usize = MAX_RECORD_BYTES as usize - 64 * 1024;
+/// First bytes of every version-2 segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"\0EYLOG\x02\n";
+/// First bytes of every version-2 frame.
+pub const FRAME_MAGIC: [u8; 4] = *b"\0EY\x02";
+/// A version-2 frame's header: magic, length, checksum.
+const HEADER: usize = 12;
+/// A version-1 frame's header: length, checksum.
+const HEADER_V1: usize = 8;
 
 /// One write request for the writer thread.
 pub enum Command {
@@ -43,8 +66,9 @@ pub enum Command {
 
 /// Frames one accepted event (read back as [`Record::Event`]), written by hand: the data
 /// goes in as the producer's JSON text when it is known, instead of re-serialising the
-/// parsed tree (the costliest step of an append).
-pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
+/// parsed tree (the costliest step of an append). An event too large for a record is refused
+/// here, with nothing left in `out`.
+pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
@@ -66,7 +90,7 @@ pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) {
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(event.data.text().as_bytes());
     out.extend_from_slice(b"}}");
-    finish(out, start);
+    finish(out, start)
 }
 
 /// Writing one JSON value into a frame (strings escaped by serde_json).
@@ -82,19 +106,35 @@ mod erased {
     }
 }
 
-pub fn frame(record: &impl serde::Serialize, out: &mut Vec<u8>) {
+/// Frames any record; one over [`MAX_RECORD_BYTES`] is refused, with nothing left in `out`.
+pub fn frame(record: &impl serde::Serialize, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     serde_json::to_writer(&mut *out, record).expect("records always serialise");
-    finish(out, start);
+    finish(out, start)
 }
 
-/// Fills in the header of the frame that starts at `start`.
-fn finish(out: &mut [u8], start: usize) {
-    let len = (out.len() - start - HEADER) as u32;
-    let crc = crc32fast::hash(&out[start + HEADER..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+/// Fills in the header of the frame that starts at `start`, or takes the frame back out
+/// when it is larger than a reader takes.
+fn finish(out: &mut Vec<u8>, start: usize) -> Result<(), StoreError> {
+    let len = out.len() - start - HEADER;
+    if len > MAX_RECORD_BYTES as usize {
+        out.truncate(start);
+        return Err(StoreError::TooLarge { bytes: len as u64, limit: MAX_RECORD_BYTES as u64 });
+    }
+    let len = (len as u32).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&FRAME_MAGIC);
+    out[start + 4..start + 8].copy_from_slice(&len);
+    out[start + 8..start + 12].copy_from_slice(&checksum(&len, &out[start + HEADER..]).to_le_bytes());
+    Ok(())
+}
+
+/// A version-2 frame's checksum covers its length too: a damaged length is caught at once.
+fn checksum(len: &[u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(payload);
+    h.finalize()
 }
 
 pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -137,53 +177,135 @@ fn keep_text(payload: &[u8], event: &mut crate::router::Event) {
     }
 }
 
-/// Reads every whole, intact record of a segment; returns them and the byte length of the
-/// intact prefix (a crash can leave a torn record at the end: it is cut off there).
-pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let (mut records, mut good) = (Vec::new(), 0u64);
-    let mut header = [0u8; HEADER];
-    let mut payload = Vec::new();
-    loop {
-        if read_full(&mut reader, &mut header).map_err(|e| StoreError::io(path, e))? < HEADER {
-            break;
-        }
+/// What reading a segment's bytes found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scan {
+    /// Where each intact frame's payload is, in order.
+    pub payloads: Vec<std::ops::Range<usize>>,
+    /// Damaged stretches in the middle that were skipped (frames after them were intact).
+    pub skipped: Vec<std::ops::Range<usize>>,
+    /// Length of the part worth keeping: everything up to the end of the last intact frame
+    /// (or the segment header); what follows is a torn tail.
+    pub keep: usize,
+}
+
+/// Finds the intact frames of a segment's bytes. Never panics, whatever the bytes: this is
+/// what the proptests in `tests/properties.rs` and the unit tests below throw garbage at.
+pub fn scan(bytes: &[u8]) -> Scan {
+    if bytes.starts_with(&SEGMENT_MAGIC) {
+        return scan_v2(bytes, SEGMENT_MAGIC.len());
+    }
+    let v1 = scan_v1(bytes);
+    if !v1.payloads.is_empty() || bytes.len() <= SEGMENT_MAGIC.len() {
+        return v1;
+    }
+    // Nothing reads as version 1: a version-2 segment whose header is damaged reads from
+    // its first intact frame on (the header counts as a damaged stretch).
+    let v2 = scan_v2(bytes, 0);
+    if v2.payloads.is_empty() {
+        v1
+    } else {
+        v2
+    }
+}
+
+/// Version 1: frames back to back, reading stops at the first bad one (nothing to resync on).
+fn scan_v1(bytes: &[u8]) -> Scan {
+    let mut scan = Scan::default();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + HEADER_V1) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if len > MAX_RECORD_BYTES {
-            break;
+        let body = at + HEADER_V1;
+        match bytes.get(body..body.saturating_add(len as usize)) {
+            Some(payload) if len <= MAX_RECORD_BYTES && crc32fast::hash(payload) == crc => {
+                scan.payloads.push(body..body + len as usize);
+                at = body + len as usize;
+            }
+            _ => break,
         }
-        payload.resize(len as usize, 0);
-        if read_full(&mut reader, &mut payload).map_err(|e| StoreError::io(path, e))? < payload.len()
-            || crc32fast::hash(&payload) != crc
-        {
-            break;
+    }
+    scan.keep = at;
+    scan
+}
+
+/// The payload of the intact version-2 frame starting at `at`, if there is one.
+fn frame_at(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    if header[..4] != FRAME_MAGIC {
+        return None;
+    }
+    let len: [u8; 4] = header[4..8].try_into().expect("4 bytes");
+    let n = u32::from_le_bytes(len);
+    if n > MAX_RECORD_BYTES {
+        return None;
+    }
+    let body = at + HEADER;
+    let payload = bytes.get(body..body + n as usize)?;
+    (checksum(&len, payload) == u32::from_le_bytes(header[8..].try_into().expect("4 bytes")))
+        .then_some(body..body + n as usize)
+}
+
+/// Version 2, from `start`: frames back to back; past a bad one, the next magic that starts
+/// an intact frame.
+fn scan_v2(bytes: &[u8], start: usize) -> Scan {
+    let mut scan = Scan { keep: start, ..Scan::default() };
+    let mut at = start;
+    while at < bytes.len() {
+        if let Some(payload) = frame_at(bytes, at) {
+            at = payload.end;
+            scan.keep = at;
+            scan.payloads.push(payload);
+            continue;
         }
-        match serde_json::from_slice::<Record>(&payload) {
+        // Damage: look for the next intact frame; none at all means a torn tail.
+        let next = (at + 1..bytes.len().saturating_sub(HEADER - 1))
+            .filter(|&k| bytes[k..k + 4] == FRAME_MAGIC)
+            .find(|&k| frame_at(bytes, k).is_some());
+        match next {
+            Some(k) => {
+                scan.skipped.push(at..k);
+                at = k;
+            }
+            None => break,
+        }
+    }
+    scan
+}
+
+/// Reads every intact record of a segment; returns them and the byte length worth keeping
+/// (recovery cuts what follows: a record torn by a crash). Damaged frames in the middle are
+/// skipped, and the segment is first copied aside as `<segment>.damaged` for the operator
+/// (kept until removed by hand; the log itself goes on from the intact frames).
+pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
+    let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let scan = scan(&bytes);
+    if !scan.skipped.is_empty() {
+        let aside = path.with_extension("seg.damaged");
+        let damaged: usize = scan.skipped.iter().map(|r| r.len()).sum();
+        tracing::error!(path = %path.display(), copy = %aside.display(), bytes = damaged, stretches = scan.skipped.len(),
+            "damaged records in the middle of a log segment: skipped them, kept every intact record, copied the segment aside");
+        if !aside.exists() {
+            super::files::create_new(&aside)
+                .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
+                .map_err(|e| StoreError::io(&aside, e))?;
+        }
+    }
+    let mut records = Vec::with_capacity(scan.payloads.len());
+    for range in scan.payloads {
+        let payload = &bytes[range.clone()];
+        match serde_json::from_slice::<Record>(payload) {
             Ok(Record::Event { mut event }) => {
-                keep_text(&payload, &mut event);
+                keep_text(payload, &mut event);
                 records.push(Record::Event { event })
             }
             Ok(r) => records.push(r),
             Err(e) => {
-                tracing::warn!(path = %path.display(), offset = good, error = %e, "skipping an unreadable record")
+                tracing::warn!(path = %path.display(), offset = range.start, error = %e, "skipping an unreadable record")
             }
         }
-        good += (HEADER + payload.len()) as u64;
     }
-    Ok((records, good))
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    Ok((records, scan.keep as u64))
 }
 
 /// The writer thread's state: the open segment and what it has written.
@@ -201,10 +323,17 @@ pub struct Writer {
 
 impl Writer {
     /// Opens a fresh segment numbered `number` (segments are never appended to after a
-    /// restart, so a torn tail in an old one stays where recovery cut it).
+    /// restart, so a torn tail in an old one stays where recovery cut it) and writes its
+    /// header. Owner-only, like every file of the data directory.
     pub fn open(dir: &Path, number: u64, durability: Durability, segment_bytes: u64) -> Result<Writer, StoreError> {
         let path = segment_path(dir, number);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut file = super::files::open_append(&path).map_err(|e| StoreError::io(&path, e))?;
+        // A file left by a failed roll (its header never written) is started over.
+        let header = file.set_len(0).and_then(|_| file.write_all(&SEGMENT_MAGIC));
+        if let Err(e) = header {
+            let _ = std::fs::remove_file(&path);
+            return Err(StoreError::io(&path, e));
+        }
         if durability != Durability::Off {
             sync_dir(dir)?;
         }
@@ -214,12 +343,14 @@ impl Writer {
             segment_bytes,
             number,
             file: Arc::new(file),
-            written: 0,
+            written: SEGMENT_MAGIC.len() as u64,
             bytes: Arc::default(),
         })
     }
 
+    /// Shares the count of bytes on disk (this segment's header is added to it).
     pub fn with_bytes(mut self, bytes: Arc<AtomicU64>) -> Self {
+        bytes.fetch_add(self.written, Ordering::Relaxed);
         self.bytes = bytes;
         self
     }
@@ -296,16 +427,24 @@ impl Writer {
         let _ = self.commit(&mut buf, true, &on_roll);
     }
 
+    /// Writes (and with `sync`, syncs) the group in `buf`, then rolls to a new segment when
+    /// this one is full. A group that cannot be written or synced (disk full, EIO) is undone:
+    /// the segment is cut back to where the group started, so nothing of it is read back at
+    /// recovery, and the next group tries again (ingestion resumes by itself once there is
+    /// room). Only when even the cut fails does the writer move to a new segment; the
+    /// producers were answered 503 and the store's `abandon` cancels those events.
     fn commit(&mut self, buf: &mut Vec<u8>, sync: bool, on_roll: &impl Fn(u64)) -> Result<(), StoreError> {
         if !buf.is_empty() {
             let path = segment_path(&self.dir, self.number);
-            self.file.write_all(buf).map_err(|e| StoreError::io(&path, e))?;
-            self.written += buf.len() as u64;
-            self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            let written = self.file.write_all(buf).and_then(|_| if sync { self.file.sync_data() } else { Ok(()) });
+            let len = buf.len() as u64;
             buf.clear();
-            if sync {
-                self.file.sync_data().map_err(|e| StoreError::io(&path, e))?;
+            if let Err(e) = written {
+                self.undo(on_roll);
+                return Err(StoreError::io(&path, e));
             }
+            self.written += len;
+            self.bytes.fetch_add(len, Ordering::Relaxed);
         }
         if self.written >= self.segment_bytes {
             // `off` never syncs, not even here: syncing a whole unsynced segment at once
@@ -313,10 +452,26 @@ impl Writer {
             if self.durability != Durability::Off {
                 self.file.sync_data().map_err(|e| StoreError::io(&self.dir, e))?;
             }
-            *self = Writer::open(&self.dir, self.number + 1, self.durability, self.segment_bytes)?
-                .with_bytes(self.bytes.clone());
-            on_roll(self.number);
+            self.roll(on_roll)?;
         }
+        Ok(())
+    }
+
+    /// Cuts the segment back to the end of the last good group.
+    fn undo(&mut self, on_roll: &impl Fn(u64)) {
+        let path = segment_path(&self.dir, self.number);
+        if let Err(e) = self.file.set_len(self.written) {
+            tracing::error!(path = %path.display(), error = %e, "cannot cut a failed write off the log; moving to a new segment");
+            if let Err(e) = self.roll(on_roll) {
+                tracing::error!(error = %e, "cannot start a new log segment either");
+            }
+        }
+    }
+
+    fn roll(&mut self, on_roll: &impl Fn(u64)) -> Result<(), StoreError> {
+        *self = Writer::open(&self.dir, self.number + 1, self.durability, self.segment_bytes)?
+            .with_bytes(self.bytes.clone());
+        on_roll(self.number);
         Ok(())
     }
 
@@ -374,4 +529,74 @@ fn answer(acks: &mut Vec<oneshot::Sender<Result<(), StoreError>>>, r: &Result<()
 /// Makes a new file's directory entry durable too.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(id: &str) -> Record {
+        Record::Done { id: id.into(), outcome: Default::default() }
+    }
+
+    fn ids(bytes: &[u8]) -> Vec<String> {
+        scan(bytes)
+            .payloads
+            .into_iter()
+            .map(|r| match serde_json::from_slice(&bytes[r]).unwrap() {
+                Record::Done { id, .. } => id,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    fn segment(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = SEGMENT_MAGIC.to_vec();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(bytes.len());
+            frame(&done(&format!("r{i}")), &mut bytes).unwrap();
+        }
+        (bytes, starts)
+    }
+
+    #[test]
+    fn a_damaged_frame_in_the_middle_is_skipped_and_a_torn_tail_cut() {
+        let (mut bytes, starts) = segment(5);
+        let whole = bytes.len();
+        bytes[starts[2] + HEADER + 3] ^= 0x20;
+        bytes[starts[3] + 5] ^= 0x01; // the next frame's length: caught by the checksum
+        bytes.extend_from_slice(&FRAME_MAGIC);
+        bytes.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+        let found = scan(&bytes);
+        assert_eq!(ids(&bytes), ["r0", "r1", "r4"]);
+        assert_eq!(found.skipped, vec![starts[2]..starts[4]]);
+        assert_eq!(found.keep, whole, "only the torn tail is cut");
+        // A damaged segment header: the frames are still found.
+        bytes[..4].copy_from_slice(b"junk");
+        assert_eq!(ids(&bytes), ["r0", "r1", "r4"]);
+    }
+
+    #[test]
+    fn version_1_segments_still_read() {
+        let mut bytes = Vec::new();
+        for i in 0..3 {
+            let payload = serde_json::to_vec(&done(&format!("r{i}"))).unwrap();
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        let whole = bytes.len();
+        bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+        assert_eq!(ids(&bytes), ["r0", "r1", "r2"]);
+        assert_eq!(scan(&bytes).keep, whole);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_reader_takes_is_never_framed() {
+        let mut out = b"before".to_vec();
+        let huge = Record::Cancelled { ids: vec!["x".repeat(MAX_RECORD_BYTES as usize)] };
+        assert!(matches!(frame(&huge, &mut out), Err(StoreError::TooLarge { .. })));
+        assert_eq!(out, b"before", "nothing of it is left to write");
+    }
 }

@@ -175,14 +175,8 @@ impl Actors {
             .filter(|(_, a)| !a.subscriptions.is_empty())
             .map(|(id, a)| (id, &a.subscriptions))
             .collect();
-        let tmp = path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&saved)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
+        let write =
+            || -> std::io::Result<()> { crate::store::files::write_atomic(path, &serde_json::to_vec_pretty(&saved)?) };
         write().map_err(|e| ActorError::Io(format!("{}: {e}", path.display())))
     }
 
