@@ -13,6 +13,7 @@ mod durability;
 mod http;
 mod languages;
 mod plugins;
+mod properties;
 mod protocols;
 mod sandbox;
 mod subscribe;
