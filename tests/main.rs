@@ -16,6 +16,7 @@ mod languages;
 mod limits;
 mod log_faults;
 mod plugins;
+mod properties;
 mod protocols;
 mod sandbox;
 mod subscribe;

@@ -13,6 +13,11 @@ use super::markdown::{Block, Document, Origin, Table};
 use super::{schema_header, strict_object, types, CatalogError, EventDef};
 use serde_json::{json, Map, Value};
 
+/// How many dotted levels a key may have (`data.content` has two): the nested objects are
+/// built recursively, and a key thousands of levels deep overflowed the stack (found by
+/// tests/properties.rs). Past it the row is refused with its line.
+pub const MAX_KEY_DEPTH: usize = 16;
+
 /// The key every message carries for its Meta object; it points at the shared definition.
 const META_KEY: &str = "meta";
 
@@ -108,6 +113,9 @@ fn object_schema(
     let mut fields: Vec<(Vec<String>, Value, bool)> = Vec::new();
     for r in &t.rows {
         let path: Vec<String> = r.cells[k].split('.').map(str::to_string).collect();
+        if path.len() > MAX_KEY_DEPTH {
+            return Err(origin.err(r.line, format!("key nests {} deep; at most {MAX_KEY_DEPTH} levels", path.len())));
+        }
         let typed = types::type_schema(&r.cells[ty]).map_err(|m| origin.err(r.line, m))?;
         let default = types::default_value(&r.cells[def]);
         let mut s = match (&typed, meta_key) {

@@ -11,7 +11,7 @@ mod body_examples;
 mod event_table;
 pub mod generate;
 mod key_table;
-mod markdown;
+pub mod markdown;
 mod types;
 
 use serde_json::{json, Map, Value};

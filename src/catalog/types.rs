@@ -7,9 +7,29 @@
 
 use serde_json::{json, Map, Value};
 
+/// How deeply type expressions may nest (`array(array(...))`): parsing them recurses, and
+/// a table cell nested thousands deep overflowed the stack (found by tests/properties.rs).
+/// Past it the cell is refused with its line; real tables nest two deep.
+pub const MAX_TYPE_NESTING: usize = 16;
+
 /// The JSON Schema fragment for a type expression; `None` when the field is untyped.
 pub fn type_schema(expr: &str) -> Result<Option<Value>, String> {
     let expr = expr.trim();
+    let deepest = expr
+        .chars()
+        .scan(0i64, |depth, c| {
+            *depth += match c {
+                '(' => 1,
+                ')' => -1,
+                _ => 0,
+            };
+            Some(*depth)
+        })
+        .max()
+        .unwrap_or(0);
+    if deepest > MAX_TYPE_NESTING as i64 {
+        return Err(format!("type nests {deepest} deep; at most {MAX_TYPE_NESTING} levels"));
+    }
     if expr.eq_ignore_ascii_case("n/a") || expr == "any" {
         return Ok(None);
     }
@@ -120,6 +140,9 @@ mod tests {
         assert_eq!(type_schema("array(string)").unwrap(), Some(json!({"type": "array", "items": {"type": "string"}})));
         assert_eq!(type_schema("enum(a, b)").unwrap(), Some(json!({"enum": ["a", "b"]})));
         assert!(type_schema("strnig").unwrap_err().contains("unknown type `strnig`"));
+        // Found by fuzzing: 3000 levels overflowed the stack.
+        let deep = format!("{}string{}", "array(".repeat(3000), ")".repeat(3000));
+        assert!(type_schema(&deep).unwrap_err().contains("at most 16 levels"));
     }
 
     #[test]

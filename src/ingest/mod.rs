@@ -16,7 +16,7 @@
 
 mod auth;
 mod body;
-mod cloudevents;
+pub mod cloudevents;
 mod config_service;
 mod error;
 mod events;

@@ -43,6 +43,11 @@ pub async fn batch(state: &AppState, grant: &super::Grant, bytes: &[u8]) -> Resp
 }
 
 fn one(state: &AppState, line: &[u8]) -> Result<Event, ApiError> {
+    // serde reads a struct from an array too: `["type", data]` was accepted (found by
+    // tests/properties.rs); a line is one object.
+    if line.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::InvalidBatchLine { message: "a line is one JSON object, not an array".into() });
+    }
     // One pass straight into the line's shape; syntax errors and shape errors are told apart.
     let line: Line = serde_json::from_slice(line).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::InvalidBatchLine { message: e.to_string() },

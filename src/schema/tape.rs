@@ -27,12 +27,17 @@ enum Entry<'s> {
     String(Cow<'s, str>),
     /// An object member's name; its value follows.
     Key(Cow<'s, str>),
+    /// A member whose name comes again later in its object: kept in the text, skipped by
+    /// lookups and iteration, as a tree (`serde_json::Value`) keeps only the last one. Without
+    /// it the validators checked shadowed members too and disagreed with the tree ones
+    /// (found by tests/properties.rs).
+    Shadowed(Cow<'s, str>),
     /// `len` elements follow; the next sibling is at `end`.
     Array {
         len: u32,
         end: u32,
     },
-    /// `len` (key, value) pairs follow; the next sibling is at `end`.
+    /// (key, value) pairs follow, `len` of them not shadowed; the next sibling is at `end`.
     Object {
         len: u32,
         end: u32,
@@ -134,14 +139,19 @@ impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, TapeNode<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
+        while self.left > 0 {
+            let at = self.next;
+            self.next = TapeNode::skip(self.entries, at + 1);
+            match &self.entries[at] {
+                Entry::Key(key) => {
+                    self.left -= 1;
+                    return Some((key, TapeNode { entries: self.entries, at: at + 1 }));
+                }
+                Entry::Shadowed(_) => {}
+                _ => unreachable!("a key precedes every member"),
+            }
         }
-        self.left -= 1;
-        let Entry::Key(key) = &self.entries[self.next] else { unreachable!("a key precedes every member") };
-        let value = TapeNode { entries: self.entries, at: self.next + 1 };
-        self.next = TapeNode::skip(self.entries, self.next + 1);
-        Some((key, value))
+        None
     }
 }
 
@@ -246,7 +256,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
             Entry::Null => JsonType::Null,
             Entry::Bool(_) => JsonType::Boolean,
             Entry::Number(_) => JsonType::Number,
-            Entry::String(_) | Entry::Key(_) => JsonType::String,
+            Entry::String(_) | Entry::Key(_) | Entry::Shadowed(_) => JsonType::String,
             Entry::Array { .. } => JsonType::Array,
             Entry::Object { .. } => JsonType::Object,
         }
@@ -266,7 +276,7 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
             Entry::Null => Value::Null,
             Entry::Bool(b) => Value::Bool(*b),
             Entry::Number(n) => Value::Number(n.clone()),
-            Entry::String(s) | Entry::Key(s) => Value::String(s.to_string()),
+            Entry::String(s) | Entry::Key(s) | Entry::Shadowed(s) => Value::String(s.to_string()),
             Entry::Array { .. } => {
                 Value::Array(self.as_array().expect("an array").elements().map(|e| e.to_value().into_owned()).collect())
             }
@@ -404,9 +414,58 @@ impl<'de> Visitor<'de> for Seed<'_, 'de> {
             map.next_value_seed(Seed(&mut *self.0))?;
             len += 1;
         }
+        let len = shadow_repeated_names(self.0, at, len);
         self.0[at] = Entry::Object { len, end: self.0.len() as u32 };
         Ok(())
     }
+}
+
+/// Marks every member of the object at `at` whose name comes again later in it as
+/// [`Entry::Shadowed`]; returns how many members are left. No allocation for objects of up
+/// to 16 members without repeats (pairwise); a hash set past that, so a huge object costs
+/// linear time.
+fn shadow_repeated_names(entries: &mut [Entry<'_>], at: usize, len: u32) -> u32 {
+    const PAIRWISE: usize = 16;
+    if len < 2 {
+        return len;
+    }
+    let (mut small, mut large) = ([0usize; PAIRWISE], Vec::new());
+    let positions: &mut [usize] = if len as usize <= PAIRWISE {
+        &mut small[..len as usize]
+    } else {
+        large.resize(len as usize, 0);
+        &mut large
+    };
+    let mut p = at + 1;
+    for slot in positions.iter_mut() {
+        *slot = p;
+        p = TapeNode::skip(entries, p + 1);
+    }
+    let key = |p: usize| match &entries[p] {
+        Entry::Key(k) => &**k,
+        _ => "",
+    };
+    let mut repeated = Vec::new();
+    if positions.len() <= PAIRWISE {
+        for (i, &p) in positions.iter().enumerate() {
+            if positions[i + 1..].iter().any(|&q| key(q) == key(p)) {
+                repeated.push(p);
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(positions.len());
+        for &p in positions.iter().rev() {
+            if !seen.insert(key(p)) {
+                repeated.push(p);
+            }
+        }
+    }
+    for &p in &repeated {
+        if let Entry::Key(k) = std::mem::replace(&mut entries[p], Entry::Null) {
+            entries[p] = Entry::Shadowed(k);
+        }
+    }
+    len - repeated.len() as u32
 }
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_, 'de> {
@@ -460,6 +519,21 @@ mod tests {
         let text = jsonschema::json::conformance::document().to_string();
         let tape = Tape::parse(&text).unwrap();
         jsonschema::json::conformance::assert_conformance::<TapeJson>(&tape.root());
+    }
+
+    #[test]
+    fn a_repeated_member_name_reads_like_a_tree() {
+        // Found by tests/properties.rs: the shadowed member was validated too.
+        let text = r#"{"a":null,"b":1,"a":{"x":[1]},"c":{"k":1,"k":2,"k":3}}"#;
+        let tape = Tape::parse(text).unwrap();
+        let expected: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(tape.root().to_value().into_owned(), expected);
+        assert_eq!(tape.root().as_object().unwrap().len(), 3);
+        assert_eq!(tape.root().as_object().unwrap().members().map(|(k, _)| k).collect::<Vec<_>>(), ["b", "a", "c"]);
+        let wide = format!("{{{}\"k\":0}}", (0..40).map(|i| format!("\"k\":{i},\"m{i}\":1,")).collect::<String>());
+        let tape = Tape::parse(&wide).unwrap();
+        assert_eq!(tape.root().as_object().unwrap().len(), 41);
+        assert_eq!(tape.root().to_value().into_owned(), serde_json::from_str::<Value>(&wide).unwrap());
     }
 
     #[test]
