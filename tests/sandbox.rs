@@ -475,8 +475,7 @@ async fn plugin_metrics_cannot_break_or_bloat_the_scrape() {
     let said = json!({ "plugin": "metric-quoted-value", "said": "say \"hi\" \\ then\nnext line" });
     assert_eq!(find("eventyard_plugin_quoted", said), Some(7.0));
     let refused = |plugin: &str, reason: &str| {
-        find("eventyard_plugin_samples_refused_total", json!({ "plugin": plugin, "reason": reason }))
-            .unwrap_or(0.0)
+        find("eventyard_plugin_samples_refused_total", json!({ "plugin": plugin, "reason": reason })).unwrap_or(0.0)
     };
     assert_eq!(refused("metric-bad-label", "invalid_label"), 1.0);
     assert_eq!(refused("metric-plugin-label", "reserved_label"), 1.0);

@@ -378,11 +378,18 @@ impl Pipeline {
         &self.core
     }
 
+    /// Tells the workers and the retry scheduler to stop after the event they are on,
+    /// without waiting for them: their threads end and let go of the plugins (and so of the
+    /// Wasm engine and its memory pool's address space).
+    pub fn close(&self) {
+        self.core.queue.close();
+        self.core.retries.stop();
+    }
+
     /// Graceful stop: workers finish the event they are on and stop; what is still queued
     /// stays unfinished in the log and is processed at the next start; the log is synced.
     pub async fn shutdown(&self) {
-        self.core.queue.close();
-        self.core.retries.stop();
+        self.close();
         let workers = std::mem::take(&mut *self.workers.lock().expect("workers"));
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {

@@ -157,7 +157,8 @@ fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
             let left = store.data().time_left().ok_or(Trap::Interrupt)?;
             let table = store.data_mut().table();
-            let done = wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(left, table.block(pollable)).await });
+            let done =
+                wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(left, table.block(pollable)).await });
             done.map_err(|_| Trap::Interrupt)?
         },
     )?;

@@ -17,6 +17,15 @@ pub struct Server {
     _stop: oneshot::Sender<()>,
     /// This server's own event log (the artifact cache is shared).
     _log: Option<tempfile::TempDir>,
+    /// Its pipeline's workers are stopped on drop: otherwise they outlive the test, and with
+    /// them every engine's pooled address space (~4 TiB each; a process has 128 TiB).
+    state: std::sync::Arc<eventyard::ingest::AppState>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.state.pipeline.close();
+    }
 }
 
 impl Server {
@@ -53,10 +62,10 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(eventyard::ingest::serve(listener, state, async move {
+        tokio::spawn(eventyard::ingest::serve(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
-        Server { addr, _stop: stop, _log: log }
+        Server { addr, _stop: stop, _log: log, state }
     }
 
     pub fn url(&self, path: &str) -> String {
