@@ -844,6 +844,8 @@ fn tape_and_tree_validators_agree_for_every_type() {
                 Err(Rejection::NotJson(e)) => {
                     return Err(TestCaseError::fail(format!("{}: not JSON in place: {e}", ty.name)))
                 }
+                // The depth cap is the log's (router::body), stricter than the tree's parser.
+                Err(Rejection::TooDeep { .. }) => continue,
             };
             prop_assert_eq!(&in_place, &by_tree, "{}: the two validators disagree on {}", ty.name, text);
         }

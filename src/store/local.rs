@@ -241,6 +241,7 @@ mod tests {
             source: None,
             data: crate::router::Body::from_value(serde_json::json!({"a": 1})),
             hops: 0,
+            keyed: false,
         }
     }
 
