@@ -20,7 +20,7 @@
 //! earlier versions are still read, the old way: up to the first bad frame.
 
 use super::{Durability, Record, StoreError};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,7 +125,8 @@ fn finish(out: &mut Vec<u8>, start: usize) -> Result<(), StoreError> {
     let len = (len as u32).to_le_bytes();
     out[start..start + 4].copy_from_slice(&FRAME_MAGIC);
     out[start + 4..start + 8].copy_from_slice(&len);
-    out[start + 8..start + 12].copy_from_slice(&checksum(&len, &out[start + HEADER..]).to_le_bytes());
+    let crc = checksum(&len, &out[start + HEADER..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 
