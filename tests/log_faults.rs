@@ -313,9 +313,11 @@ async fn dead_letters_are_bounded_purged_with_a_tombstone_and_counted_in_the_log
     {
         let s = router_on(dir.path(), &toml, |c| c.store.max_dead_letters = 3).await;
         for i in 0..5 {
+            // One at a time, so that "the oldest" is well defined.
             post(&s, ECHO_TYPE, json!({ "message": format!("m{i}") })).await;
+            wait_metric(&s, "eventyard_dead_letters_dropped_total", i.saturating_sub(2) as f64).await;
+            wait_letter(&s, &format!("m{i}")).await;
         }
-        wait_metric(&s, "eventyard_events_dead_lettered_total", 5.0).await;
         let all: Value = client().get(s.url("/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
         assert_eq!(all["count"], 3, "at most store.max_dead_letters: {all}");
         let kept: Vec<&str> = all["dead_letters"]
@@ -373,6 +375,19 @@ async fn dead_letters_are_bounded_purged_with_a_tombstone_and_counted_in_the_log
     assert!(res.status().is_success());
     assert_eq!(std::fs::metadata(dir.path().join("dead-letters.jsonl")).unwrap().len(), 0, "compacted");
     post(&s, ECHO_TYPE, json!({ "message": "after the purge" })).await;
+}
+
+/// Waits until a dead letter holds the event whose message is `message`.
+async fn wait_letter(s: &Server, message: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all: Value = client().get(s.url("/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
+        if all["dead_letters"].as_array().unwrap().iter().any(|d| d["event"]["data"]["message"] == message) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no dead letter for {message}: {all}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 mod segment_reader {
