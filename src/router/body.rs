@@ -15,10 +15,10 @@ use std::sync::{Arc, OnceLock};
 
 /// Deepest nesting of arrays and objects in an event's data. Why this number: the log and
 /// the dead-letter file store the data two JSON levels down (`{"event": {"data": ...}}`)
-/// and read it back with serde_json, whose recursion limit is 128 levels; so 126 is the
+/// and read it back with serde_json, which refuses a 128th level; so 125 is the
 /// most that is certain to come back after a restart. Deeper data is refused when it
 /// arrives (400 `too_deep`), never skipped at recovery.
-pub const MAX_DATA_DEPTH: usize = 126;
+pub const MAX_DATA_DEPTH: usize = 125;
 
 /// Whether `value` nests deeper than [`MAX_DATA_DEPTH`] (for data that arrives parsed).
 pub fn too_deep(value: &Value) -> bool {
