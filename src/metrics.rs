@@ -18,8 +18,9 @@ pub struct RejectCounters {
 }
 
 /// Every error code that rejects an event; the order is the exposition order.
-pub const REJECT_CODES: [&str; 8] = [
+pub const REJECT_CODES: [&str; 13] = [
     "overloaded",
+    "log_unavailable",
     "validation_failed",
     "unknown_event_type",
     "malformed_json",
@@ -27,6 +28,10 @@ pub const REJECT_CODES: [&str; 8] = [
     "unsupported_media_type",
     "invalid_cloudevent",
     "invalid_batch_line",
+    "too_many_items",
+    "id_too_long",
+    "too_deep",
+    "forbidden_type",
 ];
 
 impl RejectCounters {
