@@ -138,6 +138,21 @@ async fn subscriber_ids_are_bounded_with_a_json_error() {
     assert_eq!(with(None).post(s.url("/subscriber/w0/cleanup")).send().await.unwrap().status(), 200);
     assert_eq!(with(None).put(s.url("/subscriber/w1")).json(&json!([])).send().await.unwrap().status(), 200);
     assert_eq!(with(None).post(s.url("/subscriber/one-too-many/collect")).send().await.unwrap().status(), 200);
+
+    // Ids are capped like every id a client chooses, on every path that keeps one.
+    let long = "x".repeat(eventyard::router::MAX_ID_BYTES + 1);
+    for res in [
+        with(None).post(s.url(&format!("/subscriber/{long}/collect"))).send().await.unwrap(),
+        with(None).put(s.url(&format!("/subscriber/{long}"))).json(&json!([])).send().await.unwrap(),
+    ] {
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!((body["error"].as_str(), body["field"].as_str()), (Some("id_too_long"), Some("subscriber_id")));
+    }
+    for path in [format!("/subscriber/{long}/handle"), format!("/events?id={long}")] {
+        let (status, body) = ws(&s, &path, None).await.map(|_| ()).unwrap_err();
+        assert_eq!((status, body["error"].as_str()), (400, Some("id_too_long")), "{path}");
+    }
 }
 
 #[tokio::test]

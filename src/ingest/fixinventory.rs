@@ -64,6 +64,15 @@ pub struct ShowParams {
     id: Option<String>,
 }
 
+/// Subscriber and listener ids are kept (subscriber lists on disk, `message-listener-*`
+/// events, the actors' table), so they are capped like every other id a client chooses.
+fn subscriber_id(id: &str) -> Result<(), ApiError> {
+    match id.len() > crate::router::MAX_ID_BYTES {
+        true => Err(ApiError::IdTooLong { field: "subscriber_id", limit: crate::router::MAX_ID_BYTES }),
+        false => Ok(()),
+    }
+}
+
 /// `GET /events?show=collect,cleanup_plan` (all when absent or `*`).
 pub async fn listen(
     State(state): State<Arc<AppState>>,
@@ -74,6 +83,7 @@ pub async fn listen(
     let show: Vec<String> =
         params.show.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "*").map(String::from).collect();
     let id = params.id.unwrap_or_else(|| format!("listener-{}", uuid::Uuid::now_v7()));
+    subscriber_id(&id)?;
     let grant = state.auth.fixinventory_grant(&headers);
     let slot = state.streams.take()?;
     // Subscribed before the 101, like /v1/subscribe: nothing accepted after the handshake is missed.
@@ -125,6 +135,7 @@ pub async fn handle(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    subscriber_id(&id)?;
     let grant = state.auth.fixinventory_grant(&headers);
     let (n, mut outgoing, channels) = state.workflows.actors.connect(&id)?;
     Ok(capped(ws, state.limits.max_body_bytes).on_upgrade(move |socket| async move {
@@ -201,6 +212,7 @@ pub async fn subscribe(
     Path((id, message_type)): Path<(String, String)>,
     Query(q): Query<SubscribeParams>,
 ) -> Result<Response, ApiError> {
+    subscriber_id(&id)?;
     state.registry.get(&format!("fixinventory/{message_type}"))?;
     let wait_for_completion = match q.wait_for_completion.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("true" | "1") => true,
@@ -229,6 +241,7 @@ pub async fn replace(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    subscriber_id(&id)?;
     let subs: Vec<Subscription> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("expected [{{\"message_type\", \"wait_for_completion\"?, \"timeout\"?}}]: {e}"))
     })?;
