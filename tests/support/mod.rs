@@ -201,8 +201,10 @@ pub fn guest(crate_name: &str) -> String {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let ws = repo().join("guest-examples/rust");
+        // The guests' own target dir, explicitly: a CARGO_TARGET_DIR in the environment
+        // (set for the router's build) would otherwise put them where nothing looks.
         let out = Command::new("cargo")
-            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir", "target"])
             .current_dir(&ws)
             .output()
             .expect("run cargo for the guest examples");
