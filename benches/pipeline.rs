@@ -68,7 +68,7 @@ fn component(name: &str) -> Vec<u8> {
 }
 
 fn setup(engine: &WasmEngine, strict: bool) -> Setup {
-    let registry = Arc::new(eventyard::server::registry(&Config::default()).expect("catalogue"));
+    let registry = Arc::new(eventyard::app::registry(&Config::default()).expect("catalogue"));
     let samples = Arc::new(PluginSamples::default());
     let mut plugins = manifests(strict).plugins.into_iter().map(|m| {
         let bytes = component(m.component.trim_start_matches("builtin:"));

@@ -12,7 +12,7 @@ const EVENTS: [(&str, &str); 3] = [
 ];
 
 fn bench(c: &mut Criterion) {
-    let registry = eventyard::server::registry(&Default::default()).expect("built-in catalogue");
+    let registry = eventyard::app::registry(&Default::default()).expect("built-in catalogue");
     for (ty, body) in EVENTS {
         let t = Registry::get(&registry, ty).unwrap().clone();
         let mut g = c.benchmark_group(ty);

@@ -1,34 +1,28 @@
 //! Eventyard: a WebAssembly-extensible event router.
 //!
-//! Events come in over HTTP, are validated against JSON Schemas generated from documented
-//! event tables, and are routed to subscribers and through sandboxed Wasm filter and handler plugins.
+//! The folder tree is the architecture: one core in the middle, doors around it, and every
+//! module importing only from layers below its own (the README's "Architecture" section
+//! has the picture and the path of one event).
 //!
-//! Module map, in the order an event meets them:
-//! - [`catalog`]: Markdown event tables → event types → JSON Schema (the one source of truth);
-//! - [`schema`]: the compiled validators, looked up by type name, and validation reports;
-//! - [`ingest`]: the axum app: native events, CloudEvents, NDJSON, schemas, subscriptions;
-//! - [`router`]: accepted events, type patterns, the subscriber bus, routes, the plugin
-//!   pipeline and the dead letters;
-//! - [`store`]: the durable event log (local segment log; a NATS backend later);
-//! - [`wasm`]: the sandboxed Wasm plugin host (one engine, one `bindgen!`, limits, imports);
-//! - [`workflow`]: Fix Inventory's workflows (steps sent to WebSocket subscribers and Wasm
-//!   handlers), their tasks, and the subscribers ("actors");
-//! - [`metrics`]: counters exported at `/metrics`;
-//! - [`config`]: the TOML config and its defaults;
-//! - [`server`]: assembles the above from a config;
-//! - [`cli`]: the `eventyard` command line; [`cli_dead_letters`]: its `dead-letters` commands
-//!   (a client of the running router's API); [`cli_plugin`]: `plugin test`.
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | vocabulary | [`settings`], [`files`], [`schema`], [`event`], [`metrics`] | the refused-setting shape, owner-only atomic files, the catalogue and compiled validators, the accepted event, outcomes and failures, Prometheus helpers |
+//! | state and sandbox | [`store`], [`wasm`] | the event log (the `EventLog` contract), statuses and dedup, dead letters, documents; the Wasm plugin host |
+//! | core | [`router`] | admission, routes, the workers that run plugins, settling, retries, telling whoever waits |
+//! | doors | [`http`], [`protocols`], [`admin`] | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops |
+//! | composition | [`config`], [`app`], [`cli`] | the TOML that composes every part's section; building and serving one router; the command line |
 
-pub mod catalog;
+pub mod admin;
+pub mod app;
 pub mod cli;
-pub mod cli_dead_letters;
-pub mod cli_plugin;
 pub mod config;
-pub mod ingest;
+pub mod event;
+pub mod files;
+pub mod http;
 pub mod metrics;
+pub mod protocols;
 pub mod router;
 pub mod schema;
-pub mod server;
+pub mod settings;
 pub mod store;
 pub mod wasm;
-pub mod workflow;

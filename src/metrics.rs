@@ -237,7 +237,7 @@ fn escape(v: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push(crate::wasm::text::REPLACEMENT),
+            c if c.is_control() => out.push(crate::event::text::REPLACEMENT),
             c => out.push(c),
         }
     }

@@ -2,7 +2,7 @@
 //! file and line.
 
 use crate::support::{eventyard, repo, text};
-use eventyard::catalog::{generate, Catalog};
+use eventyard::schema::catalog::{generate, Catalog};
 use std::path::Path;
 
 fn copy_sources(to: &Path) {

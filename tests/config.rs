@@ -9,7 +9,7 @@ fn refused(toml: &str) -> String {
         Err(e) => return e.to_string(),
         Ok(c) => c,
     };
-    match eventyard::server::state(&config) {
+    match eventyard::app::build(&config) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("accepted:\n{toml}"),
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 #[test]
 fn corpus_covers_every_type_with_one_valid_and_two_invalid_bodies() {
-    let registry = eventyard::server::registry(&Default::default()).unwrap();
+    let registry = eventyard::app::registry(&Default::default()).unwrap();
     let known: BTreeSet<String> = registry.iter().map(|t| t.name.to_string()).collect();
     let cases = corpus();
     let covered: BTreeSet<String> = cases.iter().map(|c| c.type_name.clone()).collect();
@@ -69,7 +69,7 @@ async fn corpus_through_http() {
 
 #[test]
 fn corpus_errors_read_in_place_match_the_tree_validators() {
-    let registry = eventyard::server::registry(&Default::default()).unwrap();
+    let registry = eventyard::app::registry(&Default::default()).unwrap();
     for case in corpus() {
         let ty = registry.get(&case.type_name).unwrap();
         for body in &case.valid {

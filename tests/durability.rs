@@ -220,14 +220,14 @@ async fn event_status_shows_what_became_of_each_event() {
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "unknown_event");
 }
 
-fn event(i: usize) -> eventyard::router::Event {
-    eventyard::router::Event {
+fn event(i: usize) -> eventyard::event::Event {
+    eventyard::event::Event {
         id: format!("e-{i}"),
         type_name: "infrahub/send.echo.request".into(),
         time: time::OffsetDateTime::now_utc(),
         priority: 3,
         source: None,
-        data: eventyard::router::Body::from_value(json!({ "message": format!("m{i}") })),
+        data: eventyard::event::Body::from_value(json!({ "message": format!("m{i}") })),
         hops: 0,
         keyed: false,
     }
@@ -236,7 +236,8 @@ fn event(i: usize) -> eventyard::router::Event {
 #[tokio::test]
 async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     use eventyard::store::local::LocalOptions;
-    use eventyard::store::{Durability, EventStore, LocalStore, Outcome};
+    use eventyard::event::Outcome;
+    use eventyard::store::{Durability, LocalStore};
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions {
         dir: dir.path().to_path_buf(),
@@ -369,7 +370,7 @@ handlers = ["broken"]
     let mut config = Config::parse(&toml).unwrap();
     config.data_dir = dir.path().to_path_buf();
     config.auth.admin_token = Some(crate::support::ADMIN_TOKEN.into());
-    let s = Server::with_state(eventyard::server::state_with_clock(&config, clock.clone()).unwrap()).await;
+    let s = Server::with_state(eventyard::app::build_with_clock(&config, clock.clone()).unwrap()).await;
     let calls = r#"eventyard_plugin_calls_total{plugin="busy"}"#;
     let status = |id: String| {
         let url = s.url(&format!("/v1/events/{id}"));
@@ -631,7 +632,7 @@ handlers = ["echo"]
 #[tokio::test]
 async fn the_log_stays_bounded_and_refuses_appends_past_its_limit() {
     use eventyard::store::local::LocalOptions;
-    use eventyard::store::{Durability, EventStore, LocalStore, StoreError};
+    use eventyard::store::{Durability, LocalStore, StoreError};
     let dir = tempfile::tempdir().unwrap();
     let mut options = LocalOptions {
         dir: dir.path().to_path_buf(),
@@ -669,7 +670,7 @@ async fn the_log_stays_bounded_and_refuses_appends_past_its_limit() {
 #[tokio::test]
 async fn a_recovered_event_keeps_the_producers_text() {
     use eventyard::store::local::LocalOptions;
-    use eventyard::store::{Durability, EventStore, LocalStore};
+    use eventyard::store::{Durability, LocalStore};
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions {
         dir: dir.path().to_path_buf(),
@@ -679,10 +680,10 @@ async fn a_recovered_event_keeps_the_producers_text() {
     };
     // Keys out of order, spaces, an escape: what plugins got before the restart.
     let text = r#"{ "message": "m\"1",  "meta": {"priority": 4, "correlation_id": "c-9"} }"#;
-    let registry = eventyard::server::registry(&Default::default()).unwrap();
+    let registry = eventyard::app::registry(&Default::default()).unwrap();
     let ty = registry.get("infrahub/send.echo.request").unwrap();
-    let (data, priority) = eventyard::router::Body::check(ty, text.into()).unwrap();
-    let event = eventyard::router::Event { data, priority, ..event(0) };
+    let (data, priority) = eventyard::event::Body::check(ty, text.into()).unwrap();
+    let event = eventyard::event::Event { data, priority, ..event(0) };
     {
         let (store, _) = LocalStore::open(&options, |_| true).unwrap();
         store.append(std::slice::from_ref(&event), &[true]).unwrap().await.unwrap().unwrap();

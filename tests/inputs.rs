@@ -89,7 +89,7 @@ async fn the_overflowing_subscriber_timeout_is_refused_clamped_when_saved_and_a_
         ..eventyard::config::WorkflowConfig::named("collect_and_cleanup")
     }];
     let s = Server::with_config(config).await;
-    let max = eventyard::workflow::actors::MAX_SUBSCRIPTION_TIMEOUT_SECS;
+    let max = eventyard::protocols::fixinventory::actors::MAX_SUBSCRIPTION_TIMEOUT_SECS;
     let x: Value = with(None).get(s.url("/subscriber/x")).send().await.unwrap().json().await.unwrap();
     assert_eq!(x["subscriptions"]["pre_collect"]["timeout"], max, "clamped when loaded");
 
@@ -124,7 +124,7 @@ async fn the_overflowing_subscriber_timeout_is_refused_clamped_when_saved_and_a_
 #[tokio::test]
 async fn subscriber_ids_are_bounded_with_a_json_error() {
     let s = Server::start().await;
-    let max = eventyard::workflow::actors::MAX_SUBSCRIBERS;
+    let max = eventyard::protocols::fixinventory::actors::MAX_SUBSCRIBERS;
     for i in 0..max {
         let res = with(None).post(s.url(&format!("/subscriber/w{i}/collect?timeout=1"))).send().await.unwrap();
         assert_eq!(res.status(), 200);
@@ -140,7 +140,7 @@ async fn subscriber_ids_are_bounded_with_a_json_error() {
     assert_eq!(with(None).post(s.url("/subscriber/one-too-many/collect")).send().await.unwrap().status(), 200);
 
     // Ids are capped like every id a client chooses, on every path that keeps one.
-    let long = "x".repeat(eventyard::router::MAX_ID_BYTES + 1);
+    let long = "x".repeat(eventyard::event::MAX_ID_BYTES + 1);
     for res in [
         with(None).post(s.url(&format!("/subscriber/{long}/collect"))).send().await.unwrap(),
         with(None).put(s.url(&format!("/subscriber/{long}"))).json(&json!([])).send().await.unwrap(),
@@ -277,7 +277,7 @@ async fn batches_have_an_item_cap() {
 
 #[tokio::test]
 async fn per_item_errors_are_summarised_and_the_answer_is_bounded() {
-    use eventyard::ingest::{MAX_DETAILED_ERRORS, MAX_ERROR_DETAIL_BYTES};
+    use eventyard::http::{MAX_DETAILED_ERRORS, MAX_ERROR_DETAIL_BYTES};
     let s = Server::start().await;
     // 1000 lines, each invalid with an 8 KiB value its violation quotes back.
     let n = 1000;

@@ -190,7 +190,7 @@ fn nested_body(depth: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deepest_accepted_body_survives_a_restart_and_one_level_more_is_refused() {
-    use eventyard::router::body::MAX_DATA_DEPTH;
+    use eventyard::event::body::MAX_DATA_DEPTH;
     let dir = tempfile::tempdir().unwrap();
     let native = |s: &Server, body: String| {
         let url = s.url("/v1/events/fixinventory/cleanup");
@@ -313,7 +313,7 @@ async fn files_at_rest_are_owner_only_and_the_admin_token_is_not_logged_in_full(
 
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(!text.contains(&token), "the full admin token is in the router's log:\n{text}");
-    let shown = &token[..6]; // `TOKEN_SHOWN` in src/ingest/auth.rs
+    let shown = &token[..6]; // `TOKEN_SHOWN` in src/http/auth.rs
     let line =
         text.lines().find(|l| l.contains("admin token")).unwrap_or_else(|| panic!("no admin token line:\n{text}"));
     assert!(line.contains(shown) && line.contains(&token_file.display().to_string()), "{line}");

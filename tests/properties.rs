@@ -3,7 +3,7 @@
 //! reference they must match.
 //!
 //! - NDJSON and CloudEvents (structured, binary, batch) ingestion, called directly on the
-//!   router's own state (`ingest::cloudevents::post`, no socket) and, with a few cases, over
+//!   router's own state (`http::cloudevents::post`, no socket) and, with a few cases, over
 //!   a real server;
 //! - the in-place validator (`schema::tape`): for generated documents and mutated corpus
 //!   bodies it reports exactly what the `serde_json::Value` validator reports, for all 43
@@ -20,10 +20,10 @@ use crate::support::{client, corpus, Server, ADMIN_TOKEN};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use eventyard::catalog::markdown::{self, Block};
-use eventyard::catalog::Catalog;
+use eventyard::schema::catalog::markdown::{self, Block};
+use eventyard::schema::catalog::Catalog;
 use eventyard::config::{Config, DurabilityMode};
-use eventyard::ingest::{AppState, Grant};
+use eventyard::http::{AppState, Grant};
 use eventyard::schema::tape::Tape;
 use eventyard::schema::{Registry, Rejection, Violation};
 use jsonschema::json::Node;
@@ -87,7 +87,7 @@ where
 
 fn registry() -> &'static Registry {
     static ONE: OnceLock<Registry> = OnceLock::new();
-    ONE.get_or_init(|| eventyard::server::registry(&Config::default()).expect("the built-in catalogue compiles"))
+    ONE.get_or_init(|| eventyard::app::registry(&Config::default()).expect("the built-in catalogue compiles"))
 }
 
 /// Corpus bodies by type: (type, body).
@@ -588,7 +588,7 @@ fn verify_any(status: u16, body: &[u8], expected: &Expected) -> Result<(), TestC
 // --- Where requests go ------------------------------------------------------------------
 
 /// The router's own state, without a socket: requests go straight to the handler that parses
-/// them (`ingest::cloudevents::post`, which also dispatches NDJSON).
+/// them (`http::cloudevents::post`, which also dispatches NDJSON).
 struct InProcess {
     runtime: tokio::runtime::Runtime,
     state: Arc<AppState>,
@@ -607,7 +607,7 @@ fn in_process() -> &'static InProcess {
         config.auth.admin_token = Some(ADMIN_TOKEN.into());
         config.workflows.iter_mut().for_each(|w| w.schedule = None);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let state = runtime.block_on(async { eventyard::server::state(&config) }).expect("router state");
+        let state = runtime.block_on(async { eventyard::app::build(&config) }).expect("router state").http;
         InProcess { runtime, state, _dir: dir }
     })
 }
@@ -615,7 +615,7 @@ fn in_process() -> &'static InProcess {
 fn post_in_process(req: &Request) -> (u16, Vec<u8>) {
     let p = in_process();
     p.runtime.block_on(async {
-        let res = eventyard::ingest::cloudevents::post(
+        let res = eventyard::http::cloudevents::post(
             State(p.state.clone()),
             axum::Extension(Grant::default()),
             req.header_map(),
@@ -1003,7 +1003,7 @@ fn markdown_parsers_never_panic_on_arbitrary_text() {
     check("markdown", 256, markdown_text(), |text| {
         let lines = text.lines().count();
         if let Err(e) = markdown::parse(&text, &origin) {
-            let eventyard::catalog::CatalogError::Parse { line, .. } = e else {
+            let eventyard::schema::catalog::CatalogError::Parse { line, .. } = e else {
                 return Err(TestCaseError::fail(format!("not a parse error: {e}")));
             };
             prop_assert!((1..=lines + 1).contains(&line), "line {} of {}: {}", line, lines, e);

@@ -380,7 +380,7 @@ async fn a_huge_error_message_is_capped_and_cleaned_and_router_memory_stays_boun
     assert_eq!(letters[0]["event"]["id"], id.as_str());
     assert_eq!(letters[0]["kind"], "handler_error");
     let message = letters[0]["message"].as_str().unwrap();
-    assert!(message.len() <= eventyard::wasm::text::MAX_PLUGIN_MESSAGE_BYTES, "{} bytes", message.len());
+    assert!(message.len() <= eventyard::event::text::MAX_PLUGIN_MESSAGE_BYTES, "{} bytes", message.len());
     assert!(!message.chars().any(char::is_control), "{message:?}");
     assert!(message.contains("ERROR eventyard: forged line") && message.contains("more bytes cut]"), "{message}");
     assert!(after - before < 2 * CAP, "router grew by {} MiB", (after - before) >> 20);
@@ -391,7 +391,7 @@ async fn a_huge_error_message_is_capped_and_cleaned_and_router_memory_stays_boun
 #[tokio::test]
 async fn a_log_flood_is_capped_per_call_and_counted() {
     use eventyard::wasm::link::{MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
-    use eventyard::wasm::text::MAX_PLUGIN_MESSAGE_BYTES;
+    use eventyard::event::text::MAX_PLUGIN_MESSAGE_BYTES;
     let toml = hostile_plugin_with("flood", "log-flood", r#"["log"]"#, "limits = { deadline_ms = 10_000 }")
         + "[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"flood\"]\n";
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;

@@ -6,7 +6,7 @@
 //! ([`broadcast::error::RecvError::Lagged`]); it never slows ingestion. Each event is
 //! serialised once, and only when someone is listening.
 
-use super::Event;
+use crate::event::Event;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 pub struct Frame {
     pub type_name: Arc<str>,
     pub json: Utf8Bytes,
-    pub data: super::Body,
+    pub data: crate::event::Body,
 }
 
 #[derive(Clone)]

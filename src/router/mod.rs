@@ -1,108 +1,24 @@
-//! Routing of accepted events: the subscriber [`bus`], route [`pattern`]s, the plugin
-//! [`pipeline`] with its priority work [`queue`], [`retry`] scheduling, per-event
-//! [`status`], the [`dead_letters`], and the [`rpc`] callers waiting for a response.
+//! The core: an accepted event's life from admission to "finished". Every door hands
+//! events to [`Pipeline::accept`] (admission: dedup, back-pressure, the durable append);
+//! [`routes`] say which plugins an event goes through; the [`pipeline`]'s workers take
+//! work from the priority [`queue`], run filters and handlers, and settle each event
+//! (outcome, [`retry`] scheduling, dead letters); whoever waits for an event to finish
+//! (RPC callers in [`rpc`], workflow steps) is told; live subscribers get every accepted
+//! event from the [`bus`].
+//!
+//! The core imports the vocabulary (`crate::event`, `crate::schema`), the durable state
+//! (`crate::store`) and the plugin host (`crate::wasm`); it never imports a door.
 
-pub mod body;
+pub mod admit;
 pub mod bus;
-pub mod dead_letters;
-pub mod pattern;
+pub mod completion;
+pub mod config;
 pub mod pipeline;
 pub mod queue;
 pub mod retry;
+pub mod routes;
 pub mod rpc;
-pub mod status;
 
-pub use body::Body;
-pub use pipeline::{AcceptError, Pipeline};
-
-use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-
-/// Longest event id (a CloudEvents `id`, an NDJSON `id`, an `Idempotency-Key`) and RPC
-/// correlation id a producer may give: ids are kept in the status board, the idempotency
-/// index, the log and every dead letter. Longer ones are refused at admission with 400
-/// `id_too_long`, by every door.
-pub const MAX_ID_BYTES: usize = 256;
-
-/// Who offers events to [`Pipeline::accept`]: what idempotency keys are scoped by, and
-/// whether its response events may answer RPC callers.
-#[derive(Clone, Copy, Default)]
-pub struct Producer<'a> {
-    /// The ingestion token the request came with (none when ingestion is open).
-    pub token: Option<&'a str>,
-    /// The `infrahub/response/*` types it may answer RPC callers with; `None`: none.
-    pub answers: Option<&'a pattern::TypePattern>,
-}
-
-impl Producer<'_> {
-    fn may_answer(&self, type_name: &str) -> bool {
-        self.answers.is_some_and(|p| p.matches(type_name))
-    }
-}
-
-/// An event that passed validation and was given an id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub type_name: Arc<str>,
-    /// The time the producer gave (CloudEvents `time`) or the time it was accepted;
-    /// formatted (RFC 3339) only when someone reads it.
-    #[serde(with = "time::serde::rfc3339")]
-    pub time: time::OffsetDateTime,
-    /// 1 (lowest) to 5 (highest).
-    pub priority: u8,
-    /// The CloudEvents `source`, or `plugin:<name>` for events a plugin emitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// The data as it arrived (the producer's body, a plugin's output).
-    pub data: Body,
-    /// How many plugin emissions led to this event (0 for ingested ones).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub hops: u8,
-    /// The producer gave the id (an idempotency key): only such ids are remembered for
-    /// deduplication (a router-made UUIDv7 cannot come again). Not stored or shown.
-    #[serde(skip)]
-    pub keyed: bool,
-}
-
-/// RFC 3339 in UTC with nanoseconds (`2026-11-23T18:04:31.191252000Z`), written digit by
-/// digit into a template: several times cheaper than the general formatter, and this runs
-/// on every plugin call.
-pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let Ok(year) = u32::try_from(t.year()) else {
-        return t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    };
-    fn put(field: &mut [u8], mut v: u32) {
-        for d in field.iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    put(&mut b[0..4], year.min(9999));
-    put(&mut b[5..7], u8::from(t.month()).into());
-    put(&mut b[8..10], t.day().into());
-    put(&mut b[11..13], t.hour().into());
-    put(&mut b[14..16], t.minute().into());
-    put(&mut b[17..19], t.second().into());
-    put(&mut b[20..29], t.nanosecond());
-    String::from_utf8(b.to_vec()).expect("ASCII digits")
-}
-
-fn is_zero(n: &u8) -> bool {
-    *n == 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_matches_the_general_formatter() {
-        let rfc = &time::format_description::well_known::Rfc3339;
-        let t = time::OffsetDateTime::parse("2026-11-23T18:04:31.191252065+01:00", rfc).unwrap();
-        assert_eq!(super::rfc3339(t), "2026-11-23T17:04:31.191252065Z");
-        let parsed = time::OffsetDateTime::parse(&super::rfc3339(t), rfc);
-        assert_eq!(parsed.unwrap(), t);
-    }
-}
+pub use admit::{AcceptError, Producer};
+pub use pipeline::Pipeline;
+pub use routes::Route;

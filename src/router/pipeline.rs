@@ -6,50 +6,29 @@
 //! fails that event for that plugin only: it becomes a dead letter.
 
 use super::bus::Bus;
-use super::dead_letters::{self, DeadLetter, DeadLetters};
-use super::pattern::Matcher;
+use crate::store::dead_letters::{self, DeadLetter, DeadLetters};
 use super::queue::JobQueue;
-use super::retry::{Clock, RetryPolicy, RetryTask, Scheduler};
+use super::retry::{Clock, RetryTask, Scheduler};
+use super::completion::{Completions, Finished};
 use super::rpc::Waiters;
-use super::status::{self, Dedup, Idempotency, State, StatusBoard};
-use super::{Body, Event, Producer};
-use crate::config::{Config, RootBudget, World};
+use crate::store::status::{self, State};
+use super::Route;
+use crate::event::{Body, Event};
+use super::config::{PipelineConfig, RootBudget};
+use crate::wasm::config::World;
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
-use crate::store::{Emission, EventStore, FailureNote, Outcome, Recovered, StoreError};
+use crate::event::{Emission, FailureNote, Outcome};
+use crate::store::EventLog;
 use crate::wasm::bindings::Verdict;
 use crate::wasm::host::PluginEvent;
-use crate::wasm::plugin::Output;
-use crate::wasm::{Checked, Failure, FailureKind, Plugin};
+use crate::event::{Failure, FailureKind};
+use crate::wasm::{Checked, Plugin};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// Matches event types by glob or regex.
-#[derive(Clone)]
-pub struct Route {
-    pub name: String,
-    /// A route of a plugin that was deleted: it matches nothing any more, but keeps its place
-    /// (retries refer to routes and handlers by index) and its plugins (retries in flight end).
-    pub disabled: bool,
-    pub matcher: Matcher,
-    pub retry: RetryPolicy,
-    pub filters: Vec<Arc<Plugin>>,
-    pub handlers: Vec<Arc<Plugin>>,
-}
-
-/// Why events could not be accepted; nothing of them was acknowledged.
-#[derive(Debug, thiserror::Error)]
-pub enum AcceptError {
-    /// The queue or the log is full: answer 503 with `Retry-After`.
-    #[error("the router is at capacity")]
-    Overloaded,
-    /// The log could not be written.
-    #[error(transparent)]
-    Store(StoreError),
-}
 
 #[derive(Default)]
 pub struct PipelineCounters {
@@ -72,15 +51,14 @@ pub struct PipelineCounters {
 /// The failure kind in an event's status when a worker panicked while working on it.
 pub const WORKER_PANIC: &str = "worker_panic";
 
-/// What survives a restart: the event log, what it recovered, the dead letters.
+/// What survives a restart: the event log (with what it recovered), the dead letters.
 pub struct Durable {
-    pub store: Arc<dyn EventStore>,
-    pub recovered: Recovered,
+    pub log: Arc<dyn EventLog>,
     pub dead_letters: DeadLetters,
 }
 
 /// Work waiting for a worker.
-pub(crate) enum Job {
+pub(super) enum Job {
     /// A dead letter to try again (after a fix or a new plugin version).
     Replay(DeadLetter),
     /// A routed event; `reserved`: it holds a queue reservation (new events do; recovered
@@ -177,9 +155,17 @@ impl Run {
     }
 }
 
+/// What the pipeline is set up with: its own config section and what it takes from the
+/// doors' (how many events a slow subscriber may fall behind).
+#[derive(Clone, Copy)]
+pub struct Settings<'a> {
+    pub pipeline: &'a PipelineConfig,
+    pub subscriber_buffer: usize,
+}
+
 pub struct Pipeline {
     pub bus: Bus,
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -192,18 +178,16 @@ pub struct Core {
     pub dead_letters: DeadLetters,
     pub counters: PipelineCounters,
     pub samples: Arc<PluginSamples>,
-    /// Where every accepted event is, for `GET /v1/events/{id}`.
-    pub statuses: StatusBoard,
     /// Callers of `POST /v1/rpc/{type}` waiting for their response.
     pub rpc: Waiters,
-    bus: Bus,
-    hop_limit: u8,
+    /// Whoever waits for an event to finish.
+    pub completions: Completions,
+    pub(super) bus: Bus,
+    pub(super) hop_limit: u8,
     root_budget: RootBudget,
-    queue: JobQueue<Job>,
-    store: Option<Arc<dyn EventStore>>,
-    idempotency_window: std::time::Duration,
-    /// Producer-given ids accepted within the idempotency window.
-    idempotency: Idempotency,
+    pub(super) queue: JobQueue<Job>,
+    /// The durable log: appends with dedup, statuses, outcomes (see [`EventLog`]).
+    pub log: Arc<dyn EventLog>,
     retries: Arc<Scheduler>,
     /// Serialises changes of the routes and plugins (readers never wait).
     changes: Mutex<()>,
@@ -213,19 +197,17 @@ impl Pipeline {
     /// Starts the workers; `store` is the durable log and what it recovered (unfinished
     /// events are processed again, finished ones are remembered for status lookups).
     pub fn with_routes(
-        config: &Config,
+        settings: Settings<'_>,
         registry: Arc<Registry>,
         plugins: Vec<Arc<Plugin>>,
         routes: Vec<Route>,
         samples: Arc<PluginSamples>,
-        durable: Option<Durable>,
+        durable: Durable,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let bus = Bus::new(config.subscribers.buffer);
-        let (store, recovered, dead_letters) = match durable {
-            Some(d) => (Some(d.store), d.recovered, d.dead_letters),
-            None => (None, Recovered::default(), DeadLetters::default()),
-        };
+        let Settings { pipeline: config, subscriber_buffer } = settings;
+        let bus = Bus::new(subscriber_buffer);
+        let Durable { log, dead_letters } = durable;
         let core = Arc::new(Core {
             registry,
             routes: ArcSwap::from_pointee(routes.into_iter().map(Arc::new).collect()),
@@ -233,29 +215,20 @@ impl Pipeline {
             dead_letters,
             counters: PipelineCounters::default(),
             samples,
-            statuses: StatusBoard::default(),
             rpc: Waiters::default(),
+            completions: Completions::default(),
             bus: bus.clone(),
-            hop_limit: config.pipeline.hop_limit,
-            root_budget: config.pipeline.root_budget,
-            queue: JobQueue::new(config.pipeline.queue),
-            store,
-            idempotency_window: std::time::Duration::from_secs(config.ingest.idempotency_window_secs),
-            idempotency: Idempotency::new(std::time::Duration::from_secs(config.ingest.idempotency_window_secs)),
+            hop_limit: config.hop_limit,
+            root_budget: config.root_budget,
+            queue: JobQueue::new(config.queue),
+            log,
             retries: Scheduler::new(clock),
             changes: Mutex::new(()),
         });
-        // The log does not keep when the router accepted an event (its `time` may be the
-        // producer's): recovered events count as accepted now, so their idempotency window
-        // is never shorter than documented.
-        for (event, outcome) in recovered.finished {
-            core.idempotency.recovered(event.source.as_deref(), &event.id);
-            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, status::finished(outcome));
-        }
         let mut workers = Vec::new();
         // Always: routes can be added while the router runs.
         {
-            let n = match config.pipeline.workers {
+            let n = match config.workers {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             };
@@ -283,95 +256,13 @@ impl Pipeline {
                 .expect("spawn retry scheduler");
             workers.push(scheduler);
         }
-        core.counters.recovered.fetch_add(recovered.pending.len() as u64, Ordering::Relaxed);
-        for event in recovered.pending {
-            core.idempotency.recovered(event.source.as_deref(), &event.id);
-            core.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
+        // What a crash left unfinished is this instance's work first.
+        let recovered = core.log.take_recovered();
+        core.counters.recovered.fetch_add(recovered.len() as u64, Ordering::Relaxed);
+        for event in recovered {
             core.queue.push(event.priority, Job::Event { event, reserved: false });
         }
         Self { bus, core, workers: Mutex::new(workers) }
-    }
-
-    /// Takes accepted (validated) events from one `producer`: written to the log and
-    /// acknowledged by it (as durably as configured) before this returns; then subscribers
-    /// see them and routed ones are queued for the workers. All or nothing: on an error none
-    /// was accepted. Answers each event's id, in order.
-    ///
-    /// An event whose producer-given id was accepted from the same producer (its token and
-    /// CloudEvents `source`) within the idempotency window is a duplicate: it is answered
-    /// like the first (same id) and not stored or processed again. The same id from another
-    /// producer is another event; should its id be in use, it gets a new one (a UUIDv7).
-    ///
-    /// Response events answer waiting RPC callers only when `producer` may answer them.
-    pub async fn accept(&self, events: Vec<Event>, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
-        let window = self.core.idempotency_window;
-        let mut ids = Vec::with_capacity(events.len());
-        let (mut fresh, mut routed) = (Vec::with_capacity(events.len()), Vec::with_capacity(events.len()));
-        let mut keys = Vec::new();
-        for mut e in events {
-            if e.keyed {
-                match self.core.idempotency.claim(producer.token, e.source.as_deref(), &e.id) {
-                    Dedup::Duplicate(first) => {
-                        self.core.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                        ids.push(first.map_or_else(|| e.id.clone(), String::from));
-                        continue;
-                    }
-                    Dedup::Fresh(key) => keys.push(key),
-                }
-            }
-            // Routes are matched once per event. Unrouted events are finished once durable;
-            // a failed append unclaims them.
-            let is_routed = self.core.is_routed(&e.type_name);
-            let state = if is_routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            if !self.core.statuses.claim(&e.id, e.type_name.clone(), e.priority, window, state.clone()) {
-                // Another producer's event has this id: this one gets its own.
-                let own = uuid::Uuid::now_v7().to_string();
-                if let Some(&key) = keys.last().filter(|_| e.keyed) {
-                    self.core.idempotency.renamed(key, &own);
-                }
-                e.id = own;
-                self.core.statuses.insert(&e.id, e.type_name.clone(), e.priority, state);
-            }
-            ids.push(e.id.clone());
-            fresh.push(e);
-            routed.push(is_routed);
-        }
-        let events = fresh;
-        let unclaim = |events: &[Event]| {
-            events.iter().for_each(|e| self.core.statuses.unclaim(&e.id));
-            keys.iter().for_each(|k| self.core.idempotency.unclaim(*k));
-        };
-        let reserve = routed.iter().filter(|r| **r).count();
-        if self.core.queue.reserve(reserve).is_err() {
-            unclaim(&events);
-            return Err(AcceptError::Overloaded);
-        }
-        if let Some(store) = &self.core.store {
-            let durable = match store.append(&events, &routed) {
-                Ok(ack) => ack.await.unwrap_or(Err(StoreError::Closed)),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = durable {
-                // Not processed, even if part of it reached the disk; not pinning compaction.
-                store.abandon(&events);
-                self.core.queue.release(reserve);
-                unclaim(&events);
-                return Err(match e {
-                    StoreError::Full { .. } => AcceptError::Overloaded,
-                    other => AcceptError::Store(other),
-                });
-            }
-        }
-        for (event, routed) in events.into_iter().zip(routed) {
-            self.bus.publish(&event);
-            if producer.may_answer(&event.type_name) {
-                self.core.rpc.offer(&event);
-            }
-            if routed {
-                self.core.queue.push(event.priority, Job::Event { event, reserved: true });
-            }
-        }
-        Ok(ids)
     }
 
     pub fn core(&self) -> &Core {
@@ -397,9 +288,7 @@ impl Pipeline {
             }
         })
         .await;
-        if let Some(store) = &self.core.store {
-            let _ = store.flush().await;
-        }
+        self.core.log.flush().await;
     }
 }
 
@@ -434,7 +323,7 @@ impl Core {
             return false;
         }
         self.plugins.store(Arc::new(plugins.iter().filter(|p| p.name() != name).cloned().collect()));
-        let uses = |r: &Route| r.filters.iter().chain(&r.handlers).any(|p| p.name() == name);
+        let uses = |r: &Route| r.filters.iter().any(|p| p.name() == name) || r.handlers.iter().any(|p| p.name() == name);
         let routes = self.routes.load();
         let next = routes
             .iter()
@@ -444,7 +333,22 @@ impl Core {
         true
     }
 
-    fn is_routed(&self, type_name: &str) -> bool {
+    /// Waits until accepted event `id` is finished (processed or dead-lettered) and answers
+    /// how; `None` when no accepted event has this id (or its status was forgotten).
+    pub async fn finished(&self, id: &str) -> Option<Finished> {
+        // Watch first, then look (see `completion`): no finish falls in between.
+        let mut watch = self.completions.watch(id);
+        match self.log.status(id)?.state {
+            State::Processed { outcome } | State::DeadLettered { outcome } => {
+                return Some(Finished { outcome: Arc::new(outcome) })
+            }
+            _ => {}
+        }
+        (&mut watch.finished).await.ok()
+    }
+
+    /// Whether a route takes events of this type now.
+    pub fn is_routed(&self, type_name: &str) -> bool {
         self.routes().iter().any(|r| !r.disabled && r.matcher.matches(type_name))
     }
 
@@ -484,7 +388,7 @@ impl Core {
 
     /// Processes one accepted event; it is finished now, or once its retries are done.
     fn run(&self, root: Arc<RootWork>) {
-        self.statuses.set(&root.event.id, State::InProgress);
+        self.log.progress(&root.event.id, State::InProgress);
         let mut run = Run::new(root.clone());
         self.process(&root.event, &mut run);
         self.settle(run, 0);
@@ -548,12 +452,11 @@ impl Core {
         }
         let event = with_retry_count(&task.event, task.attempt);
         match handler.call(&plugin_event(event.as_ref().unwrap_or(&task.event))) {
-            Ok(Output::Emitted(events)) => {
+            Ok(events) => {
                 for e in events {
                     self.emit(handler, route, &task.event, e, run);
                 }
             }
-            Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
             Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, run),
         }
     }
@@ -585,17 +488,14 @@ impl Core {
             let now = time::OffsetDateTime::now_utc();
             let next_at = now.checked_add(delay.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(now);
             let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
-            self.statuses.set(id, state);
+            self.log.progress(id, state);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             self.retries.schedule_at(task, due);
         }
         if let Some(outcome) = done {
-            if let Some(store) = &self.store {
-                store.complete(&root.event, &outcome);
-            }
-            let errors = outcome.failed.iter().map(|f| format!("{}: {}: {}", f.plugin, f.kind, f.message));
-            self.rpc.finished(&root.event, errors.collect());
-            self.statuses.set(id, status::finished(outcome));
+            // The final status first, then the watchers (see `completion`).
+            self.log.complete(&root.event, &outcome);
+            self.completions.finish(id, &outcome);
         }
     }
 
@@ -649,14 +549,14 @@ impl Core {
                     return;
                 }
                 match f.call(&wit) {
-                    Ok(Output::Verdict(Verdict::Keep)) => {}
-                    Ok(Output::Verdict(Verdict::Drop(reason))) => {
+                    Ok(Verdict::Keep) => {}
+                    Ok(Verdict::Drop(reason)) => {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
                         run.outcome.dropped.push((f.name().to_string(), reason));
                         continue 'routes;
                     }
-                    Ok(Output::Verdict(Verdict::Replace(r))) => {
+                    Ok(Verdict::Replace(r)) => {
                         match self.replacement(f, &current, &r.type_, &r.data) {
                             Ok(e) => {
                                 current = std::borrow::Cow::Owned(e);
@@ -668,7 +568,6 @@ impl Core {
                             }
                         }
                     }
-                    Ok(Output::Emitted(_)) => unreachable!("filters answer with verdicts"),
                     Err(fail) => {
                         self.dead_letter(&current, f, route, fail, 1, run);
                         continue 'routes;
@@ -680,12 +579,11 @@ impl Core {
                     return;
                 }
                 match h.call(&wit) {
-                    Ok(Output::Emitted(events)) => {
+                    Ok(events) => {
                         for e in events {
                             self.emit(h, route, &current, e, run);
                         }
                     }
-                    Ok(Output::Verdict(_)) => unreachable!("handlers answer with events"),
                     Err(fail) => self.handler_failed(&current, route_index, handler_index, fail, 1, run),
                 }
             }
@@ -709,34 +607,15 @@ impl Core {
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
         }
-        let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            type_name: ty.name.clone(),
-            time: time::OffsetDateTime::now_utc(),
-            priority: e.priority,
-            source: Some(format!("plugin:{}", from.name())),
-            data: e.data,
-            hops: parent.hops.saturating_add(1),
-            keyed: false,
+        let event = match self.admit_emitted(from.name(), parent, ty.name.clone(), e) {
+            Ok(event) => event,
+            Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
-        if event.hops > self.hop_limit {
-            let f = Failure::new(
-                FailureKind::HopLimit,
-                format!("emitted event went past the hop limit of {}", self.hop_limit),
-            );
-            self.dead_letter(&event, from, route, f, 1, run);
-            return;
-        }
-        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
         run.outcome.emitted.push(Emission {
             plugin: from.name().to_string(),
             type_name: event.type_name.to_string(),
             id: event.id.clone(),
         });
-        self.bus.publish(&event);
-        // Plugins may answer RPC callers (their manifest lists the response types they emit).
-        self.rpc.offer(&event);
-        self.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::InProgress);
         // Emitted events are processed here, before their parent is finished: a crash in
         // between processes the parent (and so re-emits them) again.
         let before = (run.outcome.emitted.len(), run.outcome.failed.len());
@@ -746,7 +625,8 @@ impl Core {
             failed: run.outcome.failed[before.1..].to_vec(),
             dropped: Vec::new(),
         };
-        self.statuses.set(&event.id, status::finished(own));
+        self.log.progress(&event.id, status::finished(own.clone()));
+        self.completions.finish(&event.id, &own);
     }
 
     fn dead_letter(
@@ -800,21 +680,7 @@ impl Core {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
-        for (name, help, v) in [
-            (
-                "eventyard_idempotency_keys",
-                "Producer-given ids remembered for deduplication (at most MAX_IDEMPOTENCY_KEYS).",
-                self.idempotency.len() as u64,
-            ),
-            (
-                "eventyard_idempotency_evicted_early_total",
-                "Ids forgotten before their idempotency window ended, past MAX_IDEMPOTENCY_KEYS.",
-                self.idempotency.evicted_early.load(Ordering::Relaxed),
-            ),
-        ] {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
+        self.log.render_metrics(out);
         let name = "eventyard_rpc_waiters";
         let _ = writeln!(
             out,
@@ -822,10 +688,6 @@ impl Core {
             self.rpc.waiting()
         );
         self.dead_letters.render_metrics(out);
-        if let Some(store) = &self.store {
-            let name = "eventyard_log_bytes";
-            let _ = writeln!(out, "# HELP {name} Bytes of event log on disk (refused past store.max_bytes).\n# TYPE {name} gauge\n{name} {}", store.pending_bytes());
-        }
         type Read = fn(&Plugin) -> u64;
         let per_plugin: [(&str, &str, &str, Read); 6] = [
             ("eventyard_plugin_calls_total", "counter", "Calls made to the plugin.", |p| {
@@ -920,7 +782,8 @@ pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::pattern::{Matcher, TypePattern};
+    use crate::event::pattern::{Matcher, TypePattern};
+    use crate::router::retry::RetryPolicy;
     use crate::router::retry::SystemClock;
     use std::time::Duration;
 
@@ -937,12 +800,13 @@ mod tests {
         }
     }
 
-    /// No request can make a worker panic today, so the test queues a job that does.
-    #[test]
-    fn a_job_that_panics_fails_its_event_alone_and_the_worker_runs_the_next_one() {
-        let mut config = Config::default();
-        config.pipeline.workers = 1;
-        let registry = Arc::new(crate::server::registry(&config).unwrap());
+    /// A pipeline with one worker, one route on `infrahub/*` without plugins, and a log in
+    /// a temp dir (kept alive by the returned guard).
+    fn pipeline() -> (Pipeline, tempfile::TempDir) {
+        let config = PipelineConfig { workers: 1, ..PipelineConfig::default() };
+        let catalog = crate::schema::catalog::Catalog::embedded().unwrap();
+        let strictness = crate::schema::Strictness::allow_unknown_fields(&[]).unwrap();
+        let registry = Arc::new(Registry::from_catalog(&catalog, &strictness).unwrap());
         let route = Route {
             name: "r".into(),
             disabled: false,
@@ -952,20 +816,92 @@ mod tests {
             handlers: Vec::new(),
         };
         let clock = Arc::new(SystemClock::default());
-        let pipeline = Pipeline::with_routes(&config, registry, Vec::new(), vec![route], Arc::default(), None, clock);
+        let settings = Settings { pipeline: &config, subscriber_buffer: 16 };
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::store::local::LocalOptions {
+            dir: dir.path().to_path_buf(),
+            durability: crate::store::Durability::Off,
+            segment_bytes: 1 << 20,
+            max_bytes: 1 << 30,
+        };
+        let log = Arc::new(crate::store::LocalLog::open(&options, Duration::from_secs(60), |_| true).unwrap());
+        let durable = Durable { log, dead_letters: DeadLetters::default() };
+        (Pipeline::with_routes(settings, registry, Vec::new(), vec![route], Arc::default(), durable, clock), dir)
+    }
+
+    fn note(plugin: &str) -> FailureNote {
+        FailureNote { plugin: plugin.into(), kind: "trap".into(), message: "boom".into(), attempts: 1 }
+    }
+
+    /// An event whose retries are in flight is finished by the last part of its work to
+    /// settle, with what every part produced; its watchers are woken then, not before.
+    #[tokio::test]
+    async fn settle_finishes_an_event_with_its_last_part_and_adds_every_part() {
+        let (pipeline, _dir) = pipeline();
+        let core = pipeline.core();
+        let e = event("root");
+        core.log.track(&e, State::InProgress);
+        let root = RootWork::new(e.clone(), RootBudget::default());
+        // Two retries in flight (as if the first run scheduled them).
+        root.settled.lock().unwrap().remaining = 2;
+        let mut watch = core.completions.watch("root");
+
+        let mut first = Run::new(root.clone());
+        first.outcome.emitted.push(Emission { plugin: "h1".into(), type_name: "t".into(), id: "c1".into() });
+        core.settle(first, 1);
+        assert!(matches!(core.log.status("root").map(|s| s.state), Some(State::InProgress)), "one retry is left");
+        assert!(watch.finished.try_recv().is_err(), "not finished yet");
+
+        let mut last = Run::new(root.clone());
+        last.outcome.failed.push(note("h2"));
+        core.settle(last, 1);
+        let finished = watch.finished.try_recv().expect("woken by the last part");
+        assert_eq!(finished.outcome.emitted.len(), 1, "the first part's emission is kept");
+        assert_eq!(finished.outcome.failed, vec![note("h2")]);
+        match core.log.status("root").map(|s| s.state) {
+            Some(State::DeadLettered { outcome }) => assert_eq!(outcome, *finished.outcome),
+            other => panic!("a failure makes the event dead-lettered: {other:?}"),
+        }
+        core.queue.close();
+    }
+
+    /// Past its budget an event's pending retries are dropped: settling finishes it at once.
+    #[tokio::test]
+    async fn an_exhausted_event_drops_its_retries_and_is_finished() {
+        let (pipeline, _dir) = pipeline();
+        let core = pipeline.core();
+        let e = event("spent");
+        core.log.track(&e, State::InProgress);
+        let root = RootWork::new(e.clone(), RootBudget { calls: 1, emits: 1, bytes: 1 });
+        assert_eq!(root.spend(1, 0, 0), None, "within the budget");
+        assert_eq!(root.spend(1, 0, 0).as_deref(), Some("1 plugin calls"), "past it, naming the limit");
+        root.exhausted.store(true, Ordering::Release);
+        let mut run = Run::new(root.clone());
+        let task = RetryTask { root: root.clone(), event: e, route: 0, handler: 0, attempt: 1 };
+        run.retries.push(task);
+        core.settle(run, 0);
+        assert!(matches!(core.log.status("spent").map(|s| s.state), Some(State::Processed { .. })));
+        assert_eq!(core.counters.retries.load(Ordering::Relaxed), 0, "no retry was scheduled");
+        core.queue.close();
+    }
+
+    /// No request can make a worker panic today, so the test queues a job that does.
+    #[test]
+    fn a_job_that_panics_fails_its_event_alone_and_the_worker_runs_the_next_one() {
+        let (pipeline, _dir) = pipeline();
         let core = pipeline.core();
         for id in ["boom", "next"] {
-            core.statuses.insert(id, "infrahub/send.echo.request".into(), 3, State::Queued);
+            core.log.track(&event(id), State::Queued);
         }
         // One worker: the job after the panic runs on the same worker.
         core.queue.push(3, Job::Panic(event("boom")));
         core.queue.push(3, Job::Event { event: event("next"), reserved: false });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !matches!(core.statuses.get("next").map(|s| s.state), Some(State::Processed { .. })) {
+        while !matches!(core.log.status("next").map(|s| s.state), Some(State::Processed { .. })) {
             assert!(std::time::Instant::now() < deadline, "the next job never ran");
             std::thread::sleep(Duration::from_millis(5));
         }
-        match core.statuses.get("boom").map(|s| s.state) {
+        match core.log.status("boom").map(|s| s.state) {
             Some(State::DeadLettered { outcome }) => {
                 assert_eq!(outcome.failed.len(), 1);
                 assert_eq!(outcome.failed[0].kind, WORKER_PANIC);

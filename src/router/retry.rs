@@ -1,7 +1,7 @@
 //! Retries of failed handler calls: exponential back-off with jitter up to a per-route
 //! number of attempts, timed by a [`Clock`] that tests can drive by hand.
 
-use super::Event;
+use crate::event::Event;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

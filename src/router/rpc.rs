@@ -2,10 +2,11 @@
 //! the response event whose `meta.correlation_id` is its request's.
 //!
 //! The pipeline tells [`Waiters`] about every accepted or emitted `infrahub/response/*`
-//! event and about every finished request; the first word for a correlation id is the
-//! answer. Nothing is done per event while nobody waits (one atomic load).
+//! event; the caller also watches its request finish (`crate::router::completion`), and
+//! whichever comes first, the response winning a tie, is the answer. Nothing is done per
+//! event while nobody waits (one atomic load).
 
-use super::Event;
+use crate::event::Event;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,23 +17,12 @@ pub const RESPONSE_PREFIX: &str = "infrahub/response/";
 
 /// Longest correlation id a caller may give (it is a key of the waiters' map and is copied
 /// into the request event): the router's id cap. Longer: 400 `id_too_long`.
-pub const MAX_CORRELATION_ID_BYTES: usize = super::MAX_ID_BYTES;
-
-/// How a request ended for its caller.
-#[derive(Debug)]
-pub enum Reply {
-    /// The response event (already validated against its schema).
-    Response(Event),
-    /// The request failed in a handler (dead-lettered): the handlers' errors.
-    Failed { errors: Vec<String> },
-    /// The request was processed but nothing answered it.
-    Unanswered,
-}
+pub const MAX_CORRELATION_ID_BYTES: usize = crate::event::MAX_ID_BYTES;
 
 #[derive(Default)]
 pub struct Waiters {
     /// Correlation id -> (registration number, the caller's channel).
-    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<Reply>)>>,
+    waiting: Mutex<HashMap<String, (u64, oneshot::Sender<Event>)>>,
     count: AtomicUsize,
     next: AtomicU64,
 }
@@ -44,7 +34,7 @@ pub struct Waiting<'a> {
     waiters: &'a Waiters,
     correlation_id: String,
     number: u64,
-    pub reply: oneshot::Receiver<Reply>,
+    pub reply: oneshot::Receiver<Event>,
 }
 
 impl Drop for Waiting<'_> {
@@ -63,7 +53,7 @@ impl Drop for Waiting<'_> {
 pub struct Busy(pub String);
 
 impl Waiters {
-    /// Waits for `correlation_id`: the guard's receiver resolves with the first reply;
+    /// Waits for `correlation_id`: the guard's receiver resolves with the response event;
     /// dropping the guard stops waiting.
     pub fn register(&self, correlation_id: &str) -> Result<Waiting<'_>, Busy> {
         let mut w = self.waiting.lock().expect("rpc waiters");
@@ -89,22 +79,11 @@ impl Waiters {
             return;
         }
         if let Some(id) = correlation_id(event) {
-            self.answer(id, || Reply::Response(event.clone()));
+            self.answer(id, || event.clone());
         }
     }
 
-    /// A request finished: answers a caller still waiting (the handlers failed, or none
-    /// responded).
-    pub fn finished(&self, request: &Event, errors: Vec<String>) {
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        if let Some(id) = correlation_id(request) {
-            self.answer(id, || if errors.is_empty() { Reply::Unanswered } else { Reply::Failed { errors } });
-        }
-    }
-
-    fn answer(&self, id: &str, reply: impl FnOnce() -> Reply) {
+    fn answer(&self, id: &str, reply: impl FnOnce() -> Event) {
         let tx = self.waiting.lock().expect("rpc waiters").remove(id);
         if let Some((_, tx)) = tx {
             self.count.fetch_sub(1, Ordering::Relaxed);

@@ -1,6 +1,8 @@
 //! Compiled validators: every event type's schema compiled once at start-up, looked up by
 //! name on the hot path without allocating, and validation reports with exact paths.
 
+pub mod catalog;
+pub mod config;
 mod registry;
 pub mod tape;
 
@@ -20,7 +22,7 @@ pub enum SchemaError {
     #[error("{path}: {message}")]
     Load { path: String, message: String },
     #[error(transparent)]
-    Catalog(#[from] crate::catalog::CatalogError),
+    Catalog(#[from] crate::schema::catalog::CatalogError),
 }
 
 fn suggest(s: &[String]) -> String {

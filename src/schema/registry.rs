@@ -1,6 +1,6 @@
 use super::tape::{Tape, TapeJson};
 use super::{Rejection, SchemaError, Violation, DEFAULT_PRIORITY};
-use crate::catalog::{generate::schema_files, Catalog};
+use crate::schema::catalog::{generate::schema_files, Catalog};
 use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::Value;

@@ -43,7 +43,7 @@ pub struct ConfigDocs {
 
 impl ConfigDocs {
     pub fn open(dir: PathBuf) -> Result<Self, ConfigError> {
-        super::files::private_dir(&dir).map_err(|e| io(&dir, e))?;
+        crate::files::private_dir(&dir).map_err(|e| io(&dir, e))?;
         Ok(Self { dir, write: Mutex::new(()) })
     }
 
@@ -80,7 +80,7 @@ impl ConfigDocs {
         self.check(id, expected)?;
         let doc = ConfigDoc { id: id.to_string(), revision: uuid::Uuid::now_v7().to_string(), config };
         let body = serde_json::to_vec(&doc).map_err(|e| ConfigError::Io(e.to_string()))?;
-        super::files::write_atomic(&path, &body).map_err(|e| io(&path, e))?;
+        crate::files::write_atomic(&path, &body).map_err(|e| io(&path, e))?;
         Ok(doc)
     }
 
@@ -89,7 +89,7 @@ impl ConfigDocs {
         let path = self.path(id)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let doc = self.check(id, expected)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
-        std::fs::remove_file(&path).and_then(|_| super::files::sync_parent(&path)).map_err(|e| io(&path, e))?;
+        std::fs::remove_file(&path).and_then(|_| crate::files::sync_parent(&path)).map_err(|e| io(&path, e))?;
         Ok(doc)
     }
 

@@ -1,12 +1,13 @@
-//! [`LocalStore`]: the segment log as an [`EventStore`], for one machine with no external
+//! [`LocalStore`]: the segment log's records (under [`super::LocalLog`]), for one machine with no external
 //! service. Keeps, per segment, how many of its routed events are still unfinished; once
 //! the oldest segments hold none, the writer deletes them (compaction), so disk use is
 //! bounded by the unfinished events plus at most one segment of finished ones... and by
 //! `max_bytes`, past which appends are refused (back-pressure) instead of filling the disk.
 
 use super::segment::{self, Command, Writer};
-use super::{Ack, Durability, EventStore, Outcome, Record, Recovered, StoreError};
-use crate::router::Event;
+use super::{Ack, Durability, Record, Recovered, StoreError};
+use crate::event::Outcome;
+use crate::event::Event;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +53,7 @@ impl LocalStore {
         routed: impl Fn(&Event) -> bool,
     ) -> Result<(LocalStore, Recovered), StoreError> {
         let dir = &options.dir;
-        super::files::private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::files::private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         let (recovered, tracking, next, bytes) = recover(dir, routed)?;
         let writer = Writer::open(dir, next, options.durability, options.segment_bytes)?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -90,8 +91,10 @@ impl LocalStore {
     }
 }
 
-impl EventStore for LocalStore {
-    fn append(&self, events: &[Event], routed: &[bool]) -> Result<Ack, StoreError> {
+impl LocalStore {
+    /// Appends accepted events. Those that need processing (`routed`) are tracked until
+    /// [`complete`](Self::complete)d; the others are finished as soon as they are durable.
+    pub fn append(&self, events: &[Event], routed: &[bool]) -> Result<Ack, StoreError> {
         let bytes = self.bytes.load(Ordering::Relaxed) + self.side.load(Ordering::Relaxed);
         if bytes > self.max_bytes {
             return Err(StoreError::Full { bytes });
@@ -117,7 +120,9 @@ impl EventStore for LocalStore {
         Ok(rx)
     }
 
-    fn complete(&self, event: &Event, outcome: &Outcome) {
+    /// Records that a routed event is finished; not awaited (a crash before it is durable
+    /// only means the event is processed again).
+    pub fn complete(&self, event: &Event, outcome: &Outcome) {
         let mut frames = Vec::with_capacity(256);
         let done = |outcome| Record::Done { id: event.id.clone(), outcome };
         if let Err(e) = segment::frame(&done(outcome.bounded()), &mut frames) {
@@ -130,7 +135,10 @@ impl EventStore for LocalStore {
         self.untrack(std::iter::once(event));
     }
 
-    fn abandon(&self, events: &[Event]) {
+    /// These events' append failed (their producers got an error): they are not tracked
+    /// any more (compaction is not pinned by them) and, if part of them reached the disk,
+    /// recovery will not process them.
+    pub fn abandon(&self, events: &[Event]) {
         let mut frames = Vec::new();
         let ids = events.iter().map(|e| e.id.clone()).collect();
         if segment::frame(&Record::Cancelled { ids }, &mut frames).is_ok() {
@@ -139,13 +147,15 @@ impl EventStore for LocalStore {
         self.untrack(events.iter());
     }
 
-    fn flush(&self) -> oneshot::Receiver<()> {
+    /// Writes and syncs everything queued (graceful shutdown).
+    pub fn flush(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Command::Flush(tx));
         rx
     }
 
-    fn pending_bytes(&self) -> u64 {
+    /// Bytes in the log not yet compacted away.
+    pub fn pending_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 }
@@ -239,7 +249,7 @@ mod tests {
             time: time::OffsetDateTime::UNIX_EPOCH,
             priority: 3,
             source: None,
-            data: crate::router::Body::from_value(serde_json::json!({"a": 1})),
+            data: crate::event::Body::from_value(serde_json::json!({"a": 1})),
             hops: 0,
             keyed: false,
         }

@@ -1,25 +1,32 @@
-//! Durable storage of accepted events, behind [`EventStore`] so that a NATS JetStream
-//! backend can take the local log's place.
+//! Durable and shared state: the event log behind the [`EventLog`] contract (so that a
+//! NATS JetStream backend can take the local log's place), the statuses and idempotency
+//! keys it owns, the dead letters, and the config service's documents.
 //!
-//! The contract: [`EventStore::append`] resolves only once the events are as durable as
-//! configured (fsync'd, by default in groups), and only then does the producer get its 202;
-//! [`EventStore::complete`] records that an event is finished; at start-up
-//! [`EventStore::recover`] hands back every event accepted but not finished, so after a
-//! `kill -9` nothing answered with 202 is lost (delivery is at-least-once).
-//!
-//! - [`segment`]: the local segment log (files, frames, the group-commit writer);
-//! - [`local`]: [`LocalStore`], the segment log as an [`EventStore`] with compaction;
+//! - [`log`]: [`LocalLog`], the local backend of [`EventLog`]: the segment log plus the
+//!   statuses and idempotency keys, rebuilt from the log at start-up;
+//! - [`local`]: [`LocalStore`], the segment log's records with compaction;
+//! - [`segment`]: segment files, frames, the group-commit writer;
+//! - [`status`]: where each event is, and which producer ids were seen;
+//! - [`conformance`]: the suite every [`EventLog`] backend must pass;
+//! - [`dead_letters`]: events a plugin failed on, kept for listing and replay;
 //! - [`config_docs`]: the config service's documents (one atomically replaced file each);
-//! - [`files`]: owner-only files and directories, atomic replacement.
+//! - [`config`]: the `[store]` section.
 
+pub mod config;
 pub mod config_docs;
-pub mod files;
+pub mod dead_letters;
+pub mod conformance;
 pub mod local;
+pub mod log;
 pub mod segment;
+pub mod status;
 
 pub use local::LocalStore;
+pub use log::LocalLog;
 
-use crate::router::Event;
+use crate::event::{Event, Outcome};
+use futures_util::future::BoxFuture;
+use status::{State, Status};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
@@ -71,72 +78,6 @@ pub enum Record {
     Cancelled { ids: Vec<String> },
 }
 
-/// Longest text of an outcome (a failure's message, a drop reason) kept in the log: the
-/// rest is cut at a character boundary and marked. Why: a plugin's error text is the
-/// plugin's to choose; the log keeps what an operator needs, not what an attacker sends.
-pub const MAX_OUTCOME_TEXT_BYTES: usize = 4096;
-/// Most entries of each list of an outcome (emissions, failures, drops) kept in the log;
-/// the per-root work budget keeps real outcomes far below this.
-pub const MAX_OUTCOME_ENTRIES: usize = 10_000;
-
-/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
-pub fn cut_text(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    const MARK: &str = "…[cut]";
-    let mut end = max.saturating_sub(MARK.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{MARK}", &text[..end])
-}
-
-impl Outcome {
-    /// The outcome as the log keeps it: texts and lists capped
-    /// ([`MAX_OUTCOME_TEXT_BYTES`], [`MAX_OUTCOME_ENTRIES`]), so a `Done` record always fits
-    /// in a frame.
-    pub fn bounded(&self) -> Outcome {
-        let text = |t: &str| cut_text(t, MAX_OUTCOME_TEXT_BYTES);
-        Outcome {
-            emitted: self.emitted.iter().take(MAX_OUTCOME_ENTRIES).cloned().collect(),
-            failed: self
-                .failed
-                .iter()
-                .take(MAX_OUTCOME_ENTRIES)
-                .map(|f| FailureNote { message: text(&f.message), ..f.clone() })
-                .collect(),
-            dropped: self.dropped.iter().take(MAX_OUTCOME_ENTRIES).map(|(p, r)| (p.clone(), text(r))).collect(),
-        }
-    }
-}
-
-/// What became of an event: what each plugin emitted and which calls failed for good.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Outcome {
-    pub emitted: Vec<Emission>,
-    pub failed: Vec<FailureNote>,
-    /// Filters that dropped it, with their reasons.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dropped: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Emission {
-    pub plugin: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub id: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FailureNote {
-    pub plugin: String,
-    pub kind: String,
-    pub message: String,
-    pub attempts: u32,
-}
-
 /// What recovery found: events to process again, and finished ones (for status lookups
 /// and idempotency), oldest first.
 #[derive(Default)]
@@ -148,21 +89,69 @@ pub struct Recovered {
 /// Resolves once an append is durable.
 pub type Ack = oneshot::Receiver<Result<(), StoreError>>;
 
-pub trait EventStore: Send + Sync {
-    /// Appends accepted events. Those that need processing (`routed`) are tracked until
-    /// [`complete`](Self::complete)d; the others are finished as soon as they are durable.
-    fn append(&self, events: &[Event], routed: &[bool]) -> Result<Ack, StoreError>;
-    /// Records that a routed event is finished; not awaited (a crash before it is durable
-    /// only means the event is processed again).
+/// A batch of validated events from one producer, offered to [`EventLog::append`].
+pub struct Batch<'a> {
+    pub events: Vec<Event>,
+    /// Per event: whether a route matches its type (it needs processing). Unrouted events
+    /// are finished as soon as they are durable.
+    pub routed: Vec<bool>,
+    /// The producer's credential (its ingestion token): producer-given ids are
+    /// idempotency keys within it and the event's `source`.
+    pub producer: Option<&'a str>,
+}
+
+/// What an append made of a batch.
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// Per offered event, in order: its id, or for a duplicate the id of the first.
+    pub ids: Vec<String>,
+    /// The events that were new, durable now, with whether they are routed. Routed ones
+    /// are claimed by this instance: it processes them and then [`EventLog::complete`]s
+    /// them. (A shared log also hands work to whichever instance pulls it; the local log
+    /// has one instance.)
+    pub fresh: Vec<(Event, bool)>,
+    /// How many offered events were duplicates.
+    pub duplicates: usize,
+}
+
+/// The contract of the durable event log: everything that must be shared for several
+/// routers to act as one (the NATS JetStream backend of issue 13 implements it too, and
+/// [`conformance`] checks every backend against it).
+///
+/// - append with dedup: all or nothing; resolves only once the new events are as durable
+///   as configured (and only then does a producer get its 202); a producer-given id seen
+///   from the same producer within the idempotency window is a duplicate, answered with
+///   the first event's id and not stored again; the same id from another producer is
+///   another event and gets a new id;
+/// - claim: routed events are claimed for processing (at append, or at recovery for what a
+///   crash left unfinished);
+/// - progress and complete: where an event is, and its outcome once finished (durable
+///   for events of the log; emitted events' statuses are tracked, not logged);
+/// - status: of any id accepted within the status window;
+/// - recover: opening a log finds what was accepted and not finished ([`take_recovered`]),
+///   and remembers finished events for status lookups and dedup. Delivery is
+///   at-least-once: an event whose `done` record was lost is processed again.
+///
+/// [`take_recovered`]: EventLog::take_recovered
+pub trait EventLog: Send + Sync {
+    /// Appends `batch` (see the trait doc). On an error nothing of it was accepted.
+    fn append<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Appended, StoreError>>;
+    /// An event of this log (or one a plugin emitted, see [`track`](Self::track)) moved on:
+    /// in progress, retrying, or finished (emitted events).
+    fn progress(&self, id: &str, state: State);
+    /// Starts tracking the status of an event that is not in the log (a plugin emitted it
+    /// while its root event was processed; the root's record is the durable unit).
+    fn track(&self, event: &Event, state: State);
+    /// A claimed event is finished with `outcome`: its final status, and a `done` record
+    /// (not awaited: a crash before it is durable only means the event is processed again).
     fn complete(&self, event: &Event, outcome: &Outcome);
-    /// These events' append failed (their ack was an error; their producers got 503): they
-    /// are not tracked any more (compaction is not pinned by them) and, if part of them
-    /// reached the disk, recovery will not process them.
-    fn abandon(&self, events: &[Event]) {
-        let _ = events;
-    }
+    /// Where an accepted event is, if it was accepted within the status window.
+    fn status(&self, id: &str) -> Option<Status>;
+    /// The unfinished events found when the log was opened, claimed by this instance (each
+    /// handed out once).
+    fn take_recovered(&self) -> Vec<Event>;
     /// Writes and syncs everything queued (graceful shutdown).
-    fn flush(&self) -> oneshot::Receiver<()>;
-    /// Bytes in the log not yet compacted away.
-    fn pending_bytes(&self) -> u64;
+    fn flush(&self) -> BoxFuture<'_, ()>;
+    /// The log's lines of `/metrics`.
+    fn render_metrics(&self, out: &mut String);
 }

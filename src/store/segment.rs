@@ -68,7 +68,7 @@ pub enum Command {
 /// goes in as the producer's JSON text when it is known, instead of re-serialising the
 /// parsed tree (the costliest step of an append). An event too large for a record is refused
 /// here, with nothing left in `out`.
-pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
+pub fn frame_event(event: &crate::event::Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
     let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
@@ -77,7 +77,7 @@ pub fn frame_event(event: &crate::router::Event, out: &mut Vec<u8>) -> Result<()
     out.extend_from_slice(br#","type":"#);
     json(out, &&*event.type_name);
     out.extend_from_slice(br#","time":""#);
-    out.extend_from_slice(crate::router::rfc3339(event.time).as_bytes());
+    out.extend_from_slice(crate::event::rfc3339(event.time).as_bytes());
     out.extend_from_slice(br#"","priority":"#);
     out.extend_from_slice(event.priority.to_string().as_bytes());
     if let Some(source) = &event.source {
@@ -159,7 +159,7 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 /// Gives a recovered event its data's text exactly as it was written (the record as a whole
 /// goes through serde's buffered content, which re-serialises it): plugins see the same
 /// bytes again when an event is processed after a restart.
-fn keep_text(payload: &[u8], event: &mut crate::router::Event) {
+fn keep_text(payload: &[u8], event: &mut crate::event::Event) {
     #[derive(serde::Deserialize)]
     struct Framed<'a> {
         #[serde(borrow)]
@@ -173,7 +173,7 @@ fn keep_text(payload: &[u8], event: &mut crate::router::Event) {
     if let Ok(framed) = serde_json::from_slice::<Framed>(payload) {
         let text: Arc<str> = framed.event.data.get().into();
         if let Ok(tape) = crate::schema::tape::Tape::parse(&text) {
-            event.data = crate::router::Body::read(text.clone(), &tape);
+            event.data = crate::event::Body::read(text.clone(), &tape);
         }
     }
 }
@@ -287,7 +287,7 @@ pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64), StoreError> {
         tracing::error!(path = %path.display(), copy = %aside.display(), bytes = damaged, stretches = scan.skipped.len(),
             "damaged records in the middle of a log segment: skipped them, kept every intact record, copied the segment aside");
         if !aside.exists() {
-            super::files::create_new(&aside)
+            crate::files::create_new(&aside)
                 .and_then(|mut f| f.write_all(&bytes).and_then(|_| f.sync_all()))
                 .map_err(|e| StoreError::io(&aside, e))?;
         }
@@ -328,7 +328,7 @@ impl Writer {
     /// header. Owner-only, like every file of the data directory.
     pub fn open(dir: &Path, number: u64, durability: Durability, segment_bytes: u64) -> Result<Writer, StoreError> {
         let path = segment_path(dir, number);
-        let mut file = super::files::open_append(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut file = crate::files::open_append(&path).map_err(|e| StoreError::io(&path, e))?;
         // A file left by a failed roll (its header never written) is started over.
         let header = file.set_len(0).and_then(|_| file.write_all(&SEGMENT_MAGIC));
         if let Err(e) = header {

@@ -84,7 +84,7 @@ impl WasmEngine {
         }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         if let Some(dir) = &cache_dir {
-            crate::store::files::private_dir(dir).map_err(|e| WasmError::Cache(format!("{}: {e}", dir.display())))?;
+            crate::files::private_dir(dir).map_err(|e| WasmError::Cache(format!("{}: {e}", dir.display())))?;
         }
         // The ticker lives exactly as long as the engine: plugins hold clones of it, so it
         // keeps ticking after this `WasmEngine` is gone and stops with the last plugin.
@@ -170,7 +170,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Writes to a temporary name unique to this process and call, then renames: a reader
 /// never sees half an artifact, even with several routers or threads on one cache.
-/// Owner-only, like every file of the data directory ([`crate::store::files`]).
+/// Owner-only, like every file of the data directory ([`crate::files`]).
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    crate::store::files::write_atomic(path, data)
+    crate::files::write_atomic(path, data)
 }

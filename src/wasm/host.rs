@@ -6,10 +6,11 @@
 use super::bindings::{config, emit, Emitted};
 use super::engine::EPOCH_TICK;
 use super::output::Captured;
-use super::{Checked, Failure, FailureKind};
-use crate::config::{Capability, PluginConfig};
+use super::Checked;
+use crate::event::{Failure, FailureKind};
+use super::config::{Capability, PluginConfig};
 use crate::metrics::PluginSamples;
-use crate::router::Body;
+use crate::event::Body;
 use crate::schema::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -223,7 +224,7 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 
     fn time(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(crate::router::rfc3339(self.event()?.time))
+        Ok(crate::event::rfc3339(self.event()?.time))
     }
 
     fn priority(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<u8> {

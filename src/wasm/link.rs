@@ -37,8 +37,8 @@
 
 use super::bindings::handler::eventyard::plugin::{config, emit, log, types};
 use super::host::HostState;
-use super::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
-use crate::config::Capability;
+use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
+use super::config::Capability;
 use crate::metrics::SampleKind;
 use wasmtime::component::{ComponentType, HasSelf, Lift, Linker, Resource, WasmList, WasmStr};
 use wasmtime::{Engine, StoreContextMut, Trap};

@@ -16,17 +16,16 @@
 
 pub mod bindings;
 pub mod builtin;
+pub mod config;
 pub mod engine;
 pub mod host;
 pub mod link;
 mod output;
 pub mod plugin;
-pub mod text;
 
 pub use engine::WasmEngine;
 pub use plugin::Plugin;
 
-use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WasmError {
@@ -42,83 +41,6 @@ pub enum WasmError {
     Read { path: String, message: String },
 }
 
-/// Why one plugin call failed; the dead letters and `/metrics` use these names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// The guest trapped (panic, unreachable, bad memory access).
-    Trap,
-    /// The guest recursed past the Wasm stack limit.
-    StackOverflow,
-    /// The call ran past its deadline (epoch interruption).
-    Deadline,
-    /// The guest tried to grow memory past its cap.
-    Memory,
-    /// The guest used up its fuel budget.
-    Fuel,
-    /// Emitted a type its manifest does not list.
-    EmitDenied,
-    /// Emitted an event that fails its schema (or is not JSON).
-    EmitInvalid,
-    /// Emitted more events or bytes than one call may.
-    EmitBudget,
-    /// Called a host import its manifest does not grant.
-    CapabilityDenied,
-    /// The handler returned an error.
-    HandlerError,
-    /// A filter's replacement event is invalid.
-    BadOutput,
-    /// The plugin's circuit breaker is open; the call was not made.
-    CircuitOpen,
-    /// A fresh instance could not be created.
-    Instantiate,
-    /// An emitted event went past the hop limit (plugins emitting at each other).
-    HopLimit,
-    /// The accepted event's work, all hops and retries together, went past
-    /// `pipeline.root_budget` (calls, emitted events or bytes); the rest of it is skipped.
-    RootBudget,
-}
-
-impl FailureKind {
-    pub const ALL: [FailureKind; 15] = [
-        FailureKind::Trap,
-        FailureKind::StackOverflow,
-        FailureKind::Deadline,
-        FailureKind::Memory,
-        FailureKind::Fuel,
-        FailureKind::EmitDenied,
-        FailureKind::EmitInvalid,
-        FailureKind::EmitBudget,
-        FailureKind::CapabilityDenied,
-        FailureKind::HandlerError,
-        FailureKind::BadOutput,
-        FailureKind::CircuitOpen,
-        FailureKind::Instantiate,
-        FailureKind::HopLimit,
-        FailureKind::RootBudget,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Trap => "trap",
-            FailureKind::StackOverflow => "stack_overflow",
-            FailureKind::Deadline => "deadline",
-            FailureKind::Memory => "memory",
-            FailureKind::Fuel => "fuel",
-            FailureKind::EmitDenied => "emit_denied",
-            FailureKind::EmitInvalid => "emit_invalid",
-            FailureKind::EmitBudget => "emit_budget",
-            FailureKind::CapabilityDenied => "capability_denied",
-            FailureKind::HandlerError => "handler_error",
-            FailureKind::BadOutput => "bad_output",
-            FailureKind::CircuitOpen => "circuit_open",
-            FailureKind::Instantiate => "instantiate",
-            FailureKind::HopLimit => "hop_limit",
-            FailureKind::RootBudget => "root_budget",
-        }
-    }
-}
-
 /// An emitted event the host checked against the manifest and its schema.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -126,32 +48,5 @@ pub struct Checked {
     /// Its own `meta.priority`, else its type's.
     pub priority: u8,
     /// The JSON text the plugin sent.
-    pub data: crate::router::Body,
-}
-
-/// A failed plugin call.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub message: String,
-    /// Whether a retry may help (a handler said so, or a deadline).
-    pub retryable: bool,
-}
-
-impl Failure {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        // A deadline or a failed output may pass on another try (a slow moment, a transient
-        // bug); traps, limits and denials will not.
-        let retryable = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
-        Self::with_retry(kind, message, retryable)
-    }
-
-    /// A failure whose message may carry plugin text (an error message, a type name it
-    /// sent): capped at [`text::MAX_PLUGIN_MESSAGE_BYTES`] and cleaned of control
-    /// characters here, once, so the dead letters, the log and the status views never hold
-    /// more than that or a forged line.
-    pub fn with_retry(kind: FailureKind, message: impl Into<String>, retryable: bool) -> Self {
-        let message = text::clean_owned(message.into(), text::MAX_PLUGIN_MESSAGE_BYTES);
-        Self { kind, message, retryable }
-    }
+    pub data: crate::event::Body,
 }

@@ -10,9 +10,10 @@ use super::bindings::{filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
 use super::host::{CallState, EventHandle, HostState, PluginContext, PluginEvent};
 use super::link::Grants;
-use super::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
-use super::{Checked, Failure, FailureKind, WasmError};
-use crate::config::{PluginConfig, World};
+use super::{Checked, WasmError};
+use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
+use crate::event::{Failure, FailureKind};
+use super::config::{PluginConfig, World};
 use crate::metrics::{Histogram, PluginSamples};
 use crate::schema::Registry;
 use arc_swap::ArcSwap;
@@ -44,6 +45,63 @@ pub enum Output {
     Verdict(Verdict),
     /// Checked emitted events (host `emit` and the returned list), as (type, data).
     Emitted(Vec<Checked>),
+}
+
+/// A plugin of the `filter` world: each call answers with a verdict. Made only from a
+/// filter (see [`Filter::new`]), so the router never sees events from a filter.
+#[derive(Clone)]
+pub struct Filter(Arc<Plugin>);
+
+/// A plugin of the `handler` world: each call answers with the events it emitted.
+#[derive(Clone)]
+pub struct Handler(Arc<Plugin>);
+
+impl Filter {
+    /// `None` when `plugin` is not a filter.
+    pub fn new(plugin: Arc<Plugin>) -> Option<Self> {
+        (plugin.world() == World::Filter).then_some(Self(plugin))
+    }
+
+    pub fn call(&self, event: &Arc<PluginEvent>) -> Result<Verdict, Failure> {
+        match self.0.call(event)? {
+            Output::Verdict(v) => Ok(v),
+            Output::Emitted(_) => Err(wrong_world("filter")),
+        }
+    }
+}
+
+impl Handler {
+    /// `None` when `plugin` is not a handler.
+    pub fn new(plugin: Arc<Plugin>) -> Option<Self> {
+        (plugin.world() == World::Handler).then_some(Self(plugin))
+    }
+
+    pub fn call(&self, event: &Arc<PluginEvent>) -> Result<Vec<Checked>, Failure> {
+        match self.0.call(event)? {
+            Output::Emitted(events) => Ok(events),
+            Output::Verdict(_) => Err(wrong_world("handler")),
+        }
+    }
+}
+
+/// Cannot happen (the component was bound to its world's exports when loaded); a failure
+/// of that call, not a panic, should it ever.
+fn wrong_world(world: &str) -> Failure {
+    Failure::new(FailureKind::BadOutput, format!("a {world} answered like another world"))
+}
+
+impl std::ops::Deref for Filter {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Handler {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.0
+    }
 }
 
 /// One loaded version of a plugin's component.
@@ -95,7 +153,7 @@ impl Plugin {
         samples: Arc<PluginSamples>,
     ) -> Result<Plugin, WasmError> {
         let version = Version::compile(engine, manifest.world, Grants::of(&manifest.capabilities), bytes)?;
-        let source = (!manifest.component.starts_with(crate::config::BUILTIN_PREFIX))
+        let source = (!manifest.component.starts_with(super::config::BUILTIN_PREFIX))
             .then(|| std::path::PathBuf::from(&manifest.component));
         // Saturating: a deadline too long for the tick counter means "as long as it can be".
         let ticks = (u128::from(manifest.limits.deadline_ms) * 1000 / EPOCH_TICK.as_micros()).max(1);
@@ -222,7 +280,7 @@ impl Plugin {
                 FailureKind::Fuel => f.message = format!("used up its fuel budget of {}", limits.fuel.unwrap_or(0)),
                 // A panicking guest says why on stderr; the dead letter should say it too.
                 FailureKind::Trap if !stderr_tail.is_empty() => {
-                    f.message = super::text::clean_owned(
+                    f.message = crate::event::text::clean_owned(
                         format!("{}; guest stderr: {stderr_tail}", f.message),
                         MAX_PLUGIN_MESSAGE_BYTES,
                     )
@@ -247,7 +305,7 @@ impl Plugin {
         match raw {
             Err(e) => Err(classify_error(&e)),
             Ok(Raw::Verdict(Verdict::Drop(reason))) => {
-                Ok(Output::Verdict(Verdict::Drop(super::text::clean_owned(reason, MAX_PLUGIN_MESSAGE_BYTES))))
+                Ok(Output::Verdict(Verdict::Drop(crate::event::text::clean_owned(reason, MAX_PLUGIN_MESSAGE_BYTES))))
             }
             Ok(Raw::Verdict(v)) => Ok(Output::Verdict(v)),
             Ok(Raw::Handled(Err(he))) => Err(Failure::with_retry(FailureKind::HandlerError, he.message, he.retryable)),

@@ -19,12 +19,12 @@ pub struct Server {
     _log: Option<tempfile::TempDir>,
     /// Its pipeline's workers are stopped on drop: otherwise they outlive the test, and with
     /// them every engine's pooled address space (~4 TiB each; a process has 128 TiB).
-    state: std::sync::Arc<eventyard::ingest::AppState>,
+    app: eventyard::app::App,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.state.pipeline.close();
+        self.app.http.pipeline.close();
     }
 }
 
@@ -50,22 +50,22 @@ impl Server {
         if let Some(dir) = &log {
             config.store.dir = Some(dir.path().to_path_buf());
         }
-        let state = eventyard::server::state(&config).expect("server state");
-        let mut server = Self::with_state(state).await;
+        let app = eventyard::app::build(&config).expect("server state");
+        let mut server = Self::with_state(app).await;
         server._log = log;
         server
     }
 
     /// Serves an already assembled state (for tests that inject a clock).
-    pub async fn with_state(state: std::sync::Arc<eventyard::ingest::AppState>) -> Server {
+    pub async fn with_state(app: eventyard::app::App) -> Server {
         let log = None;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(eventyard::ingest::serve(listener, state.clone(), async move {
+        tokio::spawn(eventyard::app::serve(listener, app.clone(), async move {
             let _ = stopped.await;
         }));
-        Server { addr, _stop: stop, _log: log, state }
+        Server { addr, _stop: stop, _log: log, app }
     }
 
     pub fn url(&self, path: &str) -> String {

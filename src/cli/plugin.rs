@@ -1,0 +1,330 @@
+//! `eventyard plugin test`: runs one plugin on one or more events outside the server, the
+//! way a plugin author checks a component before deploying it. The plugin runs in the same
+//! sandbox as in the router (limits, capabilities, the emitted events validated against
+//! their schemas and the manifest); its log output goes to standard error.
+//!
+//! `eventyard plugin new`: a ready-to-build plugin project from the templates in
+//! `src/cli/templates/` (the WIT is the router's own, embedded).
+
+use crate::config::{Capability, PluginConfig, World};
+use crate::metrics::PluginSamples;
+use crate::event::Event;
+use crate::schema::{Registry, Strictness};
+use crate::wasm::bindings::Verdict;
+use crate::wasm::host::CallState;
+use crate::wasm::plugin::Output;
+use crate::wasm::{Plugin, WasmEngine, WasmError};
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Run a plugin on events and print its verdicts or emitted events (validated), the time,
+    /// fuel and peak memory of each call, and its log output (on stderr). Exit 1 when a call
+    /// fails or emits something invalid.
+    Test {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The events: `{"type": ..., "data": ...}`, a JSON array of those, or NDJSON.
+        #[arg(long, value_name = "FILE")]
+        event: PathBuf,
+        /// The plugin's manifest as TOML: the fields of a `[[plugin]]` table (`world`,
+        /// `capabilities`, `emits`, `limits`, `config`). Without it: the world the component
+        /// exports, every capability, any catalogue type may be emitted.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON report per event on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a ready-to-build plugin project: the WIT, a tiny filter or handler, a build
+    /// script and a sample event, in the directory NAME.
+    New {
+        /// The plugin's name (and the new directory's).
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        #[arg(long, value_enum)]
+        world: NewWorld,
+        /// Where to create the directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum NewWorld {
+    Filter,
+    Handler,
+}
+
+pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Test { component, event, config, json } => test(&component, &event, config.as_deref(), json),
+        PluginCommand::New { name, lang, world, dir } => new(&name, lang, world, &dir),
+    }
+}
+
+/// The templates, and the WIT every project is built against.
+mod templates {
+    pub const WIT: &str = include_str!("../../wit/eventyard.wit");
+    pub const README: &str = include_str!("templates/README.md");
+    pub const RUST_CARGO: &str = include_str!("templates/rust_Cargo.toml");
+    pub const RUST_FILTER: &str = include_str!("templates/rust_filter.rs");
+    pub const RUST_HANDLER: &str = include_str!("templates/rust_handler.rs");
+    pub const RUST_BUILD: &str = include_str!("templates/rust_build.sh");
+    pub const PYTHON_FILTER: &str = include_str!("templates/python_filter.py");
+    pub const PYTHON_HANDLER: &str = include_str!("templates/python_handler.py");
+    pub const PYTHON_BUILD: &str = include_str!("templates/python_build.sh");
+    pub const JS_FILTER: &str = include_str!("templates/js_filter.js");
+    pub const JS_HANDLER: &str = include_str!("templates/js_handler.js");
+    pub const JS_PACKAGE: &str = include_str!("templates/js_package.json");
+    pub const JS_BUILD_MJS: &str = include_str!("templates/js_build.mjs");
+    pub const JS_BUILD: &str = include_str!("templates/js_build.sh");
+}
+
+/// The event `sample-event.json` holds: one the templates accept.
+const SAMPLE_EVENT: &str = r#"{ "type": "infrahub/send.echo.request", "data": { "message": "hello", "meta": { "priority": 3 } } }
+"#;
+
+fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<ExitCode> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        bail!("plugin name `{name}`: use lowercase letters, digits and `-`");
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    use templates::*;
+    let (world_name, route_key) = match world {
+        NewWorld::Filter => ("filter", "filters"),
+        NewWorld::Handler => ("handler", "handlers"),
+    };
+    let filter = matches!(world, NewWorld::Filter);
+    let files: Vec<(&str, &str)> = match lang {
+        Lang::Rust => vec![
+            ("Cargo.toml", RUST_CARGO),
+            ("src/lib.rs", if filter { RUST_FILTER } else { RUST_HANDLER }),
+            ("build.sh", RUST_BUILD),
+        ],
+        Lang::Python => {
+            vec![("app.py", if filter { PYTHON_FILTER } else { PYTHON_HANDLER }), ("build.sh", PYTHON_BUILD)]
+        }
+        Lang::Js => vec![
+            ("app.js", if filter { JS_FILTER } else { JS_HANDLER }),
+            ("package.json", JS_PACKAGE),
+            ("build.mjs", JS_BUILD_MJS),
+            ("build.sh", JS_BUILD),
+        ],
+    };
+    let lang_name = match lang {
+        Lang::Rust => "Rust",
+        Lang::Python => "Python",
+        Lang::Js => "JavaScript",
+    };
+    let fill = |t: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{world}}", world_name)
+            .replace("{{lang}}", lang_name)
+            .replace("{{route_key}}", route_key)
+    };
+    let write = |rel: &str, text: &str| -> anyhow::Result<()> {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("inside the project"))
+            .and_then(|_| std::fs::write(&path, text))
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    for (rel, template) in files.iter().chain([("README.md", README)].iter()) {
+        write(rel, &fill(template))?;
+    }
+    write("wit/eventyard.wit", WIT)?;
+    write("sample-event.json", SAMPLE_EVENT)?;
+    println!("created {} ({lang_name} {world_name}); build it with: bash {}/build.sh", root.display(), root.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test(component: &Path, events: &Path, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let registry = Arc::new(Registry::from_catalog(&crate::schema::catalog::Catalog::embedded()?, &Strictness::default())?);
+    let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+    let events = read_events(events, &registry)?;
+    // Fuel metering on, so that every call's fuel can be reported.
+    let engine = WasmEngine::new(true, None)?;
+    let plugin = load(&engine, component, &bytes, config, &registry)?;
+    let mut failed = false;
+    for (i, event) in events.iter().enumerate() {
+        let (fuel_before, started) = (plugin.stats.fuel_consumed.load(Ordering::Relaxed), Instant::now());
+        let result = plugin.call(&crate::router::pipeline::plugin_event(event));
+        let micros = started.elapsed().as_secs_f64() * 1e6;
+        let fuel = plugin.stats.fuel_consumed.load(Ordering::Relaxed) - fuel_before;
+        let peak = plugin.stats.peak_memory_bytes.load(Ordering::Relaxed);
+        let mut report = json!({ "event": i + 1, "type": &*event.type_name, "time_us": (micros * 10.0).round() / 10.0,
+                                 "fuel": fuel, "peak_memory_bytes": peak });
+        match result.map(|out| outcome(&plugin, out)) {
+            Ok(Ok(out)) => report.as_object_mut().expect("object").extend(out),
+            Ok(Err(f)) | Err(f) => {
+                failed = true;
+                report["failure"] = json!({ "kind": f.kind.as_str(), "message": f.message, "retryable": f.retryable });
+            }
+        }
+        if json {
+            println!("{report}");
+        } else {
+            print_human(&report);
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The plugin with its manifest (`--config`) or the permissive defaults.
+fn load(
+    engine: &WasmEngine,
+    component: &Path,
+    bytes: &[u8],
+    config: Option<&Path>,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Plugin> {
+    let mut table = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            text.parse::<toml::Table>().with_context(|| format!("{}: not TOML", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let name = component.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    table.insert("name".into(), name.into());
+    table.insert("component".into(), component.display().to_string().into());
+    if config.is_none() {
+        let all: Vec<toml::Value> = registry.iter().map(|t| t.name.to_string().into()).collect();
+        table.insert("emits".into(), all.into());
+        let caps = [Capability::Log, Capability::Emit, Capability::Metrics];
+        table.insert(
+            "capabilities".into(),
+            caps.iter().map(|c| toml::Value::from(c.as_str())).collect::<Vec<_>>().into(),
+        );
+    }
+    let worlds = match table.get("world") {
+        Some(_) => vec![None],
+        None => vec![Some(World::Handler), Some(World::Filter)],
+    };
+    let mut last = None;
+    for world in worlds {
+        if let Some(w) = world {
+            table.insert("world".into(), w.as_str().into());
+        }
+        let manifest: PluginConfig = table.clone().try_into().context("the plugin manifest")?;
+        match Plugin::load(engine, manifest, bytes, registry.clone(), Arc::new(PluginSamples::default())) {
+            Ok(p) => return Ok(p),
+            // Not this world: try the other one.
+            Err(e @ WasmError::World { .. }) => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("{}: {}", component.display(), last.map_or_else(String::new, |e| e.to_string()))
+}
+
+/// The events of `path`: one object, an array, or NDJSON; each validated against its schema.
+fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let items: Vec<Value> = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(items)) => items,
+        Ok(one) => vec![one],
+        Err(_) => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not JSON", path.display(), n + 1)))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let mut events = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{} (event {})", path.display(), i + 1);
+        let Some(type_name) = item["type"].as_str() else { bail!("{at}: expected {{\"type\": ..., \"data\": ...}}") };
+        let ty = registry.get(type_name).with_context(|| at.clone())?;
+        let data = item["data"].clone();
+        if let Err(errors) = ty.validate(&data) {
+            let detail: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.instance_path, e.message)).collect();
+            bail!("{at}: not a valid {}: {}", ty.name, detail.join("; "));
+        }
+        events.push(Event {
+            id: item["id"].as_str().map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string),
+            type_name: ty.name.clone(),
+            time: time::OffsetDateTime::now_utc(),
+            priority: ty.priority_of(&data),
+            source: Some("eventyard plugin test".into()),
+            data: crate::event::Body::from_value(data),
+            hops: 0,
+            keyed: false,
+        });
+    }
+    Ok(events)
+}
+
+/// A successful call as report fields; a filter's rewrite is checked like the router does.
+fn outcome(plugin: &Plugin, out: Output) -> Result<serde_json::Map<String, Value>, crate::event::Failure> {
+    let emitted = |checked: &crate::wasm::Checked| json!({ "type": checked.type_name, "data": checked.data.value() });
+    let mut m = serde_json::Map::new();
+    match out {
+        Output::Verdict(Verdict::Keep) => {
+            m.insert("verdict".into(), json!("keep"));
+        }
+        Output::Verdict(Verdict::Drop(reason)) => {
+            m.insert("verdict".into(), json!("drop"));
+            m.insert("reason".into(), json!(reason));
+        }
+        Output::Verdict(Verdict::Replace(e)) => {
+            let checked = plugin.ctx.check_emitted(e, &mut CallState::default())?;
+            m.insert("verdict".into(), json!("replace"));
+            m.insert("replacement".into(), emitted(&checked));
+        }
+        Output::Emitted(list) => {
+            m.insert("emitted".into(), list.iter().map(emitted).collect());
+        }
+    }
+    Ok(m)
+}
+
+fn print_human(r: &Value) {
+    let head = format!("event {} ({})", r["event"], r["type"].as_str().unwrap_or_default());
+    let cost = format!(
+        "{} µs, fuel {}, peak memory {:.1} MiB",
+        r["time_us"],
+        r["fuel"],
+        r["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    );
+    if let Some(f) = r.get("failure") {
+        println!(
+            "{head}: FAILED {}: {} ({cost})",
+            f["kind"].as_str().unwrap_or_default(),
+            f["message"].as_str().unwrap_or_default()
+        );
+        return;
+    }
+    match r["verdict"].as_str() {
+        Some("keep") => println!("{head}: keep ({cost})"),
+        Some("drop") => println!("{head}: drop: {} ({cost})", r["reason"].as_str().unwrap_or_default()),
+        Some(_) => {
+            println!("{head}: replace with {} (valid) {} ({cost})", r["replacement"]["type"], r["replacement"]["data"])
+        }
+        None => {
+            let list = r["emitted"].as_array().map_or(&[][..], Vec::as_slice);
+            println!("{head}: ok, {} emitted ({cost})", list.len());
+            for e in list {
+                println!("  {} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"]);
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The HTTP door and the plumbing every HTTP-speaking door shares: the request state
+//! ([`AppState`]), the one error type ([`ApiError`]), bearer-token [`auth`], body reading,
+//! and the ingestion endpoints themselves. Fix Inventory, Infrahub RPC and the admin API
+//! (in `crate::protocols` and `crate::admin`) build on this plumbing; nothing here imports
+//! them. `crate::app` merges every door's routes into one axum `Router`.
+//!
+//! | endpoint | module |
+//! |---|---|
+//! | `POST /v1/events/{type}`, `GET /v1/events/{id}` | [`events`] |
+//! | `POST /v1/events` (CloudEvents, NDJSON) | [`cloudevents`], [`ndjson`] |
+//! | `GET /v1/schemas[/{type}]` | [`schemas`] |
+//! | `GET /v1/subscribe?types=` | [`subscribe`] |
+
+pub mod auth;
+pub mod body;
+pub mod cloudevents;
+pub mod config;
+mod error;
+pub mod events;
+mod ndjson;
+mod schemas;
+pub mod subscribe;
+
+pub use auth::{Auth, AuthError, Grant};
+pub use cloudevents::{MAX_DETAILED_ERRORS, MAX_ERROR_DETAIL_BYTES, MAX_ERROR_MESSAGE};
+pub use error::ApiError;
+pub use subscribe::StreamSlots;
+
+use config::IngestConfig;
+use crate::metrics::Metrics;
+use crate::event::Event;
+use crate::router::Pipeline;
+use crate::schema::Registry;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Everything a request handler needs, shared behind one `Arc`.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+    pub limits: IngestConfig,
+    /// The admin and ingestion tokens.
+    pub auth: Auth,
+    /// Open event streams (`/v1/subscribe`, `/events`), capped by `subscribers.max_connections`.
+    pub streams: Arc<subscribe::StreamSlots>,
+}
+
+impl AppState {
+    /// Counts one ingestion outcome (accepted or rejected by code) and passes it on.
+    pub fn count(&self, result: Result<String, ApiError>) -> Result<String, ApiError> {
+        match &result {
+            Ok(_) => self.metrics.accepted.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                self.metrics.rejected.inc(e.code());
+                0
+            }
+        };
+        result
+    }
+
+    /// Hands prepared events to the pipeline in one go (one log append, one sync) and
+    /// turns each into its id or its error; a failure of the whole append fails them all.
+    /// Events of a type `grant` does not allow fail alone with 403.
+    pub async fn admit(&self, grant: &Grant, prepared: Vec<Result<Event, ApiError>>) -> Vec<Result<String, ApiError>> {
+        let (mut ids, mut events) = (Vec::with_capacity(prepared.len()), Vec::new());
+        for p in prepared {
+            let p = p.and_then(|e| match grant.allows(&e.type_name) {
+                true => Ok(e),
+                false => Err(ApiError::ForbiddenType { type_name: e.type_name.to_string() }),
+            });
+            // The pipeline answers the accepted events' ids (a duplicate's is the first's).
+            ids.push(p.map(|e| events.push(e)));
+        }
+        let accepted = match events.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.pipeline.admit(events, grant.producer()).await,
+        };
+        match accepted {
+            Ok(accepted) => {
+                let mut accepted = accepted.into_iter();
+                ids.into_iter().map(|r| r.map(|()| accepted.next().expect("one id per event"))).collect()
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                ids.into_iter().map(|r| r.and_then(|()| Err(err.clone()))).collect()
+            }
+        }
+    }
+
+    /// Accepts an event the router itself makes (config service, workflows): validated,
+    /// logged and routed like any other, counted as accepted.
+    pub async fn emit_internal(
+        &self,
+        type_name: &str,
+        data: serde_json::Value,
+        source: &str,
+    ) -> Result<String, ApiError> {
+        self.ingest_tree(&Grant::default(), type_name, data, source).await
+    }
+
+    /// Accepts an already parsed event that `grant`'s holder sent from `source` (a Fix
+    /// Inventory message), counted like any other.
+    pub async fn ingest_tree(
+        &self,
+        grant: &Grant,
+        type_name: &str,
+        data: serde_json::Value,
+        source: &str,
+    ) -> Result<String, ApiError> {
+        let envelope = events::Envelope { source: Some(source.to_string()), ..events::Envelope::default() };
+        self.count(self.admit_one(grant, events::prepare(self, type_name, events::Data::Tree(data), envelope)).await)
+    }
+
+    pub async fn admit_one(&self, grant: &Grant, prepared: Result<Event, ApiError>) -> Result<String, ApiError> {
+        self.admit(grant, vec![prepared]).await.pop().expect("one result per event")
+    }
+
+    /// The response to a single-event request.
+    pub fn answer(&self, result: Result<String, ApiError>) -> Response {
+        match self.count(result) {
+            Ok(id) => events::accepted(&id),
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+/// The ingestion and read endpoints; `crate::app` adds the other doors' routes and the
+/// state.
+pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
+    // Ingestion finds the token's grant (see [`auth`]).
+    let ingest = || axum::middleware::from_fn_with_state(state.clone(), auth::ingest_grant);
+    axum::Router::new()
+        .route("/v1/events", post(cloudevents::post).route_layer(ingest()))
+        .route("/v1/events/{*type}", post(events::post_native).route_layer(ingest()).get(events::status))
+        .route("/v1/schemas", get(schemas::list))
+        .route("/v1/schemas/{*type}", get(schemas::get))
+        .route(
+            "/v1/subscribe",
+            get(subscribe::subscribe)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_subscribe)),
+        )
+}

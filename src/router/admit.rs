@@ -1,0 +1,218 @@
+//! Admission: the one door every producer's events go through on their way into the core
+//! (HTTP, CloudEvents and NDJSON, Fix Inventory's WebSockets, the router's own events;
+//! next NATS and AMQP sources). [`prepare`] validates an event and gives it an id;
+//! [`Pipeline::admit`] deduplicates a batch, reserves queue room (back-pressure), appends
+//! it to the log and returns only once it is durable; then subscribers see the events and
+//! routed ones are queued for the workers. Doors keep only what is theirs: reading their
+//! wire format and mapping a [`Refusal`] to their own error shape.
+//!
+//! Events a plugin emits are admitted by the worker running the plugin
+//! ([`Core::admit_emitted`](super::pipeline::Core)): validated like any other by the plugin
+//! host, announced to subscribers and RPC callers, and processed on the spot. They get no
+//! append of their own: their root event's record is the durable unit (a crash before it is
+//! finished runs the root again, which emits them again), so an emission costs no disk
+//! write.
+
+use super::pipeline::{Core, Job, Pipeline};
+use crate::event::{Failure, FailureKind};
+use crate::wasm::Checked;
+use std::sync::atomic::Ordering;
+use crate::event::body::{too_deep, MAX_DATA_DEPTH};
+use crate::event::pattern::TypePattern;
+use crate::event::{Body, Event, MAX_ID_BYTES};
+use crate::schema::{EventType, Rejection, Violation};
+use crate::store::status::State;
+use crate::store::{Appended, Batch, StoreError};
+use serde_json::Value;
+
+/// Who offers events to [`Pipeline::admit`]: what idempotency keys are scoped by, and
+/// whether its response events may answer RPC callers.
+#[derive(Clone, Copy, Default)]
+pub struct Producer<'a> {
+    /// The ingestion token the request came with (none when ingestion is open).
+    pub token: Option<&'a str>,
+    /// The `infrahub/response/*` types it may answer RPC callers with; `None`: none.
+    pub answers: Option<&'a TypePattern>,
+}
+
+impl Producer<'_> {
+    fn may_answer(&self, type_name: &str) -> bool {
+        self.answers.is_some_and(|p| p.matches(type_name))
+    }
+}
+
+/// What a producer may say about an event besides its data.
+#[derive(Debug, Default)]
+pub struct Envelope {
+    /// The producer's id (CloudEvents `id`, an `Idempotency-Key`); a UUIDv7 is made when
+    /// absent. A producer-given id is an idempotency key.
+    pub id: Option<String>,
+    pub source: Option<String>,
+    /// Now when absent.
+    pub time: Option<time::OffsetDateTime>,
+    /// The producer's priority for this event (a `Priority` header, the CloudEvents
+    /// `priority` extension), over `meta.priority` and the catalogue's `x-priority`.
+    pub priority: Option<u8>,
+}
+
+/// An event's data as it comes in.
+pub enum Data<'a> {
+    /// The producer's JSON text (a body, an NDJSON line's `data`): validated in place and
+    /// kept as sent, no tree built.
+    Text(&'a str),
+    /// Already parsed out of an envelope (a structured CloudEvent) or made by the router.
+    Tree(Value),
+}
+
+/// Why an event is refused before it is admitted; every door maps these to its own error
+/// shape (HTTP: `400 validation_failed`, `400 malformed_json`, `400 too_deep`, `400
+/// id_too_long`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the data is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("event does not match the schema of {type_name}")]
+    Invalid { type_name: String, errors: Vec<Violation> },
+    #[error("the data nests deeper than {limit} levels of arrays and objects")]
+    TooDeep { limit: usize },
+    #[error("`id` is longer than {limit} bytes")]
+    IdTooLong { limit: usize },
+}
+
+/// Validates one event of type `ty` and gives it an id: the single path every producer's
+/// event goes through before [`Pipeline::admit`].
+pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Event, Refusal> {
+    let (data, own_priority) = match data {
+        Data::Text(text) => Body::check(ty, text.into()).map_err(|r| match r {
+            Rejection::NotJson(e) => Refusal::NotJson(e),
+            Rejection::Invalid(errors) => Refusal::Invalid { type_name: ty.name.to_string(), errors },
+            Rejection::TooDeep { limit } => Refusal::TooDeep { limit },
+        })?,
+        Data::Tree(value) => {
+            if too_deep(&value) {
+                return Err(Refusal::TooDeep { limit: MAX_DATA_DEPTH });
+            }
+            if let Err(errors) = ty.validate(&value) {
+                return Err(Refusal::Invalid { type_name: ty.name.to_string(), errors });
+            }
+            let priority = ty.priority_of(&value);
+            (Body::from_value(value), priority)
+        }
+    };
+    let keyed = envelope.id.is_some();
+    let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if id.len() > MAX_ID_BYTES {
+        return Err(Refusal::IdTooLong { limit: MAX_ID_BYTES });
+    }
+    Ok(Event {
+        keyed,
+        id,
+        type_name: ty.name.clone(),
+        time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
+        priority: envelope.priority.unwrap_or(own_priority),
+        source: envelope.source,
+        data,
+        hops: 0,
+    })
+}
+
+/// Why events could not be accepted; nothing of them was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The queue or the log is full: answer 503 with `Retry-After`.
+    #[error("the router is at capacity")]
+    Overloaded,
+    /// The log could not be written.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Pipeline {
+    /// Takes accepted (validated) events from one `producer`: written to the log and
+    /// acknowledged by it (as durably as configured) before this returns; then subscribers
+    /// see them and routed ones are queued for the workers. All or nothing: on an error none
+    /// was accepted. Answers each event's id, in order.
+    ///
+    /// An event whose producer-given id was accepted from the same producer (its token and
+    /// CloudEvents `source`) within the idempotency window is a duplicate: it is answered
+    /// like the first (same id) and not stored or processed again. The same id from another
+    /// producer is another event; should its id be in use, it gets a new one (a UUIDv7).
+    ///
+    /// Response events answer waiting RPC callers only when `producer` may answer them.
+    pub async fn admit(&self, events: Vec<Event>, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
+        // Routes are matched once per event; duplicates give their reservation back.
+        let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
+        let reserve = routed.iter().filter(|r| **r).count();
+        if self.core.queue.reserve(reserve).is_err() {
+            return Err(AcceptError::Overloaded);
+        }
+        let batch = Batch { events, routed, producer: producer.token };
+        let appended = match self.core.log.append(batch).await {
+            Ok(appended) => appended,
+            Err(e) => {
+                self.core.queue.release(reserve);
+                return Err(match e {
+                    StoreError::Full { .. } => AcceptError::Overloaded,
+                    other => AcceptError::Store(other),
+                });
+            }
+        };
+        let Appended { ids, fresh, duplicates } = appended;
+        self.core.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+        let unused = reserve - fresh.iter().filter(|(_, r)| *r).count();
+        if unused > 0 {
+            self.core.queue.release(unused);
+        }
+        for (event, routed) in fresh {
+            self.core.announce(&event, producer.may_answer(&event.type_name));
+            if routed {
+                self.core.queue.push(event.priority, Job::Event { event, reserved: true });
+            }
+        }
+        Ok(ids)
+    }
+
+}
+
+impl Core {
+    /// Tells who listens that `event` was admitted: live subscribers, and RPC callers when
+    /// its producer may answer them.
+    fn announce(&self, event: &Event, may_answer: bool) {
+        self.bus.publish(event);
+        if may_answer {
+            self.rpc.offer(event);
+        }
+    }
+
+    /// Admits an event a plugin (`plugin`) emitted while working on `parent`; the plugin
+    /// host has already checked it against its schema and the plugin's manifest. It gets an
+    /// id and its hop count, is announced (plugins may answer RPC callers: their manifest
+    /// lists the response types they emit) and is in progress until the worker has
+    /// processed it. Past the hop limit: the event and the `hop_limit` failure.
+    pub(super) fn admit_emitted(
+        &self,
+        plugin: &str,
+        parent: &Event,
+        type_name: std::sync::Arc<str>,
+        e: Checked,
+    ) -> Result<Event, (Event, Failure)> {
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            type_name,
+            time: time::OffsetDateTime::now_utc(),
+            priority: e.priority,
+            source: Some(format!("plugin:{plugin}")),
+            data: e.data,
+            hops: parent.hops.saturating_add(1),
+            keyed: false,
+        };
+        if event.hops > self.hop_limit {
+            let message = format!("emitted event went past the hop limit of {}", self.hop_limit);
+            return Err((event, Failure::new(FailureKind::HopLimit, message)));
+        }
+        self.counters.emitted.fetch_add(1, Ordering::Relaxed);
+        self.announce(&event, true);
+        self.log.track(&event, State::InProgress);
+        Ok(event)
+    }
+}

@@ -1,0 +1,124 @@
+//! "Tell me when this event is finished": the one mechanism everyone who waits for an
+//! accepted event uses (RPC callers, workflow steps; later the dashboard and AMQP acks).
+//!
+//! Settling an event sets its final status first and then calls [`Completions::finish`];
+//! [`Completions::watch`] registers first and then looks at the status. So a watcher that
+//! comes before the finish is woken by it, one that comes after finds the final status:
+//! none waits forever. Nothing is done per event while nobody watches (one atomic load).
+
+use crate::event::Outcome;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// How an event ended, as its watchers learn it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// What plugins emitted, which calls failed for good, which filters dropped it.
+    pub outcome: Arc<Outcome>,
+}
+
+impl Finished {
+    /// Whether some plugin failed on it for good (it was dead-lettered).
+    pub fn failed(&self) -> bool {
+        !self.outcome.failed.is_empty()
+    }
+}
+
+/// The watchers of unfinished events, by event id.
+#[derive(Default)]
+pub struct Completions {
+    /// Event id -> (registration number, channel) of each watcher.
+    waiting: Mutex<HashMap<String, Vec<(u64, oneshot::Sender<Finished>)>>>,
+    count: AtomicUsize,
+    next: AtomicU64,
+}
+
+/// One watcher's place: its receiver resolves when the event finishes; dropping it (the
+/// watcher gave up or timed out) removes it and only it.
+pub struct Watch<'a> {
+    completions: &'a Completions,
+    id: String,
+    number: u64,
+    pub finished: oneshot::Receiver<Finished>,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut w = self.completions.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(list) = w.get_mut(&self.id) {
+            let before = list.len();
+            list.retain(|(n, _)| *n != self.number);
+            self.completions.count.fetch_sub(before - list.len(), Ordering::Relaxed);
+            if list.is_empty() {
+                w.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Completions {
+    /// Starts watching event `id`. The caller must then look at the event's status (see
+    /// the module doc): [`crate::router::pipeline::Core::finished`] does both.
+    pub fn watch(&self, id: &str) -> Watch<'_> {
+        let (tx, rx) = oneshot::channel();
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut w = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.entry(id.to_string()).or_default().push((number, tx));
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Watch { completions: self, id: id.to_string(), number, finished: rx }
+    }
+
+    /// Event `id` is finished (its final status is already set): wakes its watchers.
+    pub fn finish(&self, id: &str, outcome: &Outcome) {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let watchers = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        if let Some(watchers) = watchers {
+            self.count.fetch_sub(watchers.len(), Ordering::Relaxed);
+            let finished = Finished { outcome: Arc::new(outcome.clone()) };
+            for (_, tx) in watchers {
+                let _ = tx.send(finished.clone());
+            }
+        }
+    }
+
+    /// Watchers waiting now.
+    pub fn watching(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finish_wakes_every_watcher_of_that_event_only() {
+        let c = Completions::default();
+        let (mut a, mut b, mut other) = (c.watch("e1"), c.watch("e1"), c.watch("e2"));
+        assert_eq!(c.watching(), 3);
+        let outcome = Outcome { dropped: vec![("f".into(), "because".into())], ..Outcome::default() };
+        c.finish("e1", &outcome);
+        assert_eq!(a.finished.try_recv().unwrap().outcome.dropped, outcome.dropped);
+        assert!(!b.finished.try_recv().unwrap().failed());
+        assert!(other.finished.try_recv().is_err(), "another event's watcher is not woken");
+        assert_eq!(c.watching(), 1);
+    }
+
+    #[test]
+    fn a_dropped_watch_leaves_no_trace_and_others_keep_their_place() {
+        let c = Completions::default();
+        let first = c.watch("e");
+        let mut second = c.watch("e");
+        drop(first);
+        assert_eq!(c.watching(), 1);
+        c.finish("e", &Outcome::default());
+        assert!(second.finished.try_recv().is_ok());
+        drop(second);
+        assert_eq!(c.watching(), 0);
+        assert!(c.waiting.lock().unwrap().is_empty());
+    }
+}

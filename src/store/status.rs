@@ -1,0 +1,433 @@
+//! Where each accepted event is, for `GET /v1/events/{id}`: queued, in progress, retrying
+//! (attempt and next time), processed (what each handler emitted) or dead-lettered (why).
+//! Bounded: the oldest entries are forgotten past [`STATUS_CAPACITY`]; after a restart the
+//! entries are rebuilt from the log.
+//!
+//! And which producer-given ids were accepted within the idempotency window
+//! ([`Idempotency`]), kept apart from the statuses so that the window, not the status
+//! board's capacity, decides how long an id is remembered.
+
+use crate::event::Outcome;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Producer-given ids remembered for deduplication (about 50 bytes each: at most ~50 MB).
+/// Past it the oldest are forgotten before their window ends, counted in
+/// `eventyard_idempotency_evicted_early_total`: a copy of such an event sent again later
+/// within its window is accepted as new. Refusing new events instead would let one producer
+/// sending unique ids shut ingestion for the whole window.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 1_000_000;
+
+/// Events whose status is remembered (~200 bytes each).
+pub const STATUS_CAPACITY: usize = 200_000;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    InProgress,
+    Retrying {
+        plugin: String,
+        attempt: u32,
+        #[serde(with = "time::serde::rfc3339")]
+        next_at: time::OffsetDateTime,
+        last_error: String,
+    },
+    Processed {
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    DeadLettered {
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// When the router accepted it (for events recovered from the log, the restart): an
+    /// id is not reused within the idempotency window from here.
+    #[serde(skip)]
+    pub accepted_at: time::OffsetDateTime,
+    pub id: Arc<str>,
+    #[serde(rename = "type")]
+    pub type_name: Arc<str>,
+    pub priority: u8,
+    #[serde(flatten)]
+    pub state: State,
+}
+
+pub struct StatusBoard {
+    inner: Mutex<Board>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Default for StatusBoard {
+    /// Sized for its capacity up front: growing a map of 100,000s of entries under the
+    /// lock would stall ingestion for milliseconds at each doubling.
+    fn default() -> Self {
+        let board = Board {
+            index: HashMap::with_capacity_and_hasher(STATUS_CAPACITY + 1, NoHash),
+            slots: Vec::with_capacity(STATUS_CAPACITY),
+            head: 0,
+        };
+        Self { inner: Mutex::new(board), hasher: foldhash::fast::RandomState::default() }
+    }
+}
+
+/// The statuses in a ring of [`STATUS_CAPACITY`] slots, written in acceptance order (so the
+/// next slot to write holds the oldest entry, which is evicted), and an index from the
+/// 64-bit hash of an id to its slot.
+///
+/// Why not a map from id to status: with 200,000 entries of ~150 bytes every insert, lookup
+/// and eviction touched a different cold cache line of a ~40 MB table, several per event
+/// (13% of NDJSON ingestion). The index holds 16-byte entries, and slots are written in
+/// order. Two live ids with the same 64-bit hash (seeded per process, so not chosen by a
+/// producer) would make the older one forgotten early; at 200,000 entries that is about
+/// one chance in 10^9.
+struct Board {
+    index: HashMap<u64, u32, NoHash>,
+    slots: Vec<Slot>,
+    /// The slot the next new entry takes.
+    head: usize,
+}
+
+struct Slot {
+    key: u64,
+    status: Status,
+}
+
+impl Board {
+    fn find(&self, key: u64, id: &str) -> Option<usize> {
+        let at = *self.index.get(&key)? as usize;
+        (&*self.slots[at].status.id == id).then_some(at)
+    }
+
+    fn put(&mut self, key: u64, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
+        if let Some(i) = self.find(key, id) {
+            // Keeps its slot and its acceptance time.
+            let s = &mut self.slots[i].status;
+            (s.type_name, s.priority, s.state) = (type_name, priority, state);
+            return;
+        }
+        let slot = Slot { key, status: Status { accepted_at: at, id: id.into(), type_name, priority, state } };
+        let i = self.head;
+        if i == self.slots.len() {
+            self.slots.push(slot);
+        } else {
+            // The oldest entry leaves, unless its id was accepted again since (another slot).
+            let old = std::mem::replace(&mut self.slots[i], slot);
+            if self.index.get(&old.key) == Some(&(i as u32)) {
+                self.index.remove(&old.key);
+            }
+        }
+        self.index.insert(key, i as u32);
+        self.head = (i + 1) % STATUS_CAPACITY;
+    }
+}
+
+/// The index's keys are already foldhash values: hashing them again would be wasted work.
+#[derive(Clone, Copy, Default)]
+struct NoHash;
+
+impl std::hash::BuildHasher for NoHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl StatusBoard {
+    fn key(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+
+    /// Inserts (or updates) an entry accepted now: the router's time, never a producer's
+    /// `time` (events recovered from the log count as accepted at the restart).
+    pub fn insert(&self, id: &str, type_name: Arc<str>, priority: u8, state: State) {
+        let key = self.key(id);
+        let now = time::OffsetDateTime::now_utc();
+        self.inner.lock().expect("status board").put(key, id, type_name, priority, state, now);
+    }
+
+    /// Inserts `id` in `state` unless it was accepted less than `window` ago: false for a
+    /// duplicate. Atomic, so two concurrent copies of one event cannot both be accepted.
+    pub fn claim(
+        &self,
+        id: &str,
+        type_name: Arc<str>,
+        priority: u8,
+        window: std::time::Duration,
+        state: State,
+    ) -> bool {
+        let key = self.key(id);
+        let now = time::OffsetDateTime::now_utc();
+        let mut b = self.inner.lock().expect("status board");
+        if let Some(i) = b.find(key, id) {
+            if now - b.slots[i].status.accepted_at < window {
+                return false;
+            }
+            // Seen before the window: a new event under an old id, with a fresh time and slot.
+            b.index.remove(&key);
+        }
+        b.put(key, id, type_name, priority, state, now);
+        true
+    }
+
+    /// Forgets a claim whose event was not accepted after all.
+    pub fn unclaim(&self, id: &str) {
+        let key = self.key(id);
+        let mut b = self.inner.lock().expect("status board");
+        if b.find(key, id).is_some() {
+            b.index.remove(&key);
+        }
+    }
+
+    pub fn set(&self, id: &str, state: State) {
+        let key = self.key(id);
+        let mut b = self.inner.lock().expect("status board");
+        if let Some(i) = b.find(key, id) {
+            b.slots[i].status.state = state;
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Status> {
+        let key = self.key(id);
+        let b = self.inner.lock().expect("status board");
+        b.find(key, id).map(|i| b.slots[i].status.clone())
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        let key = self.key(id);
+        self.inner.lock().expect("status board").find(key, id).is_some()
+    }
+}
+
+/// The answer of [`Idempotency::claim`].
+#[derive(Debug, PartialEq)]
+pub enum Dedup {
+    /// Not seen within the window: now claimed under this key (for
+    /// [`Idempotency::unclaim`] and [`Idempotency::renamed`]).
+    Fresh(u64),
+    /// Accepted before within the window; the id it was accepted under when the router gave
+    /// it another one (its own was another producer's).
+    Duplicate(Option<String>),
+}
+
+/// Producer-given ids accepted within the idempotency window, keyed by producer (ingestion
+/// token and CloudEvents `source`) and id, as CloudEvents specifies: two producers may use
+/// the same id. Kept as 64-bit hashes (seeded per process, so not chosen by a producer) in
+/// claim order; entries leave when their window ends or past [`MAX_IDEMPOTENCY_KEYS`].
+pub struct Idempotency {
+    inner: Mutex<Keys>,
+    hasher: foldhash::fast::RandomState,
+    window: Duration,
+    /// Entries forgotten before their window ended (the cap).
+    pub evicted_early: AtomicU64,
+}
+
+#[derive(Default)]
+struct Keys {
+    /// Key -> when it was claimed.
+    claimed: HashMap<u64, Instant, NoHash>,
+    /// Keys in claim order (stale ones, unclaimed or claimed again, are skipped).
+    order: VecDeque<(Instant, u64)>,
+    /// The ids the router gave events whose own id was taken (rare).
+    renamed: HashMap<u64, Box<str>, NoHash>,
+    /// Entries recovered from the log, whose token is not known.
+    recovered: usize,
+}
+
+impl Idempotency {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            window,
+            evicted_early: AtomicU64::new(0),
+        }
+    }
+
+    fn key(&self, token: Option<&str>, source: Option<&str>, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        // Tuples of strings hash with separators: ("ab", "c") and ("a", "bc") differ.
+        self.hasher.hash_one((token.unwrap_or(""), source.unwrap_or(""), id))
+    }
+
+    /// Claims `id` for its producer unless it was claimed less than the window ago.
+    pub fn claim(&self, token: Option<&str>, source: Option<&str>, id: &str) -> Dedup {
+        let key = self.key(token, source, id);
+        let now = Instant::now();
+        let mut k = self.inner.lock().expect("idempotency keys");
+        self.expire(&mut k, now);
+        // The log does not keep the token: a recovered entry matches any token.
+        let recovered = (token.is_some() && k.recovered > 0).then(|| self.key(None, source, id));
+        for key in [Some(key), recovered].iter().flatten() {
+            if k.claimed.contains_key(key) {
+                return Dedup::Duplicate(k.renamed.get(key).map(|r| r.to_string()));
+            }
+        }
+        self.insert(&mut k, key, now);
+        Dedup::Fresh(key)
+    }
+
+    /// An event recovered from the log, remembered from now on for a whole window.
+    pub fn recovered(&self, source: Option<&str>, id: &str) {
+        let key = self.key(None, source, id);
+        let now = Instant::now();
+        let mut k = self.inner.lock().expect("idempotency keys");
+        k.recovered += 1;
+        self.insert(&mut k, key, now);
+    }
+
+    /// Forgets a claim whose event was not accepted after all.
+    pub fn unclaim(&self, key: u64) {
+        let mut k = self.inner.lock().expect("idempotency keys");
+        k.claimed.remove(&key);
+        k.renamed.remove(&key);
+    }
+
+    /// The claimed event was accepted under `id` (its own was taken).
+    pub fn renamed(&self, key: u64, id: &str) {
+        self.inner.lock().expect("idempotency keys").renamed.insert(key, id.into());
+    }
+
+    /// How many ids are remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("idempotency keys").claimed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, k: &mut Keys, key: u64, now: Instant) {
+        k.claimed.insert(key, now);
+        k.order.push_back((now, key));
+        self.expire(k, now);
+    }
+
+    /// Drops the entries whose window is over, then the oldest past the cap.
+    fn expire(&self, k: &mut Keys, now: Instant) {
+        while let Some(&(at, key)) = k.order.front() {
+            let over = now.saturating_duration_since(at) >= self.window;
+            if !over && k.order.len() <= MAX_IDEMPOTENCY_KEYS {
+                break;
+            }
+            k.order.pop_front();
+            if k.claimed.get(&key) == Some(&at) {
+                k.claimed.remove(&key);
+                k.renamed.remove(&key);
+                if !over {
+                    self.evicted_early.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if k.order.is_empty() {
+            k.recovered = 0;
+        }
+    }
+}
+
+/// The final state for an outcome.
+pub fn finished(outcome: Outcome) -> State {
+    if outcome.failed.is_empty() {
+        State::Processed { outcome }
+    } else {
+        State::DeadLettered { outcome }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ids_are_keyed_by_producer_and_forgotten_when_their_window_ends() {
+        let keys = Idempotency::new(Duration::from_millis(200));
+        let Dedup::Fresh(a) = keys.claim(None, Some("a"), "1") else { panic!("fresh") };
+        assert!(matches!(keys.claim(None, Some("b"), "1"), Dedup::Fresh(_)), "another source, same id");
+        assert!(matches!(keys.claim(Some("token-x"), Some("a"), "1"), Dedup::Fresh(_)), "another token");
+        assert_eq!(keys.claim(None, Some("a"), "1"), Dedup::Duplicate(None));
+        keys.renamed(a, "other");
+        assert_eq!(keys.claim(None, Some("a"), "1"), Dedup::Duplicate(Some("other".into())));
+        keys.unclaim(a);
+        assert!(matches!(keys.claim(None, Some("a"), "1"), Dedup::Fresh(_)), "unclaimed ids can come again");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(matches!(keys.claim(None, Some("a"), "1"), Dedup::Fresh(_)), "the window is over");
+        assert_eq!(keys.len(), 1, "expired entries left memory");
+        // Recovered entries (the log does not keep tokens) match any token.
+        keys.recovered(Some("s"), "r");
+        assert!(matches!(keys.claim(Some("token-y"), Some("s"), "r"), Dedup::Duplicate(None)));
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_ids_are_forgotten_early_and_counted() {
+        let keys = Idempotency::new(Duration::from_secs(3600));
+        for i in 0..MAX_IDEMPOTENCY_KEYS + 10 {
+            keys.claim(None, None, &i.to_string());
+        }
+        assert_eq!(keys.len(), MAX_IDEMPOTENCY_KEYS);
+        assert_eq!(keys.evicted_early.load(Ordering::Relaxed), 10);
+        assert!(matches!(keys.claim(None, None, "0"), Dedup::Fresh(_)), "the oldest was forgotten");
+        assert_eq!(keys.claim(None, None, "11"), Dedup::Duplicate(None));
+    }
+
+    #[test]
+    fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {
+        let board = StatusBoard::default();
+        let t: Arc<str> = "infrahub/send.echo.request".into();
+        assert!(board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
+        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued), "duplicate");
+        // With a zero window the old acceptance has expired: a new event under the old id...
+        assert!(board.claim("a", t.clone(), 3, Duration::ZERO, State::Queued));
+        // ...whose own time starts a new window.
+        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
+        board.unclaim("a");
+        assert!(board.get("a").is_none());
+        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "unclaimed ids can come again");
+        assert_eq!(board.inner.lock().unwrap().slots.len(), 3, "stale slots stay until overwritten, harmlessly");
+    }
+
+    #[test]
+    fn the_oldest_entries_leave_past_the_capacity_and_a_renewed_id_keeps_its_new_slot() {
+        let board = StatusBoard::default();
+        let t: Arc<str> = "fixinventory/collect".into();
+        let long = Duration::from_secs(3600);
+        assert!(board.claim("first", t.clone(), 3, long, State::Queued));
+        assert!(board.claim("renewed", t.clone(), 3, long, State::Queued));
+        board.unclaim("renewed");
+        for i in 0..STATUS_CAPACITY - 3 {
+            board.insert(&i.to_string(), t.clone(), 3, State::Queued);
+        }
+        // The ring is full; "renewed" comes again into the last slot.
+        assert!(board.claim("renewed", t.clone(), 3, long, State::Queued));
+        // Wrapping around overwrites "first", then the stale slot of "renewed": only the
+        // first is forgotten.
+        board.insert("x", t.clone(), 3, State::Queued);
+        board.insert("y", t.clone(), 3, State::Queued);
+        assert!(board.get("first").is_none());
+        assert!(board.contains("renewed") && board.contains("x") && board.contains("y") && board.contains("0"));
+        board.set("renewed", State::InProgress);
+        assert!(matches!(board.get("renewed").unwrap().state, State::InProgress));
+    }
+}
