@@ -36,3 +36,6 @@ fi
 # this gives the user-facing message first).
 cargo run --quiet --locked -- schemas generate --check
 cargo test --locked --all-targets
+# The API docs (the module map is the architecture): every intra-doc link must resolve.
+RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::invalid_html_tags -A rustdoc::private_intra_doc_links" \
+    cargo doc --locked --no-deps --lib --document-private-items --quiet

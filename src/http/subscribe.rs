@@ -10,7 +10,7 @@
 //! At most `subscribers.max_connections` streams (these and Fix Inventory's `/events`
 //! listeners) are open at once: past it the handshake is answered 503
 //! `too_many_connections` before the upgrade. Patterns are at most
-//! [`MAX_PATTERN_LEN`](crate::event::pattern::MAX_PATTERN_LEN) bytes and regexes compile
+//! [`crate::event::pattern::MAX_PATTERN_LEN`] bytes and regexes compile
 //! within explicit size limits ([`compile_regex`]).
 
 use super::{ApiError, AppState};

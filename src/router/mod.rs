@@ -1,10 +1,11 @@
 //! The core: an accepted event's life from admission to "finished". Every door hands
-//! events to [`Pipeline::accept`] (admission: dedup, back-pressure, the durable append);
+//! events to [`Pipeline::admit`] (admission: dedup, back-pressure, the durable append);
 //! [`routes`] say which plugins an event goes through; the [`pipeline`]'s workers take
-//! work from the priority [`queue`], run filters and handlers, and settle each event
-//! (outcome, [`retry`] scheduling, dead letters); whoever waits for an event to finish
-//! (RPC callers in [`rpc`], workflow steps) is told; live subscribers get every accepted
-//! event from the [`bus`].
+//! work from the priority [`queue`] and run filters and handlers; [`settle`] adds up each
+//! event's work within its budget, schedules [`retry`]s or makes dead letters, and
+//! finishes the event; whoever waits for an event to finish is told ([`completion`]: RPC
+//! callers of [`rpc`], workflow steps); live subscribers get every accepted event from the
+//! [`bus`]; [`metrics`] renders the core's lines of `/metrics`.
 //!
 //! The core imports the vocabulary (`crate::event`, `crate::schema`), the durable state
 //! (`crate::store`) and the plugin host (`crate::wasm`); it never imports a door.
@@ -13,11 +14,13 @@ pub mod admit;
 pub mod bus;
 pub mod completion;
 pub mod config;
+pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod retry;
 pub mod routes;
 pub mod rpc;
+pub mod settle;
 
 pub use admit::{AcceptError, Producer};
 pub use pipeline::Pipeline;

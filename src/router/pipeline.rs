@@ -12,10 +12,12 @@ use super::retry::{Clock, RetryTask, Scheduler};
 use super::completion::{Completions, Finished};
 use super::rpc::Waiters;
 use crate::store::status::{self, State};
+use super::metrics::{PipelineCounters, WORKER_PANIC};
+use super::retry::with_retry_count;
+use super::settle::{RootWork, Run};
 use super::Route;
 use crate::event::{Body, Event};
 use super::config::{PipelineConfig, RootBudget};
-use crate::wasm::config::World;
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
 use crate::event::{Emission, FailureNote, Outcome};
@@ -25,31 +27,8 @@ use crate::wasm::host::PluginEvent;
 use crate::event::{Failure, FailureKind};
 use crate::wasm::{Checked, Plugin};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-
-#[derive(Default)]
-pub struct PipelineCounters {
-    pub routed: AtomicU64,
-    pub dropped: AtomicU64,
-    pub emitted: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    /// Unfinished events found in the log at start-up and processed again.
-    pub recovered: AtomicU64,
-    /// Events answered as duplicates (an id seen within the idempotency window).
-    pub duplicates: AtomicU64,
-    /// Handler calls scheduled to be made again.
-    pub retries: AtomicU64,
-    /// Accepted events whose work went past `pipeline.root_budget`.
-    pub over_budget: AtomicU64,
-    /// Jobs a pipeline worker panicked on (each failed alone; the worker went on).
-    pub worker_panics: AtomicU64,
-}
-
-/// The failure kind in an event's status when a worker panicked while working on it.
-pub const WORKER_PANIC: &str = "worker_panic";
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 /// What survives a restart: the event log (with what it recovered), the dead letters.
 pub struct Durable {
@@ -80,81 +59,6 @@ enum Step {
     Panic,
 }
 
-/// One accepted event's work, across its hops, retries and workers: what it may still cost
-/// (`pipeline.root_budget`) and what it produced until now.
-pub struct RootWork {
-    pub event: Event,
-    limits: RootBudget,
-    calls: AtomicU64,
-    emits: AtomicU64,
-    bytes: AtomicU64,
-    /// Past its budget: whatever is left of its work is skipped.
-    exhausted: AtomicBool,
-    settled: Mutex<Settled>,
-}
-
-/// What the finished parts of an event's work produced, and how many retries are pending.
-#[derive(Default)]
-struct Settled {
-    outcome: Outcome,
-    remaining: usize,
-}
-
-impl std::fmt::Debug for RootWork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RootWork").field("event", &self.event.id).finish_non_exhaustive()
-    }
-}
-
-impl RootWork {
-    fn new(event: Event, limits: RootBudget) -> Arc<Self> {
-        Arc::new(Self {
-            event,
-            limits,
-            calls: AtomicU64::new(0),
-            emits: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            exhausted: AtomicBool::new(false),
-            settled: Mutex::default(),
-        })
-    }
-
-    fn exhausted(&self) -> bool {
-        self.exhausted.load(Ordering::Acquire)
-    }
-
-    /// Adds a cost; which limit it went past, if any. Atomic counters: retries of one event
-    /// may run on several workers at once, and their sum is what is bounded.
-    fn spend(&self, calls: u64, emits: u64, bytes: u64) -> Option<String> {
-        let l = self.limits;
-        for (counter, n, limit, what) in [
-            (&self.calls, calls, l.calls, "plugin calls"),
-            (&self.emits, emits, l.emits, "emitted events"),
-            (&self.bytes, bytes, l.bytes, "bytes of emitted events"),
-        ] {
-            if n > 0 && counter.fetch_add(n, Ordering::Relaxed).saturating_add(n) > limit {
-                return Some(format!("{limit} {what}"));
-            }
-        }
-        None
-    }
-}
-
-/// What processing (part of) one accepted event produced.
-struct Run {
-    /// The accepted event's work.
-    root: Arc<RootWork>,
-    outcome: Outcome,
-    retries: Vec<RetryTask>,
-    last_error: String,
-}
-
-impl Run {
-    fn new(root: Arc<RootWork>) -> Self {
-        Run { root, outcome: Outcome::default(), retries: Vec::new(), last_error: String::new() }
-    }
-}
-
 /// What the pipeline is set up with: its own config section and what it takes from the
 /// doors' (how many events a slow subscriber may fall behind).
 #[derive(Clone, Copy)]
@@ -173,8 +77,8 @@ pub struct Pipeline {
 pub struct Core {
     pub registry: Arc<Registry>,
     /// Append-only (see [`Route::disabled`]): uploads add routes while events flow.
-    routes: ArcSwap<Vec<Arc<Route>>>,
-    plugins: ArcSwap<Vec<Arc<Plugin>>>,
+    pub(super) routes: ArcSwap<Vec<Arc<Route>>>,
+    pub(super) plugins: ArcSwap<Vec<Arc<Plugin>>>,
     pub dead_letters: DeadLetters,
     pub counters: PipelineCounters,
     pub samples: Arc<PluginSamples>,
@@ -184,13 +88,13 @@ pub struct Core {
     pub completions: Completions,
     pub(super) bus: Bus,
     pub(super) hop_limit: u8,
-    root_budget: RootBudget,
+    pub(super) root_budget: RootBudget,
     pub(super) queue: JobQueue<Job>,
     /// The durable log: appends with dedup, statuses, outcomes (see [`EventLog`]).
     pub log: Arc<dyn EventLog>,
-    retries: Arc<Scheduler>,
+    pub(super) retries: Arc<Scheduler>,
     /// Serialises changes of the routes and plugins (readers never wait).
-    changes: Mutex<()>,
+    pub(super) changes: Mutex<()>,
 }
 
 impl Pipeline {
@@ -461,79 +365,6 @@ impl Core {
         }
     }
 
-    /// Adds what some work on an accepted event produced; schedules its retries; once none
-    /// is left, finishes the event (the `done` record in the log, the final status).
-    /// `finished_tasks`: retries this work ended.
-    fn settle(&self, run: Run, finished_tasks: usize) {
-        let Run { root, outcome, mut retries, last_error } = run;
-        if root.exhausted() {
-            // Past its budget: its retries are not made.
-            retries.clear();
-        }
-        let done = {
-            // A panic elsewhere cannot leave this state half-written: it only adds.
-            let mut entry = root.settled.lock().unwrap_or_else(PoisonError::into_inner);
-            entry.outcome.emitted.extend(outcome.emitted);
-            entry.outcome.failed.extend(outcome.failed);
-            entry.outcome.dropped.extend(outcome.dropped);
-            entry.remaining = (entry.remaining + retries.len()).saturating_sub(finished_tasks);
-            (entry.remaining == 0).then(|| std::mem::take(&mut entry.outcome))
-        };
-        let id = &root.event.id;
-        for task in retries {
-            let routes = self.routes();
-            let delay = routes[task.route].retry.delay(task.attempt);
-            let plugin = routes[task.route].handlers[task.handler].name().to_string();
-            let due = self.retries.due_in(delay);
-            let now = time::OffsetDateTime::now_utc();
-            let next_at = now.checked_add(delay.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(now);
-            let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
-            self.log.progress(id, state);
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            self.retries.schedule_at(task, due);
-        }
-        if let Some(outcome) = done {
-            // The final status first, then the watchers (see `completion`).
-            self.log.complete(&root.event, &outcome);
-            self.completions.finish(id, &outcome);
-        }
-    }
-
-    /// Charges work to the accepted event's budget before it is done: false when the
-    /// budget is spent (the first time, the accepted event becomes a `root_budget` dead
-    /// letter naming `plugin` and `route`), and the work is skipped.
-    fn charge(&self, run: &mut Run, plugin: &Plugin, route: &Route, calls: u64, emits: u64, bytes: u64) -> bool {
-        let root = run.root.clone();
-        if root.exhausted() {
-            return false;
-        }
-        let Some(limit) = root.spend(calls, emits, bytes) else { return true };
-        if !root.exhausted.swap(true, Ordering::AcqRel) {
-            self.counters.over_budget.fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "event {} went past its budget of {limit} (pipeline.root_budget), all hops and retries together; the rest of its work was skipped",
-                root.event.id
-            );
-            self.dead_letter(&root.event, plugin, route, Failure::new(FailureKind::RootBudget, message), 1, run);
-        }
-        false
-    }
-
-    /// A handler call failed: retried later when the failure may pass and the route allows
-    /// more attempts, else a dead letter.
-    fn handler_failed(&self, event: &Event, route: usize, handler: usize, fail: Failure, attempts: u32, run: &mut Run) {
-        let routes = self.routes();
-        let policy = routes[route].retry;
-        if fail.retryable && attempts < policy.max_attempts && !run.root.exhausted() {
-            run.last_error = format!("{}: {}", fail.kind.as_str(), fail.message);
-            let task = RetryTask { root: run.root.clone(), event: event.clone(), route, handler, attempt: attempts };
-            run.retries.push(task);
-        } else {
-            let r = &routes[route];
-            self.dead_letter(event, &r.handlers[handler], r, fail, attempts, run);
-        }
-    }
-
     fn process(&self, event: &Event, run: &mut Run) {
         let routes = self.routes();
         let matching = routes.iter().enumerate().filter(|(_, r)| !r.disabled && r.matcher.matches(&event.type_name));
@@ -629,145 +460,9 @@ impl Core {
         self.completions.finish(&event.id, &own);
     }
 
-    fn dead_letter(
-        &self,
-        event: &Event,
-        plugin: &Plugin,
-        route: &Route,
-        failure: Failure,
-        attempts: u32,
-        run: &mut Run,
-    ) {
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        run.outcome.failed.push(FailureNote {
-            plugin: plugin.name().to_string(),
-            kind: failure.kind.as_str().to_string(),
-            message: failure.message.clone(),
-            attempts,
-        });
-        self.dead_letters.push(event, plugin.name(), &route.name, failure, attempts);
-    }
-
-    /// The pipeline's and the plugins' lines of `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let c = &self.counters;
-        for (name, help, v) in [
-            ("eventyard_events_routed_total", "Events that entered a route.", &c.routed),
-            ("eventyard_events_dropped_total", "Events a filter dropped.", &c.dropped),
-            ("eventyard_events_emitted_total", "Events plugins emitted and the router accepted.", &c.emitted),
-            ("eventyard_events_dead_lettered_total", "Events a plugin failed on.", &c.dead_lettered),
-            (
-                "eventyard_events_duplicate_total",
-                "Events answered as duplicates of one accepted before.",
-                &c.duplicates,
-            ),
-            ("eventyard_events_recovered_total", "Unfinished events recovered from the log at start-up.", &c.recovered),
-            (
-                "eventyard_handler_retries_total",
-                "Handler calls scheduled again after a failure that may pass.",
-                &c.retries,
-            ),
-            (
-                "eventyard_events_over_budget_total",
-                "Accepted events whose work went past pipeline.root_budget (dead-lettered as root_budget).",
-                &c.over_budget,
-            ),
-            (
-                "eventyard_worker_panics_total",
-                "Jobs a pipeline worker panicked on (that event failed; the worker went on).",
-                &c.worker_panics,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
-        }
-        self.log.render_metrics(out);
-        let name = "eventyard_rpc_waiters";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Callers of POST /v1/rpc waiting for a response.\n# TYPE {name} gauge\n{name} {}",
-            self.rpc.waiting()
-        );
-        self.dead_letters.render_metrics(out);
-        type Read = fn(&Plugin) -> u64;
-        let per_plugin: [(&str, &str, &str, Read); 6] = [
-            ("eventyard_plugin_calls_total", "counter", "Calls made to the plugin.", |p| {
-                p.stats.calls.load(Ordering::Relaxed)
-            }),
-            (
-                "eventyard_plugin_instantiations_total",
-                "counter",
-                "Instances created (warm pool misses, recycling, strict mode).",
-                |p| p.stats.instantiations.load(Ordering::Relaxed),
-            ),
-            (
-                "eventyard_plugin_output_dropped_bytes_total",
-                "counter",
-                "Guest stdout/stderr bytes over the capture cap.",
-                |p| p.stats.output_dropped_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "eventyard_plugin_peak_memory_bytes",
-                "gauge",
-                "The largest linear memory an instance of the plugin grew to.",
-                |p| p.stats.peak_memory_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "eventyard_plugin_fuel_consumed_total",
-                "counter",
-                "Fuel the plugin's calls used (only when some plugin has a fuel budget).",
-                |p| p.stats.fuel_consumed.load(Ordering::Relaxed),
-            ),
-            ("eventyard_plugin_circuit_open", "gauge", "1 while the plugin's circuit breaker is open.", |p| {
-                u64::from(p.breaker_open())
-            }),
-        ];
-        for (name, kind, help, read) in per_plugin {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for p in self.plugins().iter() {
-                let _ = writeln!(out, "{name}{{plugin=\"{}\"}} {}", p.name(), read(p));
-            }
-        }
-        let _ = writeln!(out, "# TYPE eventyard_plugin_failures_total counter");
-        for p in self.plugins().iter() {
-            for (k, n) in FailureKind::ALL.iter().zip(&p.stats.failures) {
-                let (plugin, kind, n) = (p.name(), k.as_str(), n.load(Ordering::Relaxed));
-                let _ = writeln!(out, "eventyard_plugin_failures_total{{plugin=\"{plugin}\",kind=\"{kind}\"}} {n}");
-            }
-        }
-        let _ = writeln!(out, "# TYPE eventyard_plugin_call_seconds histogram");
-        for p in self.plugins().iter() {
-            p.stats.latency.render(out, "eventyard_plugin_call_seconds", &format!("plugin=\"{}\"", p.name()));
-        }
-        self.samples.render(out);
-    }
-
-    /// Which plugins exist per world (for `/healthz`).
-    pub fn plugin_names(&self) -> HashMap<&'static str, Vec<String>> {
-        let mut m: HashMap<&'static str, Vec<String>> = HashMap::new();
-        for p in self.plugins().iter() {
-            m.entry(match p.world() {
-                World::Filter => "filters",
-                World::Handler => "handlers",
-            })
-            .or_default()
-            .push(p.name().to_string());
-        }
-        m
-    }
 }
 
 /// The event as plugins receive it, shared by every plugin of a route.
-/// The event as a retried handler sees it: Infrahub's `meta.retry_count` says how many
-/// calls failed before (only events with a `meta` object; `None` when nothing changes).
-fn with_retry_count(event: &Event, attempts: u32) -> Option<Event> {
-    if attempts == 0 || !event.data.value().get("meta").is_some_and(serde_json::Value::is_object) {
-        return None;
-    }
-    let mut data = event.data.value().clone();
-    data["meta"]["retry_count"] = attempts.into();
-    Some(Event { data: Body::from_value(data), ..event.clone() })
-}
-
 pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
     Arc::new(PluginEvent {
         id: e.id.clone(),

@@ -73,7 +73,7 @@ impl RetryPolicy {
 #[derive(Debug, Clone)]
 pub struct RetryTask {
     /// The accepted event's work (its completion waits for this task; its budget pays).
-    pub root: Arc<super::pipeline::RootWork>,
+    pub root: Arc<super::settle::RootWork>,
     /// The event the handler failed on (the root, or one emitted while handling it).
     pub event: Event,
     pub route: usize,
@@ -152,4 +152,15 @@ impl Scheduler {
         self.stopped.store(true, Ordering::Release);
         self.wake.notify_all();
     }
+}
+
+/// The event as a retried handler sees it: Infrahub's `meta.retry_count` says how many
+/// calls failed before (only events with a `meta` object; `None` when nothing changes).
+pub(super) fn with_retry_count(event: &Event, attempts: u32) -> Option<Event> {
+    if attempts == 0 || !event.data.value().get("meta").is_some_and(serde_json::Value::is_object) {
+        return None;
+    }
+    let mut data = event.data.value().clone();
+    data["meta"]["retry_count"] = attempts.into();
+    Some(Event { data: crate::event::Body::from_value(data), ..event.clone() })
 }

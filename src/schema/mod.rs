@@ -45,7 +45,7 @@ pub enum Rejection {
 }
 
 impl std::fmt::Display for Rejection {
-    /// "is not JSON: ..." or "fails its schema: <path>: <message>; ...", after a subject.
+    /// "is not JSON: ..." or "fails its schema: `<path>: <message>`; ...", after a subject.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Rejection::NotJson(e) => write!(f, "is not JSON: {e}"),

@@ -11,8 +11,10 @@
 //! - [`plugin`]: a loaded plugin: `InstancePre`, warm instances, limits, failure
 //!   classification, circuit breaker, stats;
 //! - [`output`]: bounded capture of the guest's stdout and stderr;
-//! - [`text`]: the one helper that caps and cleans every piece of plugin text the router
-//!   keeps (error messages, drop reasons, log lines, captured output).
+//! - [`config`]: the `[[plugin]]` section (manifest, grants, limits, breaker).
+//!
+//! Plugin text (error messages, drop reasons, log lines, captured output) is capped and
+//! cleaned by [`crate::event::text`].
 
 pub mod bindings;
 pub mod builtin;

@@ -1,7 +1,7 @@
 //! Fix Inventory's workflows: `collect_and_cleanup` (and its parts `collect`, `cleanup`,
 //! `metrics`) step through the documented phases in order. Each step is an `action`
 //! message: accepted as the event `fixinventory/<step>` (so Wasm handlers routed on it run,
-//! and subscribers see it) and sent to every WebSocket subscriber ([`actors`]) of that step.
+//! and subscribers see it) and sent to every WebSocket subscriber ([`super::actors`]) of that step.
 //! The step waits until every blocking subscriber answered (`action_done` /
 //! `action_error`) or its timeout passed, and until the Wasm handlers finished.
 //!
@@ -353,7 +353,7 @@ impl Workflows {
         report
     }
 
-    /// Starts the schedules and event triggers; the handles stop them (see [`crate::http::serve`]).
+    /// Starts the schedules and event triggers; the handles stop them (see [`crate::app::serve`]).
     pub fn spawn_triggers(self: &Arc<Self>, state: &Arc<AppState>) -> Vec<JoinHandle<()>> {
         let mut handles = Vec::new();
         for (name, c) in &self.configs {
