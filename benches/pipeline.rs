@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventyard::config::Config;
 use eventyard::metrics::PluginSamples;
 use eventyard::router::pipeline::plugin_event;
-use eventyard::router::{Body, Event};
+use eventyard::event::{Body, Event};
 use eventyard::schema::Registry;
 use eventyard::wasm::plugin::Output;
 use eventyard::wasm::{builtin, Plugin, WasmEngine};
