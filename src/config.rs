@@ -157,3 +157,163 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler `h` and a filter `f`, for routes to name.
+    const PLUGINS: &str = r#"
+[[plugin]]
+name = "h"
+component = "builtin:echo"
+world = "handler"
+
+[[plugin]]
+name = "f"
+component = "builtin:priority-filter"
+world = "filter"
+"#;
+
+    fn with_plugins(rest: &str) -> String {
+        format!("{PLUGINS}\n{rest}")
+    }
+
+    /// A route on `a/*` (after the plugins `h` and `f`) with `rest` added.
+    fn route(rest: &str) -> String {
+        with_plugins(&format!("[[route]]\nmatch = \"a/*\"\n{rest}"))
+    }
+
+    /// A plugin alone: `[[plugin]]` named `name` of `world` with `rest` added.
+    fn plugin(name: &str, world: &str, rest: &str) -> String {
+        format!("[[plugin]]\nname = \"{name}\"\ncomponent = \"builtin:echo\"\nworld = \"{world}\"\n{rest}")
+    }
+
+    #[test]
+    fn the_embedded_and_the_built_in_defaults_pass_their_checks() {
+        let embedded = Config::embedded_default();
+        embedded.check().unwrap();
+        assert!(!embedded.plugins.is_empty() && !embedded.routes.is_empty());
+        Config::default().check().unwrap();
+        Config::parse("").unwrap().check().unwrap();
+    }
+
+    #[test]
+    fn a_small_valid_config_with_plugins_routes_and_workflows_parses() {
+        let toml = with_plugins(
+            r#"
+[[route]]
+match = "a/*"
+filters = ["f"]
+handlers = ["h"]
+retry = { max_attempts = 5, base_ms = 10, max_ms = 1000 }
+
+[[route]]
+regex = "^b/"
+handlers = ["h"]
+
+[[workflow]]
+name = "collect"
+schedule = "0 * * * *"
+
+[[workflow]]
+name = "cleanup"
+"#,
+        );
+        let config = Config::parse(&toml).unwrap();
+        assert_eq!((config.plugins.len(), config.routes.len(), config.workflows.len()), (2, 2, 2));
+    }
+
+    #[test]
+    fn each_refused_setting_is_named_by_its_key() {
+        let too_big_body = crate::store::segment::MAX_EVENT_DATA_BYTES + 1;
+        let too_long_wait = MAX_WAIT_MS + 1;
+        let too_long_window = MAX_IDEMPOTENCY_WINDOW_SECS + 1;
+        let cases: Vec<(String, &str)> = vec![
+            ("[pipeline]\nqueue = 0".into(), "pipeline.queue"),
+            ("[pipeline]\nhop_limit = 65".into(), "pipeline.hop_limit"),
+            ("[pipeline]\nroot_budget = { calls = 0 }".into(), "pipeline.root_budget.calls"),
+            ("[pipeline]\nroot_budget = { bytes = 0 }".into(), "pipeline.root_budget.bytes"),
+            (with_plugins("[[route]]\nmatch = \"a/*\"\nregex = \"^a\"\nhandlers = [\"h\"]"), "route[0].match"),
+            (with_plugins("[[route]]\nhandlers = [\"h\"]"), "route[0].match"),
+            (route("handlers = [\"nope\"]"), "route[0].handlers"),
+            (route("handlers = [\"f\"]"), "route[0].handlers"),
+            (route("filters = [\"h\"]"), "route[0].filters"),
+            (route("handlers = [\"h\"]\n[[route]]\nmatch = \"b\"\nhandlers = [\"x\"]"), "route[1].handlers"),
+            (route("retry = { base_ms = 500, max_ms = 100 }"), "route[0].retry"),
+            (route("retry = { max_attempts = 0 }"), "route[0].retry"),
+            (route("retry = { max_attempts = 101 }"), "route[0].retry.max_attempts"),
+            (route(&format!("retry = {{ max_ms = {too_long_wait} }}")), "route[0].retry.max_ms"),
+            (plugin("x", "filter", "capabilities = [\"emit\"]"), "plugin[0] (x).capabilities"),
+            (plugin("x", "handler", "limits = { memory_bytes = 1024 }"), "plugin[0] (x).limits.memory_bytes"),
+            (plugin("x", "handler", "limits = { deadline_ms = 0 }"), "plugin[0] (x).limits"),
+            (plugin("x", "handler", "limits = { fuel = 0 }"), "plugin[0] (x).limits"),
+            (
+                plugin("x", "handler", &format!("breaker = {{ cool_down_ms = {too_long_wait} }}")),
+                "plugin[0] (x).breaker.cool_down_ms",
+            ),
+            (plugin("x", "handler", "config = \"text\""), "plugin[0] (x).config"),
+            (with_plugins(&plugin("h", "handler", "")), "plugin[2] (h).name"),
+            (plugin("", "handler", ""), "plugin[0] ().name"),
+            ("[[workflow]]\nname = \"collect\"\n[[workflow]]\nname = \"collect\"".into(), "workflow[1] (collect).name"),
+            ("[[workflow]]\nname = \"nope\"".into(), "workflow[0] (nope).name"),
+            ("[[workflow]]\nname = \"collect\"\nschedule = \"not cron\"".into(), "workflow[0] (collect).schedule"),
+            (
+                "[[workflow]]\nname = \"collect\"\nstep_timeout_secs = 0".into(),
+                "workflow[0] (collect).step_timeout_secs",
+            ),
+            ("[store]\nsegment_bytes = 100".into(), "store"),
+            ("[store]\nsegment_bytes = 8192\nmax_bytes = 4096".into(), "store"),
+            ("[store]\ngroup_window_us = 1000001".into(), "store.group_window_us"),
+            ("[store]\nmax_dead_letters = 0".into(), "store.max_dead_letters"),
+            ("[auth]\nadmin_token = \"fifteen-chars!!\"".into(), "auth.admin_token"),
+            ("[auth]\nsubscribe_token = \"short\"".into(), "auth.subscribe_token"),
+            ("[[auth.ingest]]\ntoken = \"short\"\ntypes = [\"a/*\"]".into(), "auth.ingest[0].token"),
+            ("[[auth.ingest]]\ntoken = \"a-long-enough-token\"\ntypes = []".into(), "auth.ingest[0].types"),
+            (
+                "[[auth.ingest]]\ntoken = \"a-long-enough-token\"\ntypes = [\"a/*\"]\nanswers = [\"a/b\"]".into(),
+                "auth.ingest[0].answers",
+            ),
+            ("[schemas]\nsource = \"tables\"\ndir = \"schemas\"".into(), "schemas"),
+            (format!("[ingest]\nmax_body_bytes = {too_big_body}"), "ingest.max_body_bytes"),
+            ("[ingest]\nmax_body_bytes = 0".into(), "ingest.max_body_bytes"),
+            (format!("[ingest]\nidempotency_window_secs = {too_long_window}"), "ingest.idempotency_window_secs"),
+            ("[subscribers]\nbuffer = 0".into(), "subscribers.buffer"),
+        ];
+        for (toml, key) in cases {
+            match Config::parse(&toml) {
+                Err(ConfigError::Invalid(e)) => {
+                    assert_eq!(e.key, key, "for\n{toml}\ngot {e}");
+                    assert!(e.to_string().starts_with(&format!("{key}: ")), "{e}");
+                }
+                other => panic!("expected `{key}` refused for\n{toml}\ngot {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_limits_themselves_are_accepted() {
+        let ok = [
+            "[pipeline]\nhop_limit = 64".to_string(),
+            "[store]\nsegment_bytes = 4096\nmax_bytes = 4096".into(),
+            "[auth]\nadmin_token = \"sixteen-chars!!!\"".into(),
+            format!("[ingest]\nmax_body_bytes = {}", crate::store::segment::MAX_EVENT_DATA_BYTES),
+            route(&format!("retry = {{ max_attempts = 100, max_ms = {MAX_WAIT_MS} }}")),
+            plugin("x", "handler", "breaker = { failures = 0 }"),
+            plugin("x", "filter", "capabilities = [\"log\", \"metrics\"]"),
+        ];
+        for toml in ok {
+            Config::parse(&toml).unwrap_or_else(|e| panic!("refused\n{toml}\n{e}"));
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        for (toml, name) in [("[pipeline]\nqeue = 1", "qeue"), ("lisen = \"127.0.0.1:1\"", "lisen")] {
+            match Config::parse(toml) {
+                Err(ConfigError::Parse { message, .. }) => assert!(message.contains(name), "{message}"),
+                other => panic!("expected a parse error naming `{name}`, got {other:?}"),
+            }
+        }
+    }
+}

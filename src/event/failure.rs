@@ -106,3 +106,56 @@ impl Failure {
         Self { kind, message, retryable }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_deadline_or_a_failed_output_is_retryable_by_default() {
+        for kind in FailureKind::ALL {
+            let expected = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
+            assert_eq!(Failure::new(kind, "x").retryable, expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn with_retry_keeps_the_flag_it_is_given() {
+        for kind in FailureKind::ALL {
+            for retryable in [false, true] {
+                let f = Failure::with_retry(kind, "boom", retryable);
+                assert_eq!((f.kind, f.message.as_str(), f.retryable), (kind, "boom", retryable));
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_is_cleaned_of_control_characters_and_capped() {
+        let f = Failure::new(FailureKind::HandlerError, "line one\nFAKE LOG LINE\x1b[31m");
+        assert!(!f.message.chars().any(char::is_control), "{:?}", f.message);
+        assert!(f.message.starts_with("line one"), "{:?}", f.message);
+        assert!(!f.message.contains('\n'));
+
+        let huge = "é".repeat(text::MAX_PLUGIN_MESSAGE_BYTES);
+        let f = Failure::with_retry(FailureKind::HandlerError, huge, true);
+        assert!(f.message.len() <= text::MAX_PLUGIN_MESSAGE_BYTES, "{}", f.message.len());
+        assert!(f.message.contains("more bytes cut"), "says it was cut");
+
+        let clean = "a plain message";
+        assert_eq!(Failure::new(FailureKind::Trap, clean).message, clean, "clean text is kept as it is");
+    }
+
+    #[test]
+    fn every_kind_has_a_unique_snake_case_name_matching_its_serde_name() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in FailureKind::ALL {
+            let name = kind.as_str();
+            assert!(seen.insert(name), "{name} named twice");
+            assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(!name.starts_with('_') && !name.ends_with('_') && !name.contains("__"), "{name}");
+            assert_eq!(serde_json::to_value(kind).unwrap(), name, "dead letters and /metrics say the same");
+            assert_eq!(serde_json::from_value::<FailureKind>(name.into()).unwrap(), kind);
+        }
+        assert_eq!(seen.len(), FailureKind::ALL.len());
+    }
+}

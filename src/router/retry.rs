@@ -58,12 +58,17 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+/// Most doublings of the first wait: `1 << 31` is the largest factor a `u32` holds, and
+/// 2^31 times the smallest first wait (1 ms) is past the largest `max` (a day), so the
+/// configured `max`, not this cap, is what bounds a wait.
+const MAX_DOUBLINGS: u32 = 31;
+
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1`: `base * 2^(attempt-1)` capped at `max`, with
     /// "equal jitter" (half fixed, half random) so that retries of many events spread out.
     /// Saturating: no attempt count or configured wait can overflow it.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max);
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(MAX_DOUBLINGS)).min(self.max);
         let half = exp / 2;
         half + half.mul_f64(fastrand::f64())
     }
@@ -163,4 +168,86 @@ pub(super) fn with_retry_count(event: &Event, attempts: u32) -> Option<Event> {
     let mut data = event.data.value().clone();
     data["meta"]["retry_count"] = attempts.into();
     Some(Event { data: crate::event::Body::from_value(data), ..event.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(base_ms: u64, max_ms: u64) -> RetryPolicy {
+        RetryPolicy { max_attempts: 10, base: Duration::from_millis(base_ms), max: Duration::from_millis(max_ms) }
+    }
+
+    /// The wait before the next attempt without jitter: `base * 2^(attempt-1)`, capped.
+    fn ceiling(p: &RetryPolicy, attempt: u32) -> Duration {
+        p.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(MAX_DOUBLINGS)).min(p.max)
+    }
+
+    #[test]
+    fn delays_double_from_base_and_stay_between_half_and_all_of_it() {
+        let p = policy(100, 60_000);
+        let expected = [100, 100, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 51_200, 60_000, 60_000];
+        for (attempt, ms) in expected.into_iter().enumerate() {
+            let exp = Duration::from_millis(ms);
+            assert_eq!(ceiling(&p, attempt as u32), exp, "attempt {attempt}");
+            for _ in 0..200 {
+                let d = p.delay(attempt as u32);
+                assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} not in [{:?}, {exp:?}]", exp / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_the_delays_over_the_random_half() {
+        let p = policy(1000, 1000);
+        let samples: Vec<Duration> = (0..2000).map(|_| p.delay(1)).collect();
+        let (lo, hi) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
+        assert!(*lo >= Duration::from_millis(500) && *hi <= Duration::from_millis(1000));
+        assert!(*lo < Duration::from_millis(600), "some delays near the fixed half: {lo:?}");
+        assert!(*hi > Duration::from_millis(900), "some near the whole: {hi:?}");
+    }
+
+    #[test]
+    fn the_delay_never_exceeds_max_whatever_the_attempt() {
+        let p = policy(200, 60_000);
+        for attempt in [20, 21, 31, 32, 33, 64, 100, 1000, u32::MAX - 1, u32::MAX] {
+            for _ in 0..50 {
+                let d = p.delay(attempt);
+                assert!(d >= Duration::from_millis(30_000) && d <= p.max, "attempt {attempt}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_configured_waits_do_not_overflow() {
+        let p = RetryPolicy { max_attempts: 3, base: Duration::MAX, max: Duration::MAX };
+        for attempt in [0, 1, 2, 100, u32::MAX] {
+            assert!(p.delay(attempt) >= Duration::MAX / 2);
+        }
+        let p = policy(crate::router::config::MAX_WAIT_MS, crate::router::config::MAX_WAIT_MS);
+        for attempt in [1, 50, u32::MAX] {
+            assert!(p.delay(attempt) <= p.max);
+        }
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced() {
+        let clock = ManualClock::default();
+        assert_eq!(clock.now(), Duration::ZERO);
+        assert_eq!(clock.now(), Duration::ZERO);
+        clock.advance(Duration::from_millis(250));
+        clock.advance(Duration::from_millis(750));
+        assert_eq!(clock.now(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn due_in_reads_the_schedulers_clock_and_saturates() {
+        let clock = Arc::new(ManualClock::default());
+        let scheduler = Scheduler::new(clock.clone());
+        assert_eq!(scheduler.due_in(Duration::from_millis(40)), Duration::from_millis(40));
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(scheduler.clock().now(), Duration::from_secs(5));
+        assert_eq!(scheduler.due_in(Duration::from_millis(40)), Duration::from_millis(5040));
+        assert_eq!(scheduler.due_in(Duration::MAX), Duration::MAX);
+    }
 }

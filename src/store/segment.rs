@@ -600,4 +600,41 @@ mod tests {
         assert!(matches!(frame(&huge, &mut out), Err(StoreError::TooLarge { .. })));
         assert_eq!(out, b"before", "nothing of it is left to write");
     }
+
+    #[test]
+    fn framed_records_read_back_in_order_and_all_is_kept() {
+        let (bytes, starts) = segment(3);
+        let found = scan(&bytes);
+        assert_eq!(ids(&bytes), ["r0", "r1", "r2"]);
+        assert_eq!(found.payloads[0].start, starts[0] + HEADER);
+        assert!(found.skipped.is_empty());
+        assert_eq!(found.keep, bytes.len());
+        let empty = scan(&SEGMENT_MAGIC);
+        assert_eq!(empty, Scan { keep: SEGMENT_MAGIC.len(), ..Scan::default() }, "a new segment keeps its header");
+    }
+
+    #[test]
+    fn a_last_frame_cut_short_anywhere_is_a_torn_tail() {
+        let (bytes, starts) = segment(3);
+        for cut in starts[2] + 1..bytes.len() {
+            let found = scan(&bytes[..cut]);
+            assert_eq!(ids(&bytes[..cut]), ["r0", "r1"], "cut at {cut}");
+            assert!(found.skipped.is_empty(), "cut at {cut}");
+            assert_eq!(found.keep, starts[2], "cut at {cut}: the torn frame goes");
+        }
+    }
+
+    #[test]
+    fn a_last_frame_whose_checksum_does_not_match_is_cut_not_read() {
+        let (mut bytes, starts) = segment(3);
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x01;
+        assert_eq!(ids(&bytes), ["r0", "r1"]);
+        assert_eq!(scan(&bytes).keep, starts[2]);
+        // A damaged checksum field itself is caught the same way.
+        let (mut bytes, starts) = segment(3);
+        bytes[starts[2] + 8] ^= 0xff;
+        assert_eq!(ids(&bytes), ["r0", "r1"]);
+        assert_eq!(scan(&bytes).keep, starts[2]);
+    }
 }

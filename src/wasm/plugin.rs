@@ -432,8 +432,10 @@ fn classify_error(e: &wasmtime::Error) -> Failure {
     Failure::new(kind, cause)
 }
 
-/// Opens after `threshold` consecutive failures; after `cool_down` lets one call through
-/// (half-open): success closes it, failure opens it again.
+/// Opens after `threshold` consecutive failures. After `cool_down` calls go through again
+/// (half-open, without a single-probe limit: concurrent calls all pass): a success closes
+/// it, a failure opens it for another cool-down (so does a failure of a call that was
+/// already running while it was open).
 struct Breaker {
     threshold: u32,
     cool_down: Duration,
@@ -481,5 +483,73 @@ impl Breaker {
             return tripped;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_trips_on_the_thresholdth_consecutive_failure_and_says_so_once() {
+        let b = Breaker::new(3, Duration::from_secs(60));
+        assert!(!b.record(false));
+        assert!(!b.record(false));
+        assert!(b.allow(), "two failures of three leave it closed");
+        assert!(b.record(false), "the third failure trips it");
+        assert!(!b.allow());
+        assert!(!b.record(false), "a failure while open (a call already in flight) does not trip it again");
+        assert!(!b.allow());
+    }
+
+    #[test]
+    fn an_open_breaker_lets_calls_through_again_after_its_cool_down() {
+        // Short, but long enough that a busy test machine does not see it end between two lines.
+        let cool_down = Duration::from_millis(100);
+        let b = Breaker::new(1, cool_down);
+        assert!(b.record(false));
+        assert!(!b.allow(), "open during the cool-down");
+        std::thread::sleep(cool_down + Duration::from_millis(20));
+        assert!(b.allow(), "half-open once the cool-down is over");
+        assert!(b.record(false), "a failure after the cool-down trips it again");
+        assert!(!b.allow());
+        std::thread::sleep(cool_down + Duration::from_millis(20));
+        assert!(b.allow());
+        assert!(!b.record(true));
+        assert!(b.allow(), "a success closes it");
+        assert!(b.record(false), "and the next failure run counts from zero");
+    }
+
+    #[test]
+    fn a_success_resets_the_count_of_consecutive_failures() {
+        let b = Breaker::new(3, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert!(!b.record(false));
+            assert!(!b.record(false));
+            assert!(!b.record(true));
+        }
+        assert!(b.allow(), "never three failures in a row");
+        assert!(!b.record(false));
+        assert!(!b.record(false));
+        assert!(b.record(false));
+    }
+
+    #[test]
+    fn a_success_closes_an_open_breaker_at_once() {
+        let b = Breaker::new(2, Duration::from_secs(60));
+        b.record(false);
+        assert!(b.record(false));
+        assert!(!b.allow());
+        assert!(!b.record(true), "a call that was in flight succeeds");
+        assert!(b.allow());
+    }
+
+    #[test]
+    fn a_threshold_of_zero_turns_the_breaker_off() {
+        let b = Breaker::new(0, Duration::from_secs(60));
+        for _ in 0..1000 {
+            assert!(!b.record(false));
+        }
+        assert!(b.allow());
     }
 }
