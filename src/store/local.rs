@@ -40,7 +40,9 @@ pub struct LocalStore {
 /// Which unfinished routed events live in which segment.
 #[derive(Default)]
 struct Tracking {
-    segment_of: HashMap<String, u64>,
+    /// foldhash, not SipHash: one insert per routed event at ingestion and one remove per
+    /// completion, and ids are not chosen to collide (router-made or capped, seeded per process).
+    segment_of: HashMap<String, u64, foldhash::fast::RandomState>,
     unfinished: BTreeMap<u64, usize>,
     deleted_below: u64,
 }
@@ -124,8 +126,17 @@ impl LocalStore {
     /// only means the event is processed again).
     pub fn complete(&self, event: &Event, outcome: &Outcome) {
         let mut frames = Vec::with_capacity(256);
-        let done = |outcome| Record::Done { id: event.id.clone(), outcome };
-        if let Err(e) = segment::frame(&done(outcome.bounded()), &mut frames) {
+        // The same record as `Record::Done`, borrowed: no copy of the id or of an outcome
+        // that is within the bounds already (nearly all are).
+        let bounded;
+        let outcome = if within_bounds(outcome) {
+            outcome
+        } else {
+            bounded = outcome.bounded();
+            &bounded
+        };
+        if let Err(e) = segment::frame(&DoneRef { id: &event.id, outcome }, &mut frames) {
+            let done = |outcome| Record::Done { id: event.id.clone(), outcome };
             // Only a huge id could do this (ids are capped at ingestion): the event is still
             // finished, its outcome is not kept.
             tracing::error!(event = %event.id, error = %e, "outcome too large for the log; recorded without it");
@@ -158,6 +169,24 @@ impl LocalStore {
     pub fn pending_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+}
+
+/// [`Record::Done`] serialised from borrowed parts (the same JSON).
+#[derive(serde::Serialize)]
+#[serde(tag = "record", rename = "done")]
+struct DoneRef<'a> {
+    id: &'a str,
+    outcome: &'a Outcome,
+}
+
+/// Whether `outcome` is what [`Outcome::bounded`] would make of it.
+fn within_bounds(o: &Outcome) -> bool {
+    use super::{MAX_OUTCOME_ENTRIES as N, MAX_OUTCOME_TEXT_BYTES as T};
+    o.emitted.len() <= N
+        && o.failed.len() <= N
+        && o.dropped.len() <= N
+        && o.failed.iter().all(|f| f.message.len() <= T)
+        && o.dropped.iter().all(|(_, r)| r.len() <= T)
 }
 
 impl LocalStore {
@@ -253,6 +282,20 @@ mod tests {
             hops: 0,
             keyed: false,
         }
+    }
+
+    #[test]
+    fn a_borrowed_done_record_is_the_same_json_as_an_owned_one() {
+        let outcome = Outcome {
+            emitted: vec![super::super::Emission { plugin: "p".into(), type_name: "t/y".into(), id: "e\"1".into() }],
+            failed: vec![super::super::FailureNote { plugin: "q".into(), kind: "trap".into(), message: "m".into(), attempts: 2 }],
+            dropped: vec![("f".into(), "r".into())],
+        };
+        let owned = serde_json::to_string(&Record::Done { id: "a\"b".into(), outcome: outcome.clone() }).unwrap();
+        assert_eq!(serde_json::to_string(&DoneRef { id: "a\"b", outcome: &outcome }).unwrap(), owned);
+        assert!(within_bounds(&outcome));
+        let long = Outcome { failed: vec![super::super::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }], ..outcome };
+        assert!(!within_bounds(&long));
     }
 
     #[tokio::test]
