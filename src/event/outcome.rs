@@ -26,6 +26,17 @@ pub fn cut_text(text: &str, max: usize) -> String {
 }
 
 impl Outcome {
+    /// Whether the outcome is what [`Outcome::bounded`] would make of it (nearly all are),
+    /// so that it can be written as it is, without a copy.
+    pub fn is_bounded(&self) -> bool {
+        let (n, t) = (MAX_OUTCOME_ENTRIES, MAX_OUTCOME_TEXT_BYTES);
+        self.emitted.len() <= n
+            && self.failed.len() <= n
+            && self.dropped.len() <= n
+            && self.failed.iter().all(|f| f.message.len() <= t)
+            && self.dropped.iter().all(|(_, r)| r.len() <= t)
+    }
+
     /// The outcome as the log keeps it: texts and lists capped
     /// ([`MAX_OUTCOME_TEXT_BYTES`], [`MAX_OUTCOME_ENTRIES`]), so a `Done` record always fits
     /// in a frame.

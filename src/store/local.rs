@@ -129,7 +129,7 @@ impl LocalStore {
         // The same record as `Record::Done`, borrowed: no copy of the id or of an outcome
         // that is within the bounds already (nearly all are).
         let bounded;
-        let outcome = if within_bounds(outcome) {
+        let outcome = if outcome.is_bounded() {
             outcome
         } else {
             bounded = outcome.bounded();
@@ -177,16 +177,6 @@ impl LocalStore {
 struct DoneRef<'a> {
     id: &'a str,
     outcome: &'a Outcome,
-}
-
-/// Whether `outcome` is what [`Outcome::bounded`] would make of it.
-fn within_bounds(o: &Outcome) -> bool {
-    use super::{MAX_OUTCOME_ENTRIES as N, MAX_OUTCOME_TEXT_BYTES as T};
-    o.emitted.len() <= N
-        && o.failed.len() <= N
-        && o.dropped.len() <= N
-        && o.failed.iter().all(|f| f.message.len() <= T)
-        && o.dropped.iter().all(|(_, r)| r.len() <= T)
 }
 
 impl LocalStore {
@@ -287,15 +277,15 @@ mod tests {
     #[test]
     fn a_borrowed_done_record_is_the_same_json_as_an_owned_one() {
         let outcome = Outcome {
-            emitted: vec![super::super::Emission { plugin: "p".into(), type_name: "t/y".into(), id: "e\"1".into() }],
-            failed: vec![super::super::FailureNote { plugin: "q".into(), kind: "trap".into(), message: "m".into(), attempts: 2 }],
+            emitted: vec![crate::event::Emission { plugin: "p".into(), type_name: "t/y".into(), id: "e\"1".into() }],
+            failed: vec![crate::event::FailureNote { plugin: "q".into(), kind: "trap".into(), message: "m".into(), attempts: 2 }],
             dropped: vec![("f".into(), "r".into())],
         };
         let owned = serde_json::to_string(&Record::Done { id: "a\"b".into(), outcome: outcome.clone() }).unwrap();
         assert_eq!(serde_json::to_string(&DoneRef { id: "a\"b", outcome: &outcome }).unwrap(), owned);
-        assert!(within_bounds(&outcome));
-        let long = Outcome { failed: vec![super::super::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }], ..outcome };
-        assert!(!within_bounds(&long));
+        assert!(outcome.is_bounded());
+        let long = Outcome { failed: vec![crate::event::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }], ..outcome };
+        assert!(!long.is_bounded());
     }
 
     #[tokio::test]
