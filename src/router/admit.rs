@@ -19,7 +19,7 @@ use crate::wasm::Checked;
 use std::sync::atomic::Ordering;
 use crate::event::body::{too_deep, MAX_DATA_DEPTH};
 use crate::event::pattern::TypePattern;
-use crate::event::{Body, Event, MAX_ID_BYTES};
+use crate::event::{Body, Event, Outcome, MAX_ID_BYTES};
 use crate::schema::{EventType, Rejection, Violation};
 use crate::store::status::State;
 use crate::store::{Appended, Batch, StoreError};
@@ -163,12 +163,12 @@ impl Pipeline {
         if unused > 0 {
             self.core.queue.release(unused);
         }
-        for (event, routed) in fresh {
-            self.core.announce(&event, producer.may_answer(&event.type_name));
-            if routed {
-                self.core.queue.push(event.priority, Job::Event { event, reserved: true });
-            }
+        for (event, _) in &fresh {
+            self.core.announce(event, producer.may_answer(&event.type_name));
         }
+        // One lock and one wake-up for the batch (a push per event cost a futex call each).
+        let jobs = fresh.into_iter().filter(|(_, routed)| *routed);
+        self.core.queue.push_all(jobs.map(|(event, _)| (event.priority, Job::Event { event, reserved: true })));
         Ok(ids)
     }
 
@@ -188,14 +188,16 @@ impl Core {
     /// host has already checked it against its schema and the plugin's manifest. It gets an
     /// id and its hop count, is announced (plugins may answer RPC callers: their manifest
     /// lists the response types they emit) and is in progress until the worker has
-    /// processed it. Past the hop limit: the event and the `hop_limit` failure.
+    /// processed it; one no route takes (a response, most often) is finished as it is made,
+    /// with one status write. Answers the event and whether it is routed; past the hop
+    /// limit, the event and the `hop_limit` failure.
     pub(super) fn admit_emitted(
         &self,
         plugin: &str,
         parent: &Event,
         type_name: std::sync::Arc<str>,
         e: Checked,
-    ) -> Result<Event, (Event, Failure)> {
+    ) -> Result<(Event, bool), (Event, Failure)> {
         let event = Event {
             id: uuid::Uuid::now_v7().to_string(),
             type_name,
@@ -212,7 +214,9 @@ impl Core {
         }
         self.counters.emitted.fetch_add(1, Ordering::Relaxed);
         self.announce(&event, true);
-        self.log.track(&event, State::InProgress);
-        Ok(event)
+        let routed = self.is_routed(&event.type_name);
+        let state = if routed { State::InProgress } else { State::Processed { outcome: Outcome::default() } };
+        self.log.track(&event, state);
+        Ok((event, routed))
     }
 }

@@ -438,8 +438,8 @@ impl Core {
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
         }
-        let event = match self.admit_emitted(from.name(), parent, ty.name.clone(), e) {
-            Ok(event) => event,
+        let (event, routed) = match self.admit_emitted(from.name(), parent, ty.name.clone(), e) {
+            Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
         run.outcome.emitted.push(Emission {
@@ -447,6 +447,9 @@ impl Core {
             type_name: event.type_name.to_string(),
             id: event.id.clone(),
         });
+        if !routed {
+            return;
+        }
         // Emitted events are processed here, before their parent is finished: a crash in
         // between processes the parent (and so re-emits them) again.
         let before = (run.outcome.emitted.len(), run.outcome.failed.len());
@@ -459,7 +462,6 @@ impl Core {
         self.log.progress(&event.id, status::finished(own.clone()));
         self.completions.finish(&event.id, &own);
     }
-
 }
 
 /// The event as plugins receive it, shared by every plugin of a route.

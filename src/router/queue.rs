@@ -65,6 +65,24 @@ impl<T> JobQueue<T> {
         self.ready.notify_one();
     }
 
+    /// Queues several jobs under one lock, with one wake-up call: `push` per event made a
+    /// `futex` wake system call per event of a batch, whether a worker waited or not.
+    pub fn push_all(&self, jobs: impl IntoIterator<Item = (u8, T)>) {
+        let mut n = 0;
+        {
+            let mut q = self.inner.lock().expect("queue");
+            for (priority, job) in jobs {
+                q.lanes[usize::from(priority.clamp(1, 5)) - 1].push_back(job);
+                n += 1;
+            }
+        }
+        match n {
+            0 => {}
+            1 => self.ready.notify_one(),
+            _ => self.ready.notify_all(),
+        }
+    }
+
     /// The next job, waiting for one; `None` once closed (queued jobs stay unprocessed:
     /// they are in the log and are recovered at the next start).
     pub fn pop(&self, reserved: impl Fn(&T) -> bool) -> Option<T> {
