@@ -36,7 +36,7 @@ DUR = int(args[1]) if len(args) > 1 else 10
 TYPE = "infrahub/send.echo.request"
 BATCH_SIZE = 100
 WORK = pathlib.Path("/tmp/eventyard-bench-e2e")
-EY = str(REPO / "target" / "release" / "eventyard")
+EY = os.environ.get("EVENTYARD", str(REPO / "target" / "release" / "eventyard"))  # another build to compare
 
 # The body per the event table (schemas/source/infrahub.md, "Send Echo"): meta and message.
 BODY = HERE / "echo.json"
@@ -63,6 +63,12 @@ def metrics(port):
     m = re.search(r'^eventyard_plugin_calls_total\{plugin="echo"\} (\d+)$', text, re.M)
     out["echo_calls"] = int(m.group(1)) if m else 0
     return out
+
+
+def cpu_s(pid):
+    """CPU seconds the router used so far (user + system, all threads)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handled(m):
@@ -101,9 +107,10 @@ def wrk(port, mode, dur):
     return r
 
 
-def measure(label, name, mode, dur):
+def measure(label, name, mode, dur, pid):
     port = SERVERS[name][0]
     before = metrics(port)
+    cpu0 = cpu_s(pid)
     r = wrk(port, mode, dur)
     accepted = metrics(port)["accepted"] - before["accepted"]
     wall = r["end"] - r["start"]
@@ -122,6 +129,8 @@ def measure(label, name, mode, dur):
         res["dead_lettered"] = m["dead_lettered"] - before["dead_lettered"]
     else:
         res["e2e_eps"] = res["ingest_eps"]
+    # The router's own CPU per event (wrk's not counted): less moved by other load than rates.
+    res["cpu_us_per_event"] = (cpu_s(pid) - cpu0) * 1e6 / max(1, accepted)
     print(json.dumps({k: (round(v) if isinstance(v, float) and v > 100 else round(v, 3) if isinstance(v, float) else v)
                       for k, v in res.items()}), flush=True)
     return res
@@ -146,7 +155,7 @@ def main():
         results = []
         for rnd in range(ROUNDS):
             for label, name, mode in ROUND:
-                results.append(measure(label, name, mode, DUR) | {"round": rnd})
+                results.append(measure(label, name, mode, DUR, procs[name].pid) | {"round": rnd})
                 if name == "R":
                     wait_idle(SERVERS[name][0])
     finally:
@@ -155,11 +164,11 @@ def main():
         for p in procs.values():
             p.wait(10)
     med = lambda label, key: statistics.median(r[key] for r in results if r["label"] == label and key in r)
-    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7}   (medians of {ROUNDS})")
+    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7} {'cpu us/ev':>9}   (medians of {ROUNDS})")
     for label, name, _ in ROUND:
         lag = f"{med(label, 'lag_s'):6.2f}" if name == "R" else f"{'':6}"
         print(f"{label:10} {med(label, 'e2e_eps'):10,.0f} {med(label, 'ingest_eps'):10,.0f} {lag} "
-              f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f}")
+              f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f} {med(label, 'cpu_us_per_event'):9.2f}")
     for mode in ("single", "ndjson"):
         print(f"end to end / no route, {mode}: {med(f'R-{mode}', 'e2e_eps') / med(f'N-{mode}', 'e2e_eps'):.0%}")
     out = HERE / "results"
