@@ -198,12 +198,18 @@ impl Core {
         type_name: std::sync::Arc<str>,
         e: Checked,
     ) -> Result<(Event, bool), (Event, Failure)> {
+        // Written straight into their strings: the formatting machinery of `to_string` and
+        // `format!` cost more than the uuid itself (the same text: lower-case, hyphenated).
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let mut source = String::with_capacity("plugin:".len() + plugin.len());
+        source.push_str("plugin:");
+        source.push_str(plugin);
         let event = Event {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id).to_owned(),
             type_name,
             time: time::OffsetDateTime::now_utc(),
             priority: e.priority,
-            source: Some(format!("plugin:{plugin}")),
+            source: Some(source),
             data: e.data,
             hops: parent.hops.saturating_add(1),
             keyed: false,
