@@ -72,6 +72,10 @@ pub struct TypePattern {
     full: GlobSet,
     /// The globs without `/` (profile globs), against the name within the family.
     bare: GlobSet,
+    /// Every pattern a plain type name (no glob syntax), as routes name their types most
+    /// often: matched by comparing strings, not through globset (which builds a candidate,
+    /// and ran twice per event on the plugin path).
+    literals: Option<Box<[String]>>,
 }
 
 impl TypePattern {
@@ -79,7 +83,13 @@ impl TypePattern {
     pub fn parse(patterns: &str) -> Result<Self, globset::Error> {
         let (mut full, mut bare) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let mut any = false;
+        let mut literals = Some(Vec::new());
         for p in patterns.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if p.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+                literals = None;
+            } else if let Some(l) = &mut literals {
+                l.push(p.to_string());
+            }
             full.add(Glob::new(p)?);
             if !p.contains('/') {
                 bare.add(Glob::new(p)?);
@@ -88,11 +98,18 @@ impl TypePattern {
         }
         if !any {
             full.add(Glob::new("*")?);
+            literals = None;
         }
-        Ok(Self { source: patterns.to_string(), full: full.build()?, bare: bare.build()? })
+        let literals = literals.map(Vec::into_boxed_slice);
+        Ok(Self { source: patterns.to_string(), full: full.build()?, bare: bare.build()?, literals })
     }
 
     pub fn matches(&self, type_name: &str) -> bool {
+        if let Some(literals) = &self.literals {
+            // The same answers as the globs: a literal glob matches exactly its text, and one
+            // without `/` also matches the name within the family.
+            return literals.iter().any(|p| p == type_name || (!p.contains('/') && p == name_in_family(type_name)));
+        }
         self.full.is_match(type_name) || (!self.bare.is_empty() && self.bare.is_match(name_in_family(type_name)))
     }
 
@@ -104,6 +121,22 @@ impl TypePattern {
 #[cfg(test)]
 mod tests {
     use super::TypePattern;
+
+    #[test]
+    fn plain_names_match_as_their_globs_do() {
+        let types = ["infrahub/send.echo.request", "infrahub/response/send.echo.request", "idem/idem-state", "idem-state", "x"];
+        let lists = ["infrahub/send.echo.request", "idem-state, x", "infrahub/response/send.echo.request,idem/idem-state", "send.echo.request"];
+        for patterns in lists {
+            let p = TypePattern::parse(patterns).unwrap();
+            assert!(p.literals.is_some(), "{patterns}");
+            let globs = TypePattern { literals: None, ..p.clone() };
+            for t in types {
+                assert_eq!(p.matches(t), globs.matches(t), "{patterns} / {t}");
+            }
+        }
+        assert!(TypePattern::parse("infrahub/*").unwrap().literals.is_none());
+        assert!(TypePattern::parse("").unwrap().literals.is_none());
+    }
 
     #[test]
     fn globs_cross_family_separators() {
