@@ -32,9 +32,12 @@ if ! "$venv/bin/python" -c "import prometheus_client.parser" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check "prometheus_client==0.26.0"
 fi
 
+# One build for everything: `cargo test` builds the binary too (with the dev-dependencies'
+# features unified in); a `cargo run` first would build much of the tree a second time.
+cargo test --locked --all-targets --no-run
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
-cargo run --quiet --locked -- schemas generate --check
+"${CARGO_TARGET_DIR:-target}/debug/eventyard" schemas generate --check
 cargo test --locked --all-targets
 # The API docs (the module map is the architecture): every intra-doc link must resolve.
 RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::invalid_html_tags -A rustdoc::private_intra_doc_links" \
