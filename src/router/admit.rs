@@ -157,17 +157,17 @@ impl Pipeline {
                 });
             }
         };
-        let Appended { ids, fresh, duplicates } = appended;
+        let Appended { ids, fresh, routed, duplicates } = appended;
         self.core.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-        let unused = reserve - fresh.iter().filter(|(_, r)| *r).count();
+        let unused = reserve - routed.iter().filter(|r| **r).count();
         if unused > 0 {
             self.core.queue.release(unused);
         }
-        for (event, _) in &fresh {
+        for event in &fresh {
             self.core.announce(event, producer.may_answer(&event.type_name));
         }
         // One lock and one wake-up for the batch (a push per event cost a futex call each).
-        let jobs = fresh.into_iter().filter(|(_, routed)| *routed);
+        let jobs = fresh.into_iter().zip(routed).filter(|(_, routed)| *routed);
         self.core.queue.push_all(jobs.map(|(event, _)| (event.priority, Job::Event { event, reserved: true })));
         Ok(ids)
     }

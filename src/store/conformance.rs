@@ -55,7 +55,8 @@ async fn appends_answer_ids_in_order_and_claim_routed_events(log: &impl EventLog
     let appended = log.append(batch(events, None)).await.expect("an append to a healthy log");
     assert_eq!(appended.ids, ids, "one id per event, in order, the producer's when given");
     assert_eq!(appended.duplicates, 0);
-    let claimed: Vec<(&str, bool)> = appended.fresh.iter().map(|(e, r)| (e.id.as_str(), *r)).collect();
+    let claimed: Vec<(&str, bool)> =
+        appended.fresh.iter().zip(&appended.routed).map(|(e, r)| (e.id.as_str(), *r)).collect();
     assert_eq!(claimed, vec![(ids[0].as_str(), true), (ids[1].as_str(), false), (ids[2].as_str(), true)]);
     assert!(matches!(log.status(&ids[0]).map(|s| s.state), Some(State::Queued)), "a routed event is queued");
     let unrouted = log.status(&ids[1]).map(|s| s.state);
@@ -76,7 +77,7 @@ async fn producer_ids_are_deduplicated_per_producer(log: &impl EventLog) {
     assert_eq!(other.duplicates, 0, "another producer's id is another event");
     assert_eq!(other.fresh.len(), 1);
     assert_ne!(other.ids[0], "order-7", "it gets its own id: the first keeps `order-7`");
-    assert_eq!(other.fresh[0].0.id, other.ids[0]);
+    assert_eq!(other.fresh[0].id, other.ids[0]);
     let within = vec![event(ROUTED, Some("twice")), event(ROUTED, Some("twice"))];
     let within = log.append(batch(within, Some("token-a"))).await.unwrap();
     assert_eq!(within.ids, ["twice", "twice"], "a duplicate within one batch is answered like the first");
@@ -85,7 +86,7 @@ async fn producer_ids_are_deduplicated_per_producer(log: &impl EventLog) {
 
 async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     let appended = log.append(batch(vec![event(ROUTED, None), event(ROUTED, None)], None)).await.unwrap();
-    let (ok, bad) = (&appended.fresh[0].0, &appended.fresh[1].0);
+    let (ok, bad) = (&appended.fresh[0], &appended.fresh[1]);
     log.progress(&ok.id, State::InProgress);
     assert!(matches!(log.status(&ok.id).map(|s| s.state), Some(State::InProgress)));
     let emitted = event("kit/emitted", None);
@@ -116,7 +117,7 @@ async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: Ev
         let events = vec![event(ROUTED, Some("keyed")), event(ROUTED, None), event(ROUTED, None), event(UNROUTED, None)];
         let appended = log.append(batch(events, Some("token-a"))).await.unwrap();
         let ids: Vec<String> = appended.ids.clone();
-        log.complete(&appended.fresh[1].0, &Outcome::default());
+        log.complete(&appended.fresh[1], &Outcome::default());
         log.flush().await;
         (ids[1].clone(), vec![ids[0].clone(), ids[2].clone()])
     };

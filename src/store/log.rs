@@ -55,9 +55,8 @@ impl LocalLog {
     }
 
     /// Claims statuses and idempotency keys for a batch; what to undo if its append fails.
-    fn claim(&self, batch: Batch<'_>) -> (Appended, Vec<bool>, Vec<u64>) {
+    fn claim(&self, batch: Batch<'_>) -> (Appended, Vec<u64>) {
         let mut out = Appended { ids: Vec::with_capacity(batch.events.len()), ..Appended::default() };
-        let mut routed_fresh = Vec::with_capacity(batch.events.len());
         let mut keys = Vec::new();
         for (mut e, routed) in batch.events.into_iter().zip(batch.routed) {
             if e.keyed {
@@ -81,29 +80,28 @@ impl LocalLog {
                 self.statuses.insert(&e.id, e.type_name.clone(), e.priority, state);
             }
             out.ids.push(e.id.clone());
-            routed_fresh.push(routed);
-            out.fresh.push((e, routed));
+            out.routed.push(routed);
+            out.fresh.push(e);
         }
-        (out, routed_fresh, keys)
+        (out, keys)
     }
 }
 
 impl EventLog for LocalLog {
     fn append<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Appended, StoreError>> {
         Box::pin(async move {
-            let (appended, routed, keys) = self.claim(batch);
+            let (appended, keys) = self.claim(batch);
             if appended.fresh.is_empty() {
                 return Ok(appended);
             }
-            // One copy of the fresh events for the writer; the router keeps the others.
-            let events: Vec<Event> = appended.fresh.iter().map(|(e, _)| e.clone()).collect();
-            let durable = match self.records.append(&events, &routed) {
+            let events = &appended.fresh;
+            let durable = match self.records.append(events, &appended.routed) {
                 Ok(ack) => ack.await.unwrap_or(Err(StoreError::Closed)),
                 Err(e) => Err(e),
             };
             if let Err(e) = durable {
                 // Not processed, even if part of it reached the disk; not pinning compaction.
-                self.records.abandon(&events);
+                self.records.abandon(events);
                 events.iter().for_each(|e| self.statuses.unclaim(&e.id));
                 keys.iter().for_each(|k| self.idempotency.unclaim(*k));
                 return Err(e);

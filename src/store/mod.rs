@@ -105,11 +105,12 @@ pub struct Batch<'a> {
 pub struct Appended {
     /// Per offered event, in order: its id, or for a duplicate the id of the first.
     pub ids: Vec<String>,
-    /// The events that were new, durable now, with whether they are routed. Routed ones
-    /// are claimed by this instance: it processes them and then [`EventLog::complete`]s
-    /// them. (A shared log also hands work to whichever instance pulls it; the local log
-    /// has one instance.)
-    pub fresh: Vec<(Event, bool)>,
+    /// The events that were new, durable now. Routed ones are claimed by this instance: it
+    /// processes them and then [`EventLog::complete`]s them. (A shared log also hands work
+    /// to whichever instance pulls it; the local log has one instance.)
+    pub fresh: Vec<Event>,
+    /// Per fresh event: whether it is routed.
+    pub routed: Vec<bool>,
     /// How many offered events were duplicates.
     pub duplicates: usize,
 }
