@@ -11,7 +11,7 @@ use super::queue::JobQueue;
 use super::retry::{Clock, RetryTask, Scheduler};
 use super::completion::{Completions, Finished};
 use super::rpc::Waiters;
-use crate::store::status::{self, State};
+use crate::store::status::State;
 use super::metrics::{PipelineCounters, WORKER_PANIC};
 use super::retry::with_retry_count;
 use super::settle::{RootWork, Run};
@@ -459,8 +459,7 @@ impl Core {
             failed: run.outcome.failed[before.1..].to_vec(),
             dropped: Vec::new(),
         };
-        self.log.progress(&event.id, status::finished(own.clone()));
-        self.completions.finish(&event.id, &own);
+        self.finish(&event, own, false);
     }
 }
 

@@ -122,9 +122,21 @@ impl Core {
             self.retries.schedule_at(task, due);
         }
         if let Some(outcome) = done {
-            // The final status first, then the watchers (see `completion`).
-            self.log.complete(&root.event, &outcome);
-            self.completions.finish(id, &outcome);
+            self.finish(&root.event, outcome, true);
+        }
+    }
+
+    /// `event` is finished with `outcome`: its final status (with a `done` record when it
+    /// is an event of the log, `logged`), then its watchers (that order: see `completion`).
+    /// The outcome is moved into the status; it is copied only when someone watches.
+    pub(super) fn finish(&self, event: &Event, outcome: Outcome, logged: bool) {
+        let watched = (self.completions.watching() > 0).then(|| outcome.clone());
+        match logged {
+            true => self.log.complete(event, outcome),
+            false => self.log.progress(&event.id, crate::store::status::finished(outcome)),
+        }
+        if let Some(outcome) = watched {
+            self.completions.finish(&event.id, &outcome);
         }
     }
 

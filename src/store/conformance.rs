@@ -93,7 +93,7 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     log.track(&emitted, State::InProgress);
     assert!(matches!(log.status(&emitted.id).map(|s| s.state), Some(State::InProgress)), "emitted events are tracked");
     let outcome = Outcome { dropped: vec![("filter".into(), "not today".into())], ..Outcome::default() };
-    log.complete(ok, &outcome);
+    log.complete(ok, outcome.clone());
     match log.status(&ok.id) {
         Some(s) => match s.state {
             State::Processed { outcome: kept } => assert_eq!(kept, outcome, "the outcome is kept"),
@@ -102,7 +102,7 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
         None => panic!("a completed event keeps its status"),
     }
     let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
-    log.complete(bad, &Outcome { failed: vec![failed], ..Outcome::default() });
+    log.complete(bad, Outcome { failed: vec![failed], ..Outcome::default() });
     assert!(matches!(log.status(&bad.id).map(|s| s.state), Some(State::DeadLettered { .. })));
     let s = log.status(&bad.id).unwrap();
     assert_eq!((&*s.type_name, s.priority), (ROUTED, 3), "the status names the type and priority");
@@ -117,7 +117,7 @@ async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: Ev
         let events = vec![event(ROUTED, Some("keyed")), event(ROUTED, None), event(ROUTED, None), event(UNROUTED, None)];
         let appended = log.append(batch(events, Some("token-a"))).await.unwrap();
         let ids: Vec<String> = appended.ids.clone();
-        log.complete(&appended.fresh[1], &Outcome::default());
+        log.complete(&appended.fresh[1], Outcome::default());
         log.flush().await;
         (ids[1].clone(), vec![ids[0].clone(), ids[2].clone()])
     };

@@ -118,9 +118,9 @@ impl EventLog for LocalLog {
         self.statuses.insert(&event.id, event.type_name.clone(), event.priority, state);
     }
 
-    fn complete(&self, event: &Event, outcome: &Outcome) {
-        self.records.complete(event, outcome);
-        self.statuses.set(&event.id, status::finished(outcome.clone()));
+    fn complete(&self, event: &Event, outcome: Outcome) {
+        self.records.complete(event, &outcome);
+        self.statuses.set(&event.id, status::finished(outcome));
     }
 
     fn status(&self, id: &str) -> Option<Status> {

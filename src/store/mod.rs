@@ -145,7 +145,7 @@ pub trait EventLog: Send + Sync {
     fn track(&self, event: &Event, state: State);
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).
-    fn complete(&self, event: &Event, outcome: &Outcome);
+    fn complete(&self, event: &Event, outcome: Outcome);
     /// Where an accepted event is, if it was accepted within the status window.
     fn status(&self, id: &str) -> Option<Status>;
     /// The unfinished events found when the log was opened, claimed by this instance (each
