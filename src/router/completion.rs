@@ -66,13 +66,16 @@ impl Completions {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut w = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.entry(id.to_string()).or_default().push((number, tx));
-        self.count.fetch_add(1, Ordering::Relaxed);
+        // SeqCst, paired with the fence in `watching`: the watcher's count and the
+        // finisher's status are each written before the other side reads them, so at
+        // least one of the two sees the other's (no finish falls in between).
+        self.count.fetch_add(1, Ordering::SeqCst);
         Watch { completions: self, id: id.to_string(), number, finished: rx }
     }
 
     /// Event `id` is finished (its final status is already set): wakes its watchers.
     pub fn finish(&self, id: &str, outcome: &Outcome) {
-        if self.count.load(Ordering::Acquire) == 0 {
+        if self.watching() == 0 {
             return;
         }
         let watchers = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
@@ -85,9 +88,11 @@ impl Completions {
         }
     }
 
-    /// Watchers waiting now.
+    /// Watchers waiting now. Read after the event's final status was set, it cannot miss a
+    /// watcher that did not see that status (see [`Completions::watch`]).
     pub fn watching(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.count.load(Ordering::SeqCst)
     }
 }
 
