@@ -230,10 +230,13 @@ async fn strict_mode_instantiates_per_event_and_warm_instances_recycle() {
     assert_eq!(metric(&s, r#"eventyard_plugin_instantiations_total{plugin="recycled"}"#).await, Some(3.0));
 }
 
-#[tokio::test]
-async fn a_full_pipeline_queue_answers_503_with_retry_after() {
+/// A router whose one worker is busy for `deadline_ms` with each `fixinventory/collect`
+/// (an endless loop stopped at its deadline), with room for one queued event, producers
+/// waiting up to `queue_wait_ms` for more; the first event is already in the worker.
+async fn a_busy_worker_and_a_queue_of_one(queue_wait_ms: u64) -> (Server, Value) {
     let toml = hostile_plugin("slow", "loop", "limits = { deadline_ms = 300 }")
-        + "[pipeline]\nworkers = 1\nqueue = 1\n[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"slow\"]\n";
+        + &format!("[pipeline]\nworkers = 1\nqueue = 1\nqueue_wait_ms = {queue_wait_ms}\n")
+        + "[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"slow\"]\nretry = { max_attempts = 1 }\n";
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;
     let collect = json!({ "kind": "event", "message_type": "collect", "data": {} });
     post(&s, "fixinventory/collect", collect.clone()).await;
@@ -241,6 +244,12 @@ async fn a_full_pipeline_queue_answers_503_with_retry_after() {
     while metric(&s, r#"eventyard_plugin_calls_total{plugin="slow"}"#).await != Some(1.0) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    (s, collect)
+}
+
+#[tokio::test]
+async fn a_full_pipeline_queue_answers_503_with_retry_after() {
+    let (s, collect) = a_busy_worker_and_a_queue_of_one(0).await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let res = client().post(s.url("/v1/events/fixinventory/collect")).json(&collect).send().await.unwrap();
@@ -254,6 +263,25 @@ async fn a_full_pipeline_queue_answers_503_with_retry_after() {
     // One in the worker, one in the queue; the rest are refused, never silently dropped.
     assert_eq!(statuses, [202, 503, 503]);
     assert_eq!(metric(&s, r#"eventyard_events_rejected_total{error="overloaded"}"#).await, Some(2.0));
+}
+
+/// Back-pressure: with a wait, a producer facing a full queue is held until a worker makes
+/// room, then accepted; nothing is refused, every event is processed.
+#[tokio::test]
+async fn a_producer_facing_a_full_queue_waits_for_room_instead_of_a_503() {
+    let (s, collect) = a_busy_worker_and_a_queue_of_one(30_000).await;
+    let url = s.url("/v1/events/fixinventory/collect");
+    let queued = client().post(&url).json(&collect).send().await.unwrap();
+    assert_eq!(queued.status(), 202, "the queue's one place");
+    // Two more: each waits for the worker to take the one before it (300 ms each).
+    let (a, b) = tokio::join!(
+        client().post(&url).json(&collect).send(),
+        client().post(&url).json(&collect).send()
+    );
+    assert_eq!((a.unwrap().status().as_u16(), b.unwrap().status().as_u16()), (202, 202), "held, then accepted");
+    let refused = metric(&s, r#"eventyard_events_rejected_total{error="overloaded"}"#).await;
+    assert_eq!(refused.unwrap_or(0.0), 0.0, "none refused");
+    wait_metric(&s, r#"eventyard_plugin_calls_total{plugin="slow"}"#, 4.0).await;
 }
 
 /// Issue 11, item 1: handlers that block in WASI (`std::thread::sleep`; `poll` on a list of

@@ -119,7 +119,8 @@ pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Eve
 /// Why events could not be accepted; nothing of them was acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
-    /// The queue or the log is full: answer 503 with `Retry-After`.
+    /// The queue stayed full for `pipeline.queue_wait_ms`, or the log is full: answer 503
+    /// with `Retry-After`.
     #[error("the router is at capacity")]
     Overloaded,
     /// The log could not be written.
@@ -130,8 +131,10 @@ pub enum AcceptError {
 impl Pipeline {
     /// Takes accepted (validated) events from one `producer`: written to the log and
     /// acknowledged by it (as durably as configured) before this returns; then subscribers
-    /// see them and routed ones are queued for the workers. All or nothing: on an error none
-    /// was accepted. Answers each event's id, in order.
+    /// see them and routed ones are queued for the workers. When the queue is full it waits
+    /// up to `pipeline.queue_wait_ms` for room (back-pressure: the producer is slowed to the
+    /// workers' pace). All or nothing: on an error none was accepted. Answers each event's
+    /// id, in order.
     ///
     /// An event whose producer-given id was accepted from the same producer (its token and
     /// CloudEvents `source`) within the idempotency window is a duplicate: it is answered
@@ -143,7 +146,7 @@ impl Pipeline {
         // Routes are matched once per event; duplicates give their reservation back.
         let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
         let reserve = routed.iter().filter(|r| **r).count();
-        if self.core.queue.reserve(reserve).is_err() {
+        if self.core.queue.reserve_within(reserve, self.core.queue_wait).await.is_err() {
             return Err(AcceptError::Overloaded);
         }
         let batch = Batch { events, routed, producer: producer.token };

@@ -8,6 +8,15 @@ use serde::Deserialize;
 /// growing memory.
 pub const DEFAULT_QUEUE: usize = 65_536;
 
+/// How long a producer waits for room in a full queue before it is answered 503: long
+/// enough to ride out a burst (the workers make room at their own pace, so producers are
+/// slowed to it instead of refused), short next to the usual 5-30 s client timeouts.
+pub const DEFAULT_QUEUE_WAIT_MS: u64 = 1_000;
+
+/// Largest `pipeline.queue_wait_ms`: a producer held longer than this is better told to
+/// come back (503 + `Retry-After`) than kept on a connection.
+pub const MAX_QUEUE_WAIT_MS: u64 = 60_000;
+
 /// How many times an event may be re-emitted through plugins (A emits for B emits for A...).
 pub const DEFAULT_HOP_LIMIT: u8 = 8;
 
@@ -46,6 +55,9 @@ pub struct PipelineConfig {
     /// Threads running plugins; 0 means one per core.
     pub workers: usize,
     pub queue: usize,
+    /// How long (ms) a producer waits for room in a full queue before 503; 0 refuses at
+    /// once.
+    pub queue_wait_ms: u64,
     pub hop_limit: u8,
     /// What one accepted event may cost, all hops and retries together; past it the event is
     /// dead-lettered with kind `root_budget` and its remaining work is skipped.
@@ -54,7 +66,11 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { workers: 0, queue: DEFAULT_QUEUE, hop_limit: DEFAULT_HOP_LIMIT, root_budget: RootBudget::default() }
+        Self {
+            workers: 0,
+            queue: DEFAULT_QUEUE,
+            queue_wait_ms: DEFAULT_QUEUE_WAIT_MS,
+            hop_limit: DEFAULT_HOP_LIMIT, root_budget: RootBudget::default() }
     }
 }
 
@@ -117,6 +133,7 @@ impl Default for RetryConfig {
 impl PipelineConfig {
     pub fn check(&self) -> Result<(), Invalid> {
         positive("pipeline.queue", self.queue as u64)?;
+        at_most("pipeline.queue_wait_ms", self.queue_wait_ms, MAX_QUEUE_WAIT_MS)?;
         at_most("pipeline.hop_limit", self.hop_limit, MAX_HOP_LIMIT)?;
         let b = &self.root_budget;
         for (k, v) in [("calls", b.calls), ("emits", b.emits), ("bytes", b.bytes)] {

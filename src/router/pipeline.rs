@@ -90,6 +90,8 @@ pub struct Core {
     pub(super) hop_limit: u8,
     pub(super) root_budget: RootBudget,
     pub(super) queue: JobQueue<Job>,
+    /// How long a producer waits for room in a full queue (`pipeline.queue_wait_ms`).
+    pub(super) queue_wait: std::time::Duration,
     /// The durable log: appends with dedup, statuses, outcomes (see [`EventLog`]).
     pub log: Arc<dyn EventLog>,
     pub(super) retries: Arc<Scheduler>,
@@ -125,6 +127,7 @@ impl Pipeline {
             hop_limit: config.hop_limit,
             root_budget: config.root_budget,
             queue: JobQueue::new(config.queue),
+            queue_wait: std::time::Duration::from_millis(config.queue_wait_ms),
             log,
             retries: Scheduler::new(clock),
             changes: Mutex::new(()),

@@ -8,9 +8,15 @@
 //!
 //! Capacity counts new events only (reserved before they are written to the log, so a full
 //! queue answers 503 before anything is accepted); retries of accepted events always fit.
+//! A producer may wait a bounded time for room ([`JobQueue::reserve_within`]): under a
+//! flood, producers are slowed to the pace of the workers instead of being refused, and no
+//! CPU goes into parsing and validating events only to refuse them (which took the workers'
+//! CPU and made the flood worse).
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Picks a higher lane may take in a row while a lower one waits.
 pub const STARVATION_LIMIT: u32 = 8;
@@ -19,6 +25,10 @@ const LANES: usize = 5;
 pub struct JobQueue<T> {
     inner: Mutex<Lanes<T>>,
     ready: Condvar,
+    /// Room for new events: one permit each, taken by a reservation and given back when a
+    /// worker takes the job (or the reservation is not used). A semaphore, so waiting
+    /// producers are served in order and none waits past its deadline.
+    room: Semaphore,
     capacity: usize,
 }
 
@@ -26,8 +36,6 @@ struct Lanes<T> {
     lanes: [VecDeque<T>; LANES],
     /// Times each lane was passed over while non-empty.
     passed_over: [u32; LANES],
-    /// New events queued or reserved (retries not counted).
-    reserved: usize,
     closed: bool,
 }
 
@@ -37,24 +45,43 @@ pub struct Full;
 
 impl<T> JobQueue<T> {
     pub fn new(capacity: usize) -> Self {
-        let lanes = Lanes { lanes: Default::default(), passed_over: [0; LANES], reserved: 0, closed: false };
-        Self { inner: Mutex::new(lanes), ready: Condvar::new(), capacity }
+        let lanes = Lanes { lanes: Default::default(), passed_over: [0; LANES], closed: false };
+        let capacity = capacity.min(Semaphore::MAX_PERMITS);
+        Self { inner: Mutex::new(lanes), ready: Condvar::new(), room: Semaphore::new(capacity), capacity }
     }
 
-    /// Reserves room for `n` new events.
+    /// Reserves room for `n` new events, now or not at all.
     pub fn reserve(&self, n: usize) -> Result<(), Full> {
-        let mut q = self.inner.lock().expect("queue");
-        if q.closed || q.reserved + n > self.capacity {
+        let n = u32::try_from(n).map_err(|_| Full)?;
+        self.room.try_acquire_many(n).map_err(|_| Full)?.forget();
+        Ok(())
+    }
+
+    /// Reserves room for `n` new events, waiting up to `wait` for the workers to make it
+    /// (in order with other waiting producers). Full at once when `n` is more than the queue
+    /// ever holds or the queue is closed.
+    pub async fn reserve_within(&self, n: usize, wait: Duration) -> Result<(), Full> {
+        if n == 0 || self.reserve(n).is_ok() {
+            return Ok(());
+        }
+        if wait.is_zero() || n > self.capacity {
             return Err(Full);
         }
-        q.reserved += n;
-        Ok(())
+        let n = u32::try_from(n).map_err(|_| Full)?;
+        match tokio::time::timeout(wait, self.room.acquire_many(n)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
+            Ok(Err(_)) | Err(_) => Err(Full), // closed, or no room in time
+        }
     }
 
     /// Gives back a reservation that will not be used (the log refused the events).
     pub fn release(&self, n: usize) {
-        let mut q = self.inner.lock().expect("queue");
-        q.reserved = q.reserved.saturating_sub(n);
+        if n > 0 {
+            self.room.add_permits(n);
+        }
     }
 
     /// Queues a job at `priority` (1..=5). `reserved`: it holds a reservation, which is
@@ -87,23 +114,27 @@ impl<T> JobQueue<T> {
     /// they are in the log and are recovered at the next start).
     pub fn pop(&self, reserved: impl Fn(&T) -> bool) -> Option<T> {
         let mut q = self.inner.lock().expect("queue");
-        loop {
+        let job = loop {
             if q.closed {
                 return None;
             }
             if let Some(lane) = q.pick() {
-                let job = q.lanes[lane].pop_front().expect("picked lane is non-empty");
-                if reserved(&job) {
-                    q.reserved = q.reserved.saturating_sub(1);
-                }
-                return Some(job);
+                break q.lanes[lane].pop_front().expect("picked lane is non-empty");
             }
             q = self.ready.wait(q).expect("queue");
+        };
+        drop(q);
+        if reserved(&job) {
+            self.room.add_permits(1);
         }
+        Some(job)
     }
 
+    /// Refuses new reservations (waiting producers are answered at once) and wakes the
+    /// workers so they stop.
     pub fn close(&self) {
         self.inner.lock().expect("queue").closed = true;
+        self.room.close();
         self.ready.notify_all();
     }
 }
@@ -169,5 +200,27 @@ mod tests {
         q.reserve(1).unwrap();
         q.close();
         assert_eq!(q.pop(|_| true), None);
+    }
+
+    /// A producer waits for room the workers make; past its wait, or asking for more than
+    /// the queue ever holds, it is refused.
+    #[tokio::test]
+    async fn a_producer_waits_for_room_within_its_wait() {
+        let q: std::sync::Arc<JobQueue<u8>> = std::sync::Arc::new(JobQueue::new(2));
+        q.reserve(2).unwrap();
+        q.push(3, 1);
+        q.push(3, 2);
+        let short = Duration::from_millis(20);
+        assert!(q.reserve_within(1, short).await.is_err(), "no worker took a job: no room");
+        assert!(q.reserve_within(3, Duration::from_secs(60)).await.is_err(), "more than the queue holds");
+        let worker = q.clone();
+        let taken = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            worker.pop(|_| true)
+        });
+        q.reserve_within(1, Duration::from_secs(60)).await.expect("room once a worker took a job");
+        assert_eq!(taken.join().unwrap(), Some(1));
+        assert!(q.reserve(1).is_err(), "the room made was taken by the waiting producer");
+        assert!(q.reserve_within(0, short).await.is_ok(), "nothing to reserve");
     }
 }

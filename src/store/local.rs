@@ -40,11 +40,43 @@ pub struct LocalStore {
 /// Which unfinished routed events live in which segment.
 #[derive(Default)]
 struct Tracking {
-    /// foldhash, not SipHash: one insert per routed event at ingestion and one remove per
-    /// completion, and ids are not chosen to collide (router-made or capped, seeded per process).
-    segment_of: HashMap<String, u64, foldhash::fast::RandomState>,
+    /// By the 64-bit hash of the id (seeded per process): one insert per routed event at
+    /// ingestion and one remove per completion, with no copy of the id and no string
+    /// compare. Per hash: the oldest segment of the unfinished events that have it, and how
+    /// many they are; events sharing a hash (about one chance in 10^10) all pin the oldest
+    /// of their segments, so a collision can keep a segment longer, never delete one early.
+    segment_of: HashMap<u64, (u64, u32), foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
     unfinished: BTreeMap<u64, usize>,
     deleted_below: u64,
+}
+
+impl Tracking {
+    fn key(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(id)
+    }
+
+    /// Counts `id` as unfinished in segment `seg` (segments only grow, so a hash already
+    /// present holds an older or the same one).
+    fn track(&mut self, id: &str, seg: u64) {
+        let key = self.key(id);
+        let (oldest, n) = self.segment_of.entry(key).or_insert((seg, 0));
+        *n += 1;
+        *self.unfinished.entry(*oldest).or_default() += 1;
+    }
+
+    /// Counts `id` as finished; the segment it pinned, if it was tracked.
+    fn untrack(&mut self, id: &str) -> Option<u64> {
+        let key = self.key(id);
+        let (oldest, n) = self.segment_of.get_mut(&key)?;
+        let seg = *oldest;
+        *n -= 1;
+        if *n == 0 {
+            self.segment_of.remove(&key);
+        }
+        Some(seg)
+    }
 }
 
 impl LocalStore {
@@ -110,9 +142,7 @@ impl LocalStore {
             let mut t = self.tracking.lock().expect("tracking");
             let seg = self.current.load(Ordering::Acquire);
             for (event, _) in events.iter().zip(routed).filter(|(_, routed)| **routed) {
-                if t.segment_of.insert(event.id.clone(), seg).is_none() {
-                    *t.unfinished.entry(seg).or_default() += 1;
-                }
+                t.track(&event.id, seg);
             }
             // Segments of unrouted (finished on arrival) events go once the log has rolled
             // past them, even when no event is ever completed.
@@ -185,7 +215,7 @@ impl LocalStore {
         let mut t = self.tracking.lock().expect("tracking");
         let mut freed = false;
         for event in events {
-            let Some(seg) = t.segment_of.remove(&event.id) else { continue };
+            let Some(seg) = t.untrack(&event.id) else { continue };
             if let Some(n) = t.unfinished.get_mut(&seg) {
                 *n -= 1;
                 if *n == 0 {
@@ -244,8 +274,7 @@ fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tr
         match done.remove(&event.id) {
             Some(outcome) => recovered.finished.push((event, outcome)),
             None if routed(&event) => {
-                tracking.segment_of.insert(event.id.clone(), seg);
-                *tracking.unfinished.entry(seg).or_default() += 1;
+                tracking.track(&event.id, seg);
                 recovered.pending.push(event);
             }
             None => recovered.finished.push((event, Outcome::default())),
@@ -286,6 +315,22 @@ mod tests {
         assert!(outcome.is_bounded());
         let long = Outcome { failed: vec![crate::event::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }], ..outcome };
         assert!(!long.is_bounded());
+    }
+
+    /// Events sharing an id hash (here: one id tracked twice, as a collision would look) all
+    /// pin the oldest of their segments until the last of them is finished.
+    #[test]
+    fn ids_sharing_a_hash_pin_their_oldest_segment_until_all_are_finished() {
+        let mut t = Tracking::default();
+        t.track("a", 5);
+        t.track("a", 7);
+        t.track("b", 7);
+        assert_eq!(t.unfinished.get(&5), Some(&2), "the later one pins the older segment");
+        assert_eq!(t.unfinished.get(&7), Some(&1));
+        assert_eq!(t.untrack("a"), Some(5));
+        assert_eq!(t.untrack("a"), Some(5));
+        assert_eq!(t.untrack("a"), None, "no longer tracked");
+        assert_eq!(t.untrack("b"), Some(7));
     }
 
     #[tokio::test]
