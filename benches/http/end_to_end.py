@@ -18,7 +18,9 @@ For N the rate is accepted events / wrk's duration. For R it is end to end: wrk 
 then /metrics is polled until every event accepted (eventyard_events_accepted_total)
 has been handled (eventyard_events_emitted_total, one echo response each); the rate is
 accepted events / (wrk start .. all handled), the lag is wrk's end .. all handled. R's
-ingestion rate (accepted / wrk's duration) and 503s (queue full) are shown too.
+ingestion rate (accepted / wrk's duration), 503s and events refused as `overloaded` (the
+queue stayed full past pipeline.queue_wait_ms; an NDJSON request answers these per line, so
+wrk does not count them as errors) are shown too.
 Prints medians over the rounds and the ratios R/N. Needs wrk (apt-get install -y wrk) and
 `cargo build --release`."""
 import json, os, pathlib, re, shutil, signal, statistics, subprocess, sys, time, urllib.request
@@ -62,6 +64,10 @@ def metrics(port):
         out[name.removeprefix("eventyard_events_").removesuffix("_total")] = int(m.group(1)) if m else 0
     m = re.search(r'^eventyard_plugin_calls_total\{plugin="echo"\} (\d+)$', text, re.M)
     out["echo_calls"] = int(m.group(1)) if m else 0
+    # Lines of NDJSON batches refused (queue full): answered 2xx per request, so wrk's non-2xx
+    # count does not show them.
+    m = re.search(r'^eventyard_events_rejected_total\{error="overloaded"\} (\d+)$', text, re.M)
+    out["overloaded"] = int(m.group(1)) if m else 0
     return out
 
 
@@ -114,8 +120,11 @@ def measure(label, name, mode, dur, pid):
     r = wrk(port, mode, dur)
     accepted = metrics(port)["accepted"] - before["accepted"]
     wall = r["end"] - r["start"]
+    after = metrics(port)
+    refused = after["overloaded"] - before["overloaded"]
     res = {"label": label, "accepted": accepted, "ingest_eps": accepted / wall, "rps": r["rps"], "p99_ms": r["p99_ms"],
-           "non2xx_frac": round(r["non2xx"] / max(1, r["requests"]), 3), "cpu_busy": r["cpu_busy"]}
+           "non2xx_frac": round(r["non2xx"] / max(1, r["requests"]), 3), "cpu_busy": r["cpu_busy"],
+           "refused_frac": round(refused / max(1, accepted + refused), 3)}
     if name == "R":
         while True:
             m = metrics(port)
@@ -164,11 +173,12 @@ def main():
         for p in procs.values():
             p.wait(10)
     med = lambda label, key: statistics.median(r[key] for r in results if r["label"] == label and key in r)
-    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7} {'cpu us/ev':>9}   (medians of {ROUNDS})")
+    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7} {'refused':>7} {'cpu us/ev':>9}   (medians of {ROUNDS})")
     for label, name, _ in ROUND:
         lag = f"{med(label, 'lag_s'):6.2f}" if name == "R" else f"{'':6}"
         print(f"{label:10} {med(label, 'e2e_eps'):10,.0f} {med(label, 'ingest_eps'):10,.0f} {lag} "
-              f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f} {med(label, 'cpu_us_per_event'):9.2f}")
+              f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f} {med(label, 'refused_frac'):7.3f} "
+              f"{med(label, 'cpu_us_per_event'):9.2f}")
     for mode in ("single", "ndjson"):
         print(f"end to end / no route, {mode}: {med(f'R-{mode}', 'e2e_eps') / med(f'N-{mode}', 'e2e_eps'):.0%}")
     out = HERE / "results"
