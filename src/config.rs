@@ -232,6 +232,7 @@ name = "cleanup"
         let cases: Vec<(String, &str)> = vec![
             ("[pipeline]\nqueue = 0".into(), "pipeline.queue"),
             ("[pipeline]\nhop_limit = 65".into(), "pipeline.hop_limit"),
+            ("[pipeline]\nqueue_wait_ms = 60001".into(), "pipeline.queue_wait_ms"),
             ("[pipeline]\nroot_budget = { calls = 0 }".into(), "pipeline.root_budget.calls"),
             ("[pipeline]\nroot_budget = { bytes = 0 }".into(), "pipeline.root_budget.bytes"),
             (with_plugins("[[route]]\nmatch = \"a/*\"\nregex = \"^a\"\nhandlers = [\"h\"]"), "route[0].match"),

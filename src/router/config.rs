@@ -70,7 +70,9 @@ impl Default for PipelineConfig {
             workers: 0,
             queue: DEFAULT_QUEUE,
             queue_wait_ms: DEFAULT_QUEUE_WAIT_MS,
-            hop_limit: DEFAULT_HOP_LIMIT, root_budget: RootBudget::default() }
+            hop_limit: DEFAULT_HOP_LIMIT,
+            root_budget: RootBudget::default(),
+        }
     }
 }
 

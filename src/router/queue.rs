@@ -64,10 +64,11 @@ impl<T> JobQueue<T> {
         if n == 0 || self.reserve(n).is_ok() {
             return Ok(());
         }
+        // Above the capacity it never fits; `reserve` already refused what is not a u32.
         if wait.is_zero() || n > self.capacity {
             return Err(Full);
         }
-        let n = u32::try_from(n).map_err(|_| Full)?;
+        let n = n as u32;
         match tokio::time::timeout(wait, self.room.acquire_many(n)).await {
             Ok(Ok(permit)) => {
                 permit.forget();
