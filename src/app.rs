@@ -21,7 +21,8 @@ use crate::settings::Invalid;
 use crate::store::config_docs::{ConfigDocs, ConfigError};
 use crate::store::dead_letters::DeadLetters;
 use crate::store::local::LocalOptions;
-use crate::store::{Durability, LocalLog, StoreError};
+use crate::store::config::Backend;
+use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
 use std::sync::Arc;
@@ -105,12 +106,12 @@ pub fn registry(config: &Config) -> Result<Registry, SchemaError> {
 }
 
 /// Everything a router serves from: compiled schemas, loaded plugins, the pipeline.
-pub fn build(config: &Config) -> Result<App, StartError> {
-    build_with_clock(config, Arc::new(SystemClock::default()))
+pub async fn build(config: &Config) -> Result<App, StartError> {
+    build_with_clock(config, Arc::new(SystemClock::default())).await
 }
 
 /// [`build`] with the clock that times retries (tests drive a [`crate::router::retry::ManualClock`]).
-pub fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
     // Plugins uploaded earlier (`PUT /v1/plugins/{name}`) load like configured ones.
     let config = &with_uploads(config)?;
     let registry = Arc::new(registry(config)?);
@@ -134,11 +135,18 @@ pub fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, S
         max_bytes: config.store.max_bytes,
     };
     let window = Duration::from_secs(config.ingest.idempotency_window_secs);
-    let log = LocalLog::open(&options, window, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
+    let (log, side_bytes): (Arc<dyn EventLog>, _) = match config.store.backend {
+        Backend::Local => {
+            let log = LocalLog::open(&options, window, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
+            let side_bytes = log.side_bytes();
+            (Arc::new(log), side_bytes)
+        }
+        Backend::Nats => (Arc::new(NatsLog::connect(&config.store.nats, window).await?), Default::default()),
+    };
     let letters = options.dir.join("dead-letters.jsonl");
-    let dead_letters = DeadLetters::open(letters.clone(), config.store.max_dead_letters, log.side_bytes())
+    let dead_letters = DeadLetters::open(letters.clone(), config.store.max_dead_letters, side_bytes)
         .map_err(|e| StoreError::io(&letters, e))?;
-    let durable = Durable { log: Arc::new(log), dead_letters };
+    let durable = Durable { log, dead_letters };
     let configs = ConfigDocs::open(options.dir.join("config"))?;
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
@@ -242,7 +250,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = build(config)?;
+    let app = build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, event_types = app.http.registry.len(), "eventyard listening");
     let pipeline = app.http.pipeline.clone();
     serve(listener, app, shutdown).await?;

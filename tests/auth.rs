@@ -99,7 +99,7 @@ async fn without_a_configured_admin_token_one_is_generated_once_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
     config.store.dir = Some(dir.path().to_path_buf());
-    let s = Server::with_state(eventyard::app::build(&config).unwrap()).await;
+    let s = Server::with_state(eventyard::app::build(&config).await.unwrap()).await;
     let file = dir.path().join("admin-token");
     let token = std::fs::read_to_string(&file).unwrap();
     assert!(token.len() >= 32);
@@ -109,7 +109,7 @@ async fn without_a_configured_admin_token_one_is_generated_once_and_kept() {
     assert_eq!(with(Some(ADMIN_TOKEN)).get(s.url("/v1/dead-letters")).send().await.unwrap().status(), 403);
     drop(s);
     // The next start keeps it.
-    let s = Server::with_state(eventyard::app::build(&config).unwrap()).await;
+    let s = Server::with_state(eventyard::app::build(&config).await.unwrap()).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), token);
     assert_eq!(with(Some(&token)).get(s.url("/v1/dead-letters")).send().await.unwrap().status(), 200);
     // A short configured token is refused at start-up, naming the key.

@@ -9,7 +9,8 @@ fn refused(toml: &str) -> String {
         Err(e) => return e.to_string(),
         Ok(c) => c,
     };
-    match eventyard::app::build(&config) {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    match runtime.block_on(eventyard::app::build(&config)) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("accepted:\n{toml}"),
     }

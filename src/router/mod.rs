@@ -5,7 +5,9 @@
 //! event's work within its budget, schedules [`retry`]s or makes dead letters, and
 //! finishes the event; whoever waits for an event to finish is told ([`completion`]: RPC
 //! callers of [`rpc`], workflow steps); live subscribers get every accepted event from the
-//! [`bus`]; [`metrics`] renders the core's lines of `/metrics`.
+//! [`bus`]; [`metrics`] renders the core's lines of `/metrics`. On a shared log (several
+//! instances), the log hands each instance its work and tells it what the others did
+//! through the core's `feed`.
 //!
 //! The core imports the vocabulary (`crate::event`, `crate::schema`), the durable state
 //! (`crate::store`) and the plugin host (`crate::wasm`); it never imports a door.
@@ -14,6 +16,7 @@ pub mod admit;
 pub mod bus;
 pub mod completion;
 pub mod config;
+mod feed;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;

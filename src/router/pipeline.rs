@@ -163,7 +163,9 @@ impl Pipeline {
                 .expect("spawn retry scheduler");
             workers.push(scheduler);
         }
-        // What a crash left unfinished is this instance's work first.
+        // On a shared log, work comes from the log (which hands out what a dead instance
+        // held too); here, what a crash left unfinished is this instance's work first.
+        core.log.attach(Arc::new(super::feed::CoreFeed(Arc::downgrade(&core))));
         let recovered = core.log.take_recovered();
         core.counters.recovered.fetch_add(recovered.len() as u64, Ordering::Relaxed);
         for event in recovered {
@@ -245,7 +247,7 @@ impl Core {
     pub async fn finished(&self, id: &str) -> Option<Finished> {
         // Watch first, then look (see `completion`): no finish falls in between.
         let mut watch = self.completions.watch(id);
-        match self.log.status(id)?.state {
+        match self.log.status(id).await?.state {
             State::Processed { outcome } | State::DeadLettered { outcome } => {
                 return Some(Finished { outcome: Arc::new(outcome) })
             }
@@ -528,6 +530,12 @@ mod tests {
         (Pipeline::with_routes(settings, registry, Vec::new(), vec![route], Arc::default(), durable, clock), dir)
     }
 
+    /// An event's state on the local log (whose lookups answer at once).
+    fn state(core: &Core, id: &str) -> Option<State> {
+        use futures_util::FutureExt;
+        core.log.status(id).now_or_never().expect("the local log answers at once").map(|s| s.state)
+    }
+
     fn note(plugin: &str) -> FailureNote {
         FailureNote { plugin: plugin.into(), kind: "trap".into(), message: "boom".into(), attempts: 1 }
     }
@@ -548,7 +556,7 @@ mod tests {
         let mut first = Run::new(root.clone());
         first.outcome.emitted.push(Emission { plugin: "h1".into(), type_name: "t".into(), id: "c1".into() });
         core.settle(first, 1);
-        assert!(matches!(core.log.status("root").map(|s| s.state), Some(State::InProgress)), "one retry is left");
+        assert!(matches!(state(&core, "root"), Some(State::InProgress)), "one retry is left");
         assert!(watch.finished.try_recv().is_err(), "not finished yet");
 
         let mut last = Run::new(root.clone());
@@ -557,7 +565,7 @@ mod tests {
         let finished = watch.finished.try_recv().expect("woken by the last part");
         assert_eq!(finished.outcome.emitted.len(), 1, "the first part's emission is kept");
         assert_eq!(finished.outcome.failed, vec![note("h2")]);
-        match core.log.status("root").map(|s| s.state) {
+        match state(&core, "root") {
             Some(State::DeadLettered { outcome }) => assert_eq!(outcome, *finished.outcome),
             other => panic!("a failure makes the event dead-lettered: {other:?}"),
         }
@@ -579,7 +587,7 @@ mod tests {
         let task = RetryTask { root: root.clone(), event: e, route: 0, handler: 0, attempt: 1 };
         run.retries.push(task);
         core.settle(run, 0);
-        assert!(matches!(core.log.status("spent").map(|s| s.state), Some(State::Processed { .. })));
+        assert!(matches!(state(&core, "spent"), Some(State::Processed { .. })));
         assert_eq!(core.counters.retries.load(Ordering::Relaxed), 0, "no retry was scheduled");
         core.queue.close();
     }
@@ -596,11 +604,11 @@ mod tests {
         core.queue.push(3, Job::Panic(event("boom")));
         core.queue.push(3, Job::Event { event: event("next"), reserved: false });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !matches!(core.log.status("next").map(|s| s.state), Some(State::Processed { .. })) {
+        while !matches!(state(&core, "next"), Some(State::Processed { .. })) {
             assert!(std::time::Instant::now() < deadline, "the next job never ran");
             std::thread::sleep(Duration::from_millis(5));
         }
-        match core.log.status("boom").map(|s| s.state) {
+        match state(&core, "boom") {
             Some(State::DeadLettered { outcome }) => {
                 assert_eq!(outcome.failed.len(), 1);
                 assert_eq!(outcome.failed[0].kind, WORKER_PANIC);

@@ -131,6 +131,11 @@ impl<T> JobQueue<T> {
         Some(job)
     }
 
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.room.is_closed()
+    }
+
     /// Refuses new reservations (waiting producers are answered at once) and wakes the
     /// workers so they stop.
     pub fn close(&self) {

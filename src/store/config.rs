@@ -18,6 +18,11 @@ pub const MAX_GROUP_WINDOW_US: u64 = 1_000_000;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `local` (default: the segment log in `dir`, one router) or `nats` (a JetStream
+    /// shared by several routers, set up in `[store.nats]`).
+    pub backend: Backend,
+    /// `[store.nats]`: used when `backend = "nats"`.
+    pub nats: crate::store::nats::NatsConfig,
     /// `group` (default: appends arriving together share one fdatasync before their 202),
     /// `always` (one fdatasync per request), `off` (no sync; survives a process crash, not
     /// a power loss).
@@ -38,6 +43,15 @@ pub struct StoreConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// Which [`crate::store::EventLog`] backend keeps the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Local,
+    Nats,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityMode {
@@ -49,6 +63,8 @@ pub enum DurabilityMode {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Local,
+            nats: Default::default(),
             durability: DurabilityMode::Group,
             group_window_us: 0,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
@@ -63,6 +79,9 @@ impl StoreConfig {
     pub fn check(&self) -> Result<(), Invalid> {
         at_most("store.group_window_us", self.group_window_us, MAX_GROUP_WINDOW_US)?;
         positive("store.max_dead_letters", self.max_dead_letters as u64)?;
+        if self.backend == Backend::Nats {
+            self.nats.check()?;
+        }
         if self.segment_bytes < 4096 || self.max_bytes < self.segment_bytes {
             return Err(Invalid::new("store", "segment_bytes must be at least 4096 and max_bytes at least segment_bytes"));
         }

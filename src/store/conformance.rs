@@ -1,16 +1,33 @@
 //! The conformance kit: one suite every [`EventLog`] backend must pass, so that the NATS
 //! JetStream backend (issue 13) is held to exactly the contract the local log keeps. Run it
 //! with a factory that opens the backend on a given directory (a backend that needs no
-//! directory may ignore it): `conformance::run(|dir| open_my_log(dir)).await`.
+//! directory may ignore it, a shared one uses it to name its streams):
+//! `conformance::run(|dir| open_my_log(dir)).await`.
 //!
 //! The factory must treat events of type [`ROUTED`] as routed when it recovers them (the
 //! local log asks a predicate at open; a shared log keeps the flag with the event). Each
 //! check panics with what the contract says and what the backend did.
+//!
+//! "Claimed" work is what an instance is handed to process: the local log hands back what
+//! a crash left unfinished ([`EventLog::take_recovered`]); a shared log hands work to
+//! whichever instance is attached ([`EventLog::attach`]), and what an instance held when
+//! it stopped goes to the next one. The kit reads both through [`claimed`].
 
 use super::status::State;
-use super::{Batch, EventLog};
+use super::{Appended, Batch, EventLog, Feed};
 use crate::event::{Body, Event, FailureNote, Outcome};
+use futures_util::future::BoxFuture;
+use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long [`claimed`] waits for a shared log's work after the expected events came, to
+/// see whether more (which the contract forbids) follow.
+const QUIET: Duration = Duration::from_millis(500);
+/// Longest [`claimed`] waits for a shared log's expected work: more than a backend's ack
+/// wait in the kit (what a stopped instance held goes to the next after it).
+const CLAIM_WAIT: Duration = Duration::from_secs(20);
 
 /// The type of the kit's routed events.
 pub const ROUTED: &str = "kit/routed";
@@ -18,16 +35,52 @@ pub const ROUTED: &str = "kit/routed";
 pub const UNROUTED: &str = "kit/unrouted";
 
 /// Runs every check, each on a fresh directory.
-pub async fn run<L: EventLog>(open: impl Fn(&Path) -> L) {
+pub async fn run<L: EventLog + 'static, F: Future<Output = L>>(open: impl Fn(&Path) -> F) {
     let fresh = || tempfile::tempdir().expect("a temp dir for the log");
     let dir = fresh();
-    appends_answer_ids_in_order_and_claim_routed_events(&open(dir.path())).await;
+    appends_answer_ids_in_order_and_claim_routed_events(&open(dir.path()).await).await;
     let dir = fresh();
-    producer_ids_are_deduplicated_per_producer(&open(dir.path())).await;
+    producer_ids_are_deduplicated_per_producer(&open(dir.path()).await).await;
     let dir = fresh();
-    statuses_follow_each_event_to_its_outcome(&open(dir.path())).await;
+    statuses_follow_each_event_to_its_outcome(&open(dir.path()).await).await;
     let dir = fresh();
     recovery_hands_back_unfinished_events_once_and_remembers_the_rest(&open, dir.path()).await;
+}
+
+/// The work `log` hands this instance now (see the module doc). The local log: the routed
+/// events of `appended` (claimed by appending them), or what it recovered at open. A shared
+/// log: what its feed delivers, waiting up to [`CLAIM_WAIT`] for `expect` events, then
+/// [`QUIET`] more so that extra deliveries show.
+pub async fn claimed(log: &dyn EventLog, appended: Option<&Appended>, expect: usize) -> Vec<Event> {
+    if !log.shared() {
+        return match appended {
+            Some(a) => a.fresh.iter().zip(&a.routed).filter(|(_, routed)| **routed).map(|(e, _)| e.clone()).collect(),
+            None => log.take_recovered(),
+        };
+    }
+    let sink = Arc::new(Collect::default());
+    log.attach(sink.clone());
+    let count = || sink.0.lock().expect("claims").len();
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    while count() < expect && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(QUIET).await;
+    let taken = std::mem::take(&mut *sink.0.lock().expect("claims"));
+    taken
+}
+
+/// A feed that keeps the work it is handed.
+#[derive(Default)]
+struct Collect(Mutex<Vec<Event>>);
+
+impl Feed for Collect {
+    fn work(&self, event: Event) -> BoxFuture<'_, ()> {
+        self.0.lock().expect("claims").push(event);
+        Box::pin(std::future::ready(()))
+    }
+    fn admitted(&self, _: Event, _: bool) {}
+    fn finished(&self, _: &str, _: &Outcome) {}
 }
 
 /// An event of type `type_name`; `id` given by the producer (an idempotency key) or made.
@@ -58,10 +111,10 @@ async fn appends_answer_ids_in_order_and_claim_routed_events(log: &impl EventLog
     let claimed: Vec<(&str, bool)> =
         appended.fresh.iter().zip(&appended.routed).map(|(e, r)| (e.id.as_str(), *r)).collect();
     assert_eq!(claimed, vec![(ids[0].as_str(), true), (ids[1].as_str(), false), (ids[2].as_str(), true)]);
-    assert!(matches!(log.status(&ids[0]).map(|s| s.state), Some(State::Queued)), "a routed event is queued");
-    let unrouted = log.status(&ids[1]).map(|s| s.state);
+    assert!(matches!(log.status(&ids[0]).await.map(|s| s.state), Some(State::Queued)), "a routed event is queued");
+    let unrouted = log.status(&ids[1]).await.map(|s| s.state);
     assert!(matches!(unrouted, Some(State::Processed { .. })), "an unrouted event is finished once durable");
-    assert!(log.status("no-such-event").is_none(), "an unknown id has no status");
+    assert!(log.status("no-such-event").await.is_none(), "an unknown id has no status");
     let empty = log.append(batch(Vec::new(), None)).await.expect("an empty batch");
     assert!(empty.ids.is_empty() && empty.fresh.is_empty());
 }
@@ -88,13 +141,13 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     let appended = log.append(batch(vec![event(ROUTED, None), event(ROUTED, None)], None)).await.unwrap();
     let (ok, bad) = (&appended.fresh[0], &appended.fresh[1]);
     log.progress(&ok.id, State::InProgress);
-    assert!(matches!(log.status(&ok.id).map(|s| s.state), Some(State::InProgress)));
+    assert!(matches!(log.status(&ok.id).await.map(|s| s.state), Some(State::InProgress)));
     let emitted = event("kit/emitted", None);
     log.track(&emitted, State::InProgress);
-    assert!(matches!(log.status(&emitted.id).map(|s| s.state), Some(State::InProgress)), "emitted events are tracked");
+    assert!(matches!(log.status(&emitted.id).await.map(|s| s.state), Some(State::InProgress)), "emitted events are tracked");
     let outcome = Outcome { dropped: vec![("filter".into(), "not today".into())], ..Outcome::default() };
     log.complete(ok, outcome.clone());
-    match log.status(&ok.id) {
+    match log.status(&ok.id).await {
         Some(s) => match s.state {
             State::Processed { outcome: kept } => assert_eq!(kept, outcome, "the outcome is kept"),
             other => panic!("a completed event without failures is processed, not {other:?}"),
@@ -103,33 +156,40 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     }
     let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
     log.complete(bad, Outcome { failed: vec![failed], ..Outcome::default() });
-    assert!(matches!(log.status(&bad.id).map(|s| s.state), Some(State::DeadLettered { .. })));
-    let s = log.status(&bad.id).unwrap();
+    assert!(matches!(log.status(&bad.id).await.map(|s| s.state), Some(State::DeadLettered { .. })));
+    let s = log.status(&bad.id).await.unwrap();
     assert_eq!((&*s.type_name, s.priority), (ROUTED, 3), "the status names the type and priority");
 }
 
-async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: EventLog>(
-    open: &impl Fn(&Path) -> L,
+async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: EventLog + 'static, F: Future<Output = L>>(
+    open: &impl Fn(&Path) -> F,
     dir: &Path,
 ) {
     let (finished, unfinished) = {
-        let log = open(dir);
+        let log = open(dir).await;
         let events = vec![event(ROUTED, Some("keyed")), event(ROUTED, None), event(ROUTED, None), event(UNROUTED, None)];
         let appended = log.append(batch(events, Some("token-a"))).await.unwrap();
         let ids: Vec<String> = appended.ids.clone();
-        log.complete(&appended.fresh[1], Outcome::default());
+        let work = claimed(&log, Some(&appended), 3).await;
+        let mut claimed_ids: Vec<&str> = work.iter().map(|e| e.id.as_str()).collect();
+        claimed_ids.sort();
+        let mut routed = vec![ids[0].as_str(), ids[1].as_str(), ids[2].as_str()];
+        routed.sort();
+        assert_eq!(claimed_ids, routed, "the routed events are claimed, each once");
+        let done = work.iter().find(|e| e.id == ids[1]).expect("claimed");
+        log.complete(done, Outcome::default());
         log.flush().await;
         (ids[1].clone(), vec![ids[0].clone(), ids[2].clone()])
     };
-    let log = open(dir);
-    let mut recovered: Vec<String> = log.take_recovered().into_iter().map(|e| e.id).collect();
+    let log = open(dir).await;
+    let mut recovered: Vec<String> = claimed(&log, None, 2).await.into_iter().map(|e| e.id).collect();
     recovered.sort();
     let mut expected = unfinished.clone();
     expected.sort();
     assert_eq!(recovered, expected, "exactly the unfinished routed events come back");
-    assert!(log.take_recovered().is_empty(), "each recovered event is handed out once");
-    assert!(matches!(log.status(&finished).map(|s| s.state), Some(State::Processed { .. })), "finished stays finished");
-    assert!(matches!(log.status(&unfinished[1]).map(|s| s.state), Some(State::Queued)), "unfinished is queued again");
+    assert!(claimed(&log, None, 0).await.is_empty(), "each recovered event is handed out once");
+    assert!(matches!(log.status(&finished).await.map(|s| s.state), Some(State::Processed { .. })), "finished stays finished");
+    assert!(matches!(log.status(&unfinished[1]).await.map(|s| s.state), Some(State::Queued)), "unfinished is queued again");
     let again = log.append(batch(vec![event(ROUTED, Some("keyed"))], Some("token-a"))).await.unwrap();
     assert_eq!(again.duplicates, 1, "idempotency survives a restart");
 }

@@ -123,8 +123,8 @@ impl EventLog for LocalLog {
         self.statuses.set(&event.id, status::finished(outcome));
     }
 
-    fn status(&self, id: &str) -> Option<Status> {
-        self.statuses.get(id)
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Status>> {
+        Box::pin(std::future::ready(self.statuses.get(id)))
     }
 
     fn take_recovered(&self) -> Vec<Event> {
@@ -177,8 +177,9 @@ mod tests {
                 segment_bytes: 1 << 20,
                 max_bytes: 1 << 30,
             };
-            LocalLog::open(&options, Duration::from_secs(3600), |e| &*e.type_name == conformance::ROUTED)
-                .expect("open the local log")
+            let log = LocalLog::open(&options, Duration::from_secs(3600), |e| &*e.type_name == conformance::ROUTED)
+                .expect("open the local log");
+            std::future::ready(log)
         })
         .await;
     }

@@ -7,6 +7,7 @@
 //! - [`local`]: [`LocalStore`], the segment log's records with compaction;
 //! - [`segment`]: segment files, frames, the group-commit writer;
 //! - [`status`]: where each event is, and which producer ids were seen;
+//! - [`nats`]: [`NatsLog`], the shared backend on NATS JetStream (several routers as one);
 //! - [`conformance`]: the suite every [`EventLog`] backend must pass;
 //! - [`dead_letters`]: events a plugin failed on, kept for listing and replay;
 //! - [`config_docs`]: the config service's documents (one atomically replaced file each);
@@ -18,17 +19,20 @@ pub mod dead_letters;
 pub mod conformance;
 pub mod local;
 pub mod log;
+pub mod nats;
 pub mod segment;
 pub mod status;
 
 pub use local::LocalStore;
 pub use log::LocalLog;
+pub use nats::NatsLog;
 
 use crate::event::{Event, Outcome};
 use futures_util::future::BoxFuture;
 use status::{State, Status};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -53,6 +57,9 @@ pub enum StoreError {
     Full { bytes: u64 },
     #[error("the event log is shut down")]
     Closed,
+    /// The shared log's server did not take or answer a request (it may be restarting).
+    #[error("the shared log (NATS): {message}")]
+    Shared { message: String },
     /// A record larger than the log's reader takes: refused when made, never written.
     #[error("a record of {bytes} bytes is larger than the log's limit of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
@@ -146,8 +153,9 @@ pub trait EventLog: Send + Sync {
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).
     fn complete(&self, event: &Event, outcome: Outcome);
-    /// Where an accepted event is, if it was accepted within the status window.
-    fn status(&self, id: &str) -> Option<Status>;
+    /// Where an accepted event is, if it was accepted within the status window (a shared
+    /// log asks its server: any instance answers for every event).
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Status>>;
     /// The unfinished events found when the log was opened, claimed by this instance (each
     /// handed out once).
     fn take_recovered(&self) -> Vec<Event>;
@@ -155,4 +163,25 @@ pub trait EventLog: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, ()>;
     /// The log's lines of `/metrics`.
     fn render_metrics(&self, out: &mut String);
+    /// Whether several instances share this log: work is then handed out by the log (to
+    /// the [`Feed`] given to [`attach`](Self::attach)) instead of being claimed by the
+    /// instance that appended it, and a finished event is announced to every instance.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Starts handing this instance its share of the work, and telling it what other
+    /// instances admitted and finished (a shared log). The local log has nothing to give.
+    fn attach(&self, _feed: Arc<dyn Feed>) {}
+}
+
+/// Where a shared log delivers to this instance: its share of the work, and what the
+/// other instances did (for live subscribers, RPC callers and whoever waits).
+pub trait Feed: Send + Sync + 'static {
+    /// An event this instance now holds: wait for room in the work queue, then queue it;
+    /// it is [`complete`](EventLog::complete)d once processed.
+    fn work(&self, event: Event) -> BoxFuture<'_, ()>;
+    /// Another instance admitted `event` (or a plugin there emitted it: `emitted`).
+    fn admitted(&self, event: Event, emitted: bool);
+    /// Another instance finished event `id` with `outcome`.
+    fn finished(&self, id: &str, outcome: &Outcome);
 }

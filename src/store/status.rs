@@ -8,7 +8,7 @@
 //! board's capacity, decides how long an id is remembered.
 
 use crate::event::Outcome;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ pub const MAX_IDEMPOTENCY_KEYS: usize = 1_000_000;
 /// Events whose status is remembered (~200 bytes each).
 pub const STATUS_CAPACITY: usize = 200_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum State {
     Queued,
@@ -46,11 +46,12 @@ pub enum State {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// When the router accepted it (for events recovered from the log, the restart): an
-    /// id is not reused within the idempotency window from here.
-    #[serde(skip)]
+    /// id is not reused within the idempotency window from here. (Not kept by a shared
+    /// log, whose server ages the ids instead: read back as now.)
+    #[serde(skip, default = "time::OffsetDateTime::now_utc")]
     pub accepted_at: time::OffsetDateTime,
     pub id: Arc<str>,
     #[serde(rename = "type")]

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod nats;
+
 /// A router serving on an ephemeral port; stops when dropped.
 pub struct Server {
     pub addr: SocketAddr,
@@ -50,7 +52,7 @@ impl Server {
         if let Some(dir) = &log {
             config.store.dir = Some(dir.path().to_path_buf());
         }
-        let app = eventyard::app::build(&config).expect("server state");
+        let app = eventyard::app::build(&config).await.expect("server state");
         let mut server = Self::with_state(app).await;
         server._log = log;
         server

@@ -1,0 +1,273 @@
+//! Several routers as one on NATS JetStream (`store.backend = "nats"`): a real
+//! `nats-server` with file storage, real `eventyard` processes, real HTTP and WebSocket
+//! clients. Instances and the server are killed with SIGKILL mid-stream.
+
+use crate::durability::Router;
+use crate::support::nats::NatsServer;
+use crate::support::{client, next_json_within};
+use eventyard::store::nats::NatsConfig;
+use eventyard::store::{conformance, NatsLog};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ECHO_TYPE: &str = "infrahub/send.echo.request";
+
+/// A stream and subject prefix of its own for each use of one server.
+fn unique(tag: &str) -> String {
+    format!("{tag}{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Router config: the echo route on the NATS log named `stream`.
+fn config(url: &str, stream: &str) -> String {
+    format!(
+        r#"
+[store]
+backend = "nats"
+[store.nats]
+urls = ["{url}"]
+stream = "{stream}"
+subject_prefix = "{stream}"
+ack_wait_ms = 2000
+
+[[plugin]]
+name = "echo"
+component = "builtin:echo"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+
+[[route]]
+match = "{ECHO_TYPE}"
+handlers = ["echo"]
+"#
+    )
+}
+
+struct Cluster {
+    routers: Vec<Router>,
+    dirs: Vec<tempfile::TempDir>,
+    config: String,
+}
+
+impl Cluster {
+    async fn start(n: usize, url: &str) -> Cluster {
+        let config = config(url, &unique("T"));
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut routers = Vec::new();
+        for dir in &dirs {
+            routers.push(Router::start(dir.path(), &config).await);
+        }
+        Cluster { routers, dirs, config }
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.routers[i] = Router::start(self.dirs[i].path(), &self.config).await;
+    }
+
+    fn kill9(&mut self, i: usize) {
+        let child = &mut self.routers[i].child;
+        std::process::Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+        let _ = child.wait();
+    }
+}
+
+async fn status(base: &str, id: &str) -> Option<Value> {
+    let res = client().get(format!("{base}/v1/events/{id}")).send().await.ok()?;
+    res.json().await.ok()
+}
+
+/// Waits until `id` is finished as seen through `base`; answers its status.
+async fn finished(base: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(base, id).await;
+        if let Some(s) = s.as_ref().filter(|s| matches!(s["state"].as_str(), Some("processed" | "dead_lettered"))) {
+            return s.clone();
+        }
+        assert!(Instant::now() < deadline, "{id} never finished through {base}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn metric(base: &str, series: &str) -> f64 {
+    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Producers posting echo requests to every base in turn until `stop`; answers the ids
+/// answered 202 (a refused or failed post is the producer's to retry, not counted).
+fn producers(bases: Vec<String>, n: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<Vec<String>>> {
+    (0..n)
+        .map(|p| {
+            let (bases, stop) = (bases.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let base = &bases[(p + i) % bases.len()];
+                    i += 1;
+                    let body = json!({ "message": format!("p{p}-{i}") });
+                    let sent = client()
+                        .post(format!("{base}/v1/events/{ECHO_TYPE}"))
+                        .timeout(Duration::from_secs(10))
+                        .json(&body)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(res) if res.status() == 202 => {
+                            accepted.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string())
+                        }
+                        Ok(res) => assert_eq!(res.status(), 503, "only unavailability may refuse"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect()
+}
+
+/// Every accepted id ends processed, with the echo handler's answer, as seen through every
+/// instance.
+async fn all_processed(cluster: &Cluster, accepted: &[String]) {
+    for (k, id) in accepted.iter().enumerate() {
+        let first = finished(&cluster.routers[k % cluster.routers.len()].base, id).await;
+        assert_eq!(first["state"], "processed", "{first}");
+        let emitted = first["emitted"].as_array().unwrap();
+        assert_eq!(emitted.len(), 1, "one echo answer recorded: {first}");
+        for r in &cluster.routers {
+            let seen = status(&r.base, id).await.unwrap();
+            assert_eq!(seen, first, "every instance answers the same final status for {id}");
+        }
+    }
+}
+
+async fn redelivered(cluster: &Cluster) -> f64 {
+    let mut n = 0.0;
+    for r in &cluster.routers {
+        n += metric(&r.base, "eventyard_nats_redelivered_total").await;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_log_passes_the_conformance_kit() {
+    let server = NatsServer::start();
+    let url = server.url();
+    conformance::run(|dir: &Path| {
+        // The directory names the stream: a reopened log finds its events again.
+        let name = format!("K{:016x}", {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut h);
+            h.finish()
+        });
+        let config = NatsConfig {
+            urls: vec![url.clone()],
+            stream: name.clone(),
+            subject_prefix: name,
+            ack_wait_ms: 1000,
+            ..NatsConfig::default()
+        };
+        async move { NatsLog::connect(&config, Duration::from_secs(3600)).await.expect("connect to nats-server") }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_lose_nothing_when_one_is_killed_mid_stream() {
+    let server = NatsServer::start();
+    let mut cluster = Cluster::start(3, &server.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let bases: Vec<String> = cluster.routers.iter().map(|r| r.base.clone()).collect();
+    let running = producers(bases, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill9(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.restart(1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut accepted = Vec::new();
+    for p in running {
+        accepted.extend(p.await.unwrap());
+    }
+    assert!(accepted.len() > 50, "too few accepted to prove anything: {}", accepted.len());
+    all_processed(&cluster, &accepted).await;
+    eprintln!(
+        "cluster kill -9 of one instance: {} events accepted, all processed; {} redelivered",
+        accepted.len(),
+        redelivered(&cluster).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_when_the_nats_server_is_killed_mid_stream() {
+    let mut server = NatsServer::start();
+    let cluster = Cluster::start(2, &server.url()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let bases: Vec<String> = cluster.routers.iter().map(|r| r.base.clone()).collect();
+    let running = producers(bases, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.start_again();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut accepted = Vec::new();
+    for p in running {
+        accepted.extend(p.await.unwrap());
+    }
+    assert!(accepted.len() > 50, "too few accepted to prove anything: {}", accepted.len());
+    all_processed(&cluster, &accepted).await;
+    eprintln!(
+        "nats-server kill -9: {} events accepted, all processed; {} redelivered",
+        accepted.len(),
+        redelivered(&cluster).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_producer_id_posted_to_two_instances_is_one_event() {
+    let server = NatsServer::start();
+    let cluster = Cluster::start(2, &server.url()).await;
+    let mut ids = Vec::new();
+    for r in &cluster.routers {
+        let res = client()
+            .post(format!("{}/v1/events/{ECHO_TYPE}", r.base))
+            .header("Idempotency-Key", "order-42")
+            .json(&json!({ "message": "once" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids, ["order-42", "order-42"], "the second instance answers with the first's id");
+    assert_eq!(metric(&cluster.routers[1].base, "eventyard_events_duplicate_total").await, 1.0);
+    let s = finished(&cluster.routers[1].base, "order-42").await;
+    assert_eq!(s["emitted"].as_array().unwrap().len(), 1, "processed once: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_of_one_instance_sees_events_accepted_by_another() {
+    let server = NatsServer::start();
+    let cluster = Cluster::start(2, &server.url()).await;
+    let ws_url = format!("{}/v1/subscribe?types=infrahub/*", cluster.routers[1].base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let res = client()
+        .post(format!("{}/v1/events/{ECHO_TYPE}", cluster.routers[0].base))
+        .json(&json!({ "message": "across" }))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = next_json_within(&mut ws, Duration::from_secs(10)).await;
+        seen.push((frame["type"].as_str().unwrap().to_string(), frame["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(seen[0], (ECHO_TYPE.to_string(), id), "the event posted to the other instance");
+    assert_eq!(seen[1].0, "infrahub/response/send.echo.request", "and the answer a plugin emitted (anywhere)");
+}
