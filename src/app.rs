@@ -22,6 +22,8 @@ use crate::store::config_docs::{ConfigDocs, ConfigError};
 use crate::store::dead_letters::DeadLetters;
 use crate::store::local::LocalOptions;
 use crate::store::config::Backend;
+use crate::store::lease::Leases;
+use crate::store::nats::leases::NatsLeases;
 use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
@@ -135,19 +137,9 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         max_bytes: config.store.max_bytes,
     };
     let window = Duration::from_secs(config.ingest.idempotency_window_secs);
-    let (log, side_bytes): (Arc<dyn EventLog>, _) = match config.store.backend {
-        Backend::Local => {
-            let log = LocalLog::open(&options, window, |e| routes.iter().any(|r| r.matcher.matches(&e.type_name)))?;
-            let side_bytes = log.side_bytes();
-            (Arc::new(log), side_bytes)
-        }
-        Backend::Nats => (Arc::new(NatsLog::connect(&config.store.nats, window).await?), Default::default()),
-    };
-    let letters = options.dir.join("dead-letters.jsonl");
-    let dead_letters = DeadLetters::open(letters.clone(), config.store.max_dead_letters, side_bytes)
-        .map_err(|e| StoreError::io(&letters, e))?;
+    let routed = |e: &crate::event::Event| routes.iter().any(|r| r.matcher.matches(&e.type_name));
+    let Stores { log, dead_letters, configs, leases } = open_stores(config, &options, window, routed).await?;
     let durable = Durable { log, dead_letters };
-    let configs = ConfigDocs::open(options.dir.join("config"))?;
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
     let settings = crate::router::pipeline::Settings {
@@ -164,7 +156,10 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         streams: crate::http::StreamSlots::new(config.subscribers.max_connections),
     });
     let fixinventory = Arc::new(FixInventory {
-        workflows: Arc::new(Workflows::new(&config.workflows, actors)),
+        workflows: Arc::new(match leases {
+            Some(leases) => Workflows::new(&config.workflows, actors).with_leases(leases),
+            None => Workflows::new(&config.workflows, actors),
+        }),
         configs: Arc::new(configs),
     });
     let plugins = Arc::new(PluginAdmin {
@@ -173,6 +168,47 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         wasm_cache: config.data_dir.join("cache"),
     });
     Ok(App { http, fixinventory, plugins })
+}
+
+/// What the configured `[store]` backend keeps.
+struct Stores {
+    log: Arc<dyn EventLog>,
+    dead_letters: Arc<DeadLetters>,
+    configs: ConfigDocs,
+    /// Cluster-wide turns (a shared log only).
+    leases: Option<Arc<dyn Leases>>,
+}
+
+/// Opens the log and what lives beside it: files in the log's directory (`local`), or
+/// buckets next to the stream (`nats`). `routed`: which recovered events need processing.
+async fn open_stores(
+    config: &Config,
+    options: &LocalOptions,
+    window: Duration,
+    routed: impl Fn(&crate::event::Event) -> bool,
+) -> Result<Stores, StartError> {
+    let max_letters = config.store.max_dead_letters;
+    Ok(match config.store.backend {
+        Backend::Local => {
+            let log = LocalLog::open(options, window, routed)?;
+            let letters = options.dir.join("dead-letters.jsonl");
+            let dead_letters = DeadLetters::open(letters.clone(), max_letters, log.side_bytes())
+                .map_err(|e| StoreError::io(&letters, e))?;
+            let configs = ConfigDocs::open(options.dir.join("config"))?;
+            Stores { log: Arc::new(log), dead_letters: Arc::new(dead_letters), configs, leases: None }
+        }
+        Backend::Nats => {
+            // This instance's own files (its admin token, Fix Inventory subscribers) still
+            // live in the directory.
+            crate::files::private_dir(&options.dir).map_err(|e| StoreError::io(&options.dir, e))?;
+            let log = NatsLog::connect(&config.store.nats, window).await?;
+            let dead_letters = Arc::new(DeadLetters::in_memory(max_letters));
+            crate::store::nats::letters::share(&log, dead_letters.clone()).await?;
+            let configs = ConfigDocs::shared(log.bucket("CONFIG", Duration::ZERO).await?, log.runtime().clone());
+            let leases: Arc<dyn Leases> = Arc::new(NatsLeases::open(&log).await?);
+            Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases) }
+        }
+    })
 }
 
 /// Where uploaded plugins are kept: `<store dir>/plugins/<name>.{wasm,toml}`.

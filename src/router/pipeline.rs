@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 /// What survives a restart: the event log (with what it recovered), the dead letters.
 pub struct Durable {
     pub log: Arc<dyn EventLog>,
-    pub dead_letters: DeadLetters,
+    pub dead_letters: Arc<DeadLetters>,
 }
 
 /// Work waiting for a worker.
@@ -79,7 +79,7 @@ pub struct Core {
     /// Append-only (see [`Route::disabled`]): uploads add routes while events flow.
     pub(super) routes: ArcSwap<Vec<Arc<Route>>>,
     pub(super) plugins: ArcSwap<Vec<Arc<Plugin>>>,
-    pub dead_letters: DeadLetters,
+    pub dead_letters: Arc<DeadLetters>,
     pub counters: PipelineCounters,
     pub samples: Arc<PluginSamples>,
     /// Callers of `POST /v1/rpc/{type}` waiting for their response.
@@ -526,7 +526,7 @@ mod tests {
             max_bytes: 1 << 30,
         };
         let log = Arc::new(crate::store::LocalLog::open(&options, Duration::from_secs(60), |_| true).unwrap());
-        let durable = Durable { log, dead_letters: DeadLetters::default() };
+        let durable = Durable { log, dead_letters: Arc::default() };
         (Pipeline::with_routes(settings, registry, Vec::new(), vec![route], Arc::default(), durable, clock), dir)
     }
 

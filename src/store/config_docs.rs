@@ -6,6 +6,10 @@
 //! fsync it, rename it over the old one, fsync the directory): a crash leaves either the
 //! old or the new document, never a torn one. Writes are rare and serialised by one lock,
 //! which also makes the revision check and the write one atomic step.
+//!
+//! On a shared log the documents live in its bucket `<stream>_CONFIG` instead, so a
+//! document written through one instance is read through every other: the revision is the
+//! bucket's (a number), and a write with a revision is a compare-and-set on the server.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,16 +43,32 @@ pub struct ConfigDocs {
     dir: PathBuf,
     /// Serialises writers: the revision check and the write are one step.
     write: Mutex<()>,
+    shared: Option<Shared>,
+}
+
+/// The documents in a shared log's bucket. Its calls block on `runtime`: the documents'
+/// callers run them off the async workers (`spawn_blocking`), as they do file writes.
+struct Shared {
+    kv: async_nats::jetstream::kv::Store,
+    runtime: tokio::runtime::Handle,
 }
 
 impl ConfigDocs {
     pub fn open(dir: PathBuf) -> Result<Self, ConfigError> {
         crate::files::private_dir(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Self { dir, write: Mutex::new(()) })
+        Ok(Self { dir, write: Mutex::new(()), shared: None })
+    }
+
+    /// The documents in a shared log's bucket (see the module doc).
+    pub fn shared(kv: async_nats::jetstream::kv::Store, runtime: tokio::runtime::Handle) -> Self {
+        Self { dir: PathBuf::new(), write: Mutex::new(()), shared: Some(Shared { kv, runtime }) }
     }
 
     /// The ids of every stored document, sorted.
     pub fn list(&self) -> Result<Vec<String>, ConfigError> {
+        if let Some(s) = &self.shared {
+            return s.list();
+        }
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
             let path = entry.map_err(|e| io(&self.dir, e))?.path();
@@ -64,6 +84,9 @@ impl ConfigDocs {
 
     pub fn get(&self, id: &str) -> Result<ConfigDoc, ConfigError> {
         let path = self.path(id)?;
+        if let Some(s) = &self.shared {
+            return s.get(id)?.ok_or_else(|| ConfigError::NotFound(id.to_string()));
+        }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NotFound(id.to_string())),
@@ -76,6 +99,9 @@ impl ConfigDocs {
     /// stored revision is exactly that (a document that does not exist has none).
     pub fn put(&self, id: &str, config: Value, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
         let path = self.path(id)?;
+        if let Some(s) = &self.shared {
+            return s.put(id, config, expected);
+        }
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         self.check(id, expected)?;
         let doc = ConfigDoc { id: id.to_string(), revision: uuid::Uuid::now_v7().to_string(), config };
@@ -87,6 +113,9 @@ impl ConfigDocs {
     /// Deletes `id` (with `expected`, only at that revision); returns the deleted document.
     pub fn delete(&self, id: &str, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
         let path = self.path(id)?;
+        if let Some(s) = &self.shared {
+            return s.delete(id, expected);
+        }
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let doc = self.check(id, expected)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
         std::fs::remove_file(&path).and_then(|_| crate::files::sync_parent(&path)).map_err(|e| io(&path, e))?;
@@ -116,6 +145,70 @@ impl ConfigDocs {
         }
         Ok(self.dir.join(format!("{id}.json")))
     }
+}
+
+impl Shared {
+    fn list(&self) -> Result<Vec<String>, ConfigError> {
+        use futures_util::TryStreamExt;
+        let mut ids: Vec<String> = self.runtime.block_on(async {
+            match self.kv.keys().await {
+                Ok(keys) => keys.try_collect().await.map_err(shared),
+                Err(e) => Err(shared(e)),
+            }
+        })?;
+        ids.retain(|id| valid_id(id));
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<ConfigDoc>, ConfigError> {
+        use async_nats::jetstream::kv::Operation;
+        let entry = self.runtime.block_on(self.kv.entry(id)).map_err(shared)?;
+        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else { return Ok(None) };
+        let config = serde_json::from_slice(&entry.value).map_err(|e| ConfigError::Io(format!("config {id}: {e}")))?;
+        Ok(Some(ConfigDoc { id: id.to_string(), revision: entry.revision.to_string(), config }))
+    }
+
+    /// A revision given by the client that is not the stored one.
+    fn stale(&self, id: &str, given: &str) -> ConfigError {
+        let current = self.get(id).ok().flatten().map(|d| d.revision);
+        ConfigError::Stale { id: id.to_string(), given: given.to_string(), current }
+    }
+
+    fn put(&self, id: &str, config: Value, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
+        let body: bytes::Bytes = serde_json::to_vec(&config).map_err(|e| ConfigError::Io(e.to_string()))?.into();
+        let revision = match expected {
+            None => self.runtime.block_on(self.kv.put(id, body)).map_err(shared)?,
+            Some(given) => {
+                let Ok(at) = given.parse::<u64>() else { return Err(self.stale(id, given)) };
+                match self.runtime.block_on(self.kv.update(id, body, at)) {
+                    Ok(revision) => revision,
+                    Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
+                        return Err(self.stale(id, given))
+                    }
+                    Err(e) => return Err(shared(e)),
+                }
+            }
+        };
+        Ok(ConfigDoc { id: id.to_string(), revision: revision.to_string(), config })
+    }
+
+    fn delete(&self, id: &str, expected: Option<&str>) -> Result<ConfigDoc, ConfigError> {
+        let doc = self.get(id)?.ok_or_else(|| ConfigError::NotFound(id.to_string()))?;
+        if let Some(given) = expected.filter(|given| *given != doc.revision) {
+            return Err(self.stale(id, given));
+        }
+        let at = doc.revision.parse::<u64>().ok();
+        match self.runtime.block_on(self.kv.delete_expect_revision(id, at)) {
+            Ok(()) => Ok(doc),
+            Err(_) if expected.is_some() => Err(self.stale(id, expected.unwrap_or_default())),
+            Err(e) => Err(shared(e)),
+        }
+    }
+}
+
+fn shared(e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Io(format!("shared config store (NATS): {e}"))
 }
 
 /// Ids become file names: a conservative alphabet, so no id can leave the directory.

@@ -102,8 +102,17 @@ struct Inner {
     live_bytes: u64,
 }
 
+/// Where dead letters are shared with other instances (a shared log's bucket): every
+/// letter kept and removed here is told to it; what other instances keep and remove comes
+/// back through [`DeadLetters::merge`] and [`DeadLetters::forget`].
+pub trait Mirror: Send + Sync {
+    fn put(&self, letter: &DeadLetter);
+    fn remove(&self, ids: &[String]);
+}
+
 pub struct DeadLetters {
     file: Option<PathBuf>,
+    mirror: std::sync::OnceLock<Arc<dyn Mirror>>,
     max: usize,
     inner: Mutex<Inner>,
     /// The file's bytes, shared with the event log, which counts them in its bound.
@@ -116,6 +125,7 @@ impl Default for DeadLetters {
     fn default() -> Self {
         DeadLetters {
             file: None,
+            mirror: std::sync::OnceLock::new(),
             max: IN_MEMORY_CAPACITY,
             inner: Mutex::default(),
             bytes: Arc::default(),
@@ -177,6 +187,37 @@ impl DeadLetters {
         Ok(letters)
     }
 
+    /// Kept in memory only, at most `max` (a shared log's instances: the bucket given to
+    /// [`mirror_to`](Self::mirror_to) is the durable copy).
+    pub fn in_memory(max: usize) -> DeadLetters {
+        DeadLetters { max: max.max(1), ..Default::default() }
+    }
+
+    /// Shares every letter kept and removed from now on with `mirror` (set once).
+    pub fn mirror_to(&self, mirror: Arc<dyn Mirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    /// A letter another instance kept (or this one, coming back from the mirror): kept
+    /// here too, once.
+    pub fn merge(&self, letter: DeadLetter) {
+        let mut inner = self.inner.lock().expect("dead letters");
+        if inner.items.iter().any(|k| k.letter.id == letter.id) {
+            return;
+        }
+        if inner.items.len() >= self.max {
+            inner.items.pop_front();
+        }
+        // Newest last, as `push` keeps them (ids are UUIDv7: time-ordered).
+        let at = inner.items.partition_point(|k| k.letter.id < letter.id);
+        inner.items.insert(at, Kept { letter, bytes: 0 });
+    }
+
+    /// Letters another instance replayed, purged or dropped: gone here too.
+    pub fn forget(&self, ids: &[String]) {
+        self.inner.lock().expect("dead letters").items.retain(|k| !ids.contains(&k.letter.id));
+    }
+
     pub fn push(&self, event: &Event, plugin: &str, route: &str, failure: Failure, attempts: u32) {
         let message = crate::event::outcome::cut_text(&failure.message, MAX_MESSAGE_BYTES);
         tracing::warn!(plugin, route, event = %event.id, kind = failure.kind.as_str(), attempts, message = %message, "dead letter");
@@ -217,6 +258,12 @@ impl DeadLetters {
             if let Err(e) = self.append(&mut inner, &tombstones) {
                 tracing::error!(error = %e, "cannot write a dead letter; kept in memory only");
             }
+        }
+        if let Some(mirror) = self.mirror.get() {
+            if !freed.is_empty() {
+                mirror.remove(&freed);
+            }
+            mirror.put(&letter);
         }
         inner.live_bytes += bytes;
         inner.items.push_back(Kept { letter, bytes });
@@ -264,6 +311,9 @@ impl DeadLetters {
             return Ok(Vec::new());
         }
         inner.live_bytes -= taken.iter().map(|k| k.bytes).sum::<u64>();
+        if let Some(mirror) = self.mirror.get() {
+            mirror.remove(&taken.iter().map(|k| k.letter.id.clone()).collect::<Vec<_>>());
+        }
         if self.file.is_some() {
             let tombstones: String = taken.iter().map(|k| tombstone(&k.letter.id)).collect();
             self.append(&mut inner, &tombstones)?;

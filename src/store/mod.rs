@@ -10,6 +10,7 @@
 //! - [`nats`]: [`NatsLog`], the shared backend on NATS JetStream (several routers as one);
 //! - [`conformance`]: the suite every [`EventLog`] backend must pass;
 //! - [`dead_letters`]: events a plugin failed on, kept for listing and replay;
+//! - [`lease`]: "one instance at a time" across a cluster;
 //! - [`config_docs`]: the config service's documents (one atomically replaced file each);
 //! - [`config`]: the `[store]` section.
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod config_docs;
 pub mod dead_letters;
 pub mod conformance;
+pub mod lease;
 pub mod local;
 pub mod log;
 pub mod nats;

@@ -14,6 +14,7 @@ use super::config::WorkflowConfig;
 use crate::http::AppState;
 use crate::event::pattern::TypePattern;
 use super::actors::Actors;
+use crate::store::lease::Leases;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
@@ -131,6 +132,9 @@ pub struct Workflows {
     pub actors: Actors,
     configs: HashMap<&'static str, WorkflowConfig>,
     turns: HashMap<&'static str, tokio::sync::Mutex<()>>,
+    /// On a shared log: a workflow's turn is cluster-wide (runs on different instances
+    /// never overlap either).
+    leases: Option<Arc<dyn Leases>>,
     tasks: Mutex<VecDeque<Arc<Mutex<Task>>>>,
 }
 
@@ -145,7 +149,13 @@ impl Workflows {
             })
             .collect();
         let turns = WORKFLOWS.iter().map(|(name, _)| (*name, tokio::sync::Mutex::new(()))).collect();
-        Self { actors, configs, turns, tasks: Mutex::default() }
+        Self { actors, configs, turns, leases: None, tasks: Mutex::default() }
+    }
+
+    /// Takes each run's turn from `leases` too (see [`Workflows::leases`]).
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     fn tasks(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Mutex<Task>>>> {
@@ -243,6 +253,10 @@ impl Workflows {
             (t.id.clone(), t.workflow)
         };
         let _turn = self.turns[workflow].lock().await;
+        let _lease = match &self.leases {
+            Some(leases) => Some(leases.acquire(&format!("workflow-{workflow}")).await),
+            None => None,
+        };
         {
             let mut t = task.lock().expect("task");
             t.state = TaskState::Running;

@@ -22,6 +22,8 @@
 //!   finished by any instance. These are at-most-once, like a live tail.
 
 pub mod config;
+pub mod leases;
+pub mod letters;
 
 pub use config::NatsConfig;
 
@@ -188,22 +190,8 @@ impl NatsLog {
         .await
         .map_err(|e| nats("create the event stream", e))?;
         let stream = js.get_stream(&config.stream).await.map_err(|e| nats("open the event stream", e))?;
-        let bucket = |suffix: &str, max_age: Duration| kv::Config {
-            bucket: format!("{}_{suffix}", config.stream),
-            history: 1,
-            max_age,
-            storage: stream::StorageType::File,
-            num_replicas: config.replicas,
-            ..Default::default()
-        };
-        let statuses = js
-            .create_or_update_key_value(bucket("STATUS", max_age))
-            .await
-            .map_err(|e| nats("create the status bucket", e))?;
-        let keys = js
-            .create_or_update_key_value(bucket("KEYS", window.max(Duration::from_secs(1))))
-            .await
-            .map_err(|e| nats("create the idempotency bucket", e))?;
+        let statuses = bucket(&js, config, "STATUS", max_age).await?;
+        let keys = bucket(&js, config, "KEYS", window.max(Duration::from_secs(1))).await?;
         let log = NatsLog {
             shared: Arc::new(Shared {
                 client,
@@ -245,10 +233,46 @@ impl NatsLog {
         &self.shared.stream_name
     }
 
+    /// A bucket of this log's (`<stream>_<suffix>`), for the other shared parts.
+    pub async fn bucket(&self, suffix: &str, max_age: Duration) -> Result<kv::Store, StoreError> {
+        bucket(&self.shared.js, &self.shared.config, suffix, max_age).await
+    }
+
+    /// This process's id among the instances.
+    pub fn instance(&self) -> &str {
+        &self.shared.instance
+    }
+
+    /// Runs `task` for as long as the log lives.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().expect("tasks").push(self.shared.runtime.spawn(task));
+    }
+
+    /// The runtime the log's tasks run on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.shared.runtime
+    }
+
     /// Events redelivered to this instance (another held them and died, or an ack was lost).
     pub fn redelivered(&self) -> u64 {
         self.shared.redelivered.load(Ordering::Relaxed)
     }
+}
+
+/// The KV bucket `<stream>_<suffix>` (created, or updated to `config`); `max_age` zero:
+/// entries stay until deleted.
+async fn bucket(js: &jetstream::Context, config: &NatsConfig, suffix: &str, max_age: Duration) -> Result<kv::Store, StoreError> {
+    let name = format!("{}_{suffix}", config.stream);
+    js.create_or_update_key_value(kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| nats(&format!("create the bucket {name}"), e))
 }
 
 impl Drop for NatsLog {
