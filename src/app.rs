@@ -23,6 +23,7 @@ use crate::store::dead_letters::DeadLetters;
 use crate::store::local::LocalOptions;
 use crate::store::config::Backend;
 use crate::store::lease::Leases;
+use crate::sources::nats::NatsSource;
 use crate::store::nats::leases::NatsLeases;
 use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
@@ -59,6 +60,8 @@ pub struct App {
     pub http: Arc<AppState>,
     pub fixinventory: Arc<FixInventory>,
     pub plugins: Arc<PluginAdmin>,
+    /// `[sources.nats]`, when enabled.
+    pub nats_source: Option<Arc<NatsSource>>,
 }
 
 impl App {
@@ -87,6 +90,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut background = app.fixinventory.workflows.spawn_triggers(&app.http);
     background.push(tokio::spawn(admin::plugins::watch(app.http.clone(), app.plugins.clone())));
+    if let Some(source) = &app.nats_source {
+        background.push(tokio::spawn(source.clone().run(app.http.registry.clone(), app.http.pipeline.clone())));
+    }
     let served = axum::serve(listener, app.router()).with_graceful_shutdown(shutdown).await;
     background.iter().for_each(tokio::task::JoinHandle::abort);
     served
@@ -167,7 +173,11 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         uploads: uploads_dir(config),
         wasm_cache: config.data_dir.join("cache"),
     });
-    Ok(App { http, fixinventory, plugins })
+    let nats_source = match config.sources.nats.enabled {
+        true => Some(Arc::new(NatsSource::open(&config.store.nats).await?)),
+        false => None,
+    };
+    Ok(App { http, fixinventory, plugins, nats_source })
 }
 
 /// What the configured `[store]` backend keeps.

@@ -42,6 +42,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub pipeline: PipelineConfig,
     pub store: StoreConfig,
+    /// `[sources]`: broker sources (the NATS source).
+    pub sources: crate::sources::config::SourcesConfig,
     #[serde(rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     #[serde(rename = "route")]
@@ -63,6 +65,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pipeline: PipelineConfig::default(),
             store: StoreConfig::default(),
+            sources: Default::default(),
             plugins: Vec::new(),
             routes: Vec::new(),
             workflows: vec![WorkflowConfig {
@@ -120,6 +123,10 @@ impl Config {
         self.schemas.check()?;
         self.pipeline.check()?;
         self.store.check()?;
+        if self.sources.nats.enabled {
+            // The source connects with `[store.nats]`'s settings, whatever the log's backend.
+            self.store.nats.check()?;
+        }
         self.auth.check()?;
         for (i, w) in self.workflows.iter().enumerate() {
             let key = format!("workflow[{i}] ({})", w.name);

@@ -9,7 +9,7 @@
 //! | vocabulary | [`settings`], [`files`], [`schema`], [`event`], [`metrics`] | the refused-setting shape, owner-only atomic files, the catalogue and compiled validators, the accepted event, outcomes and failures, Prometheus helpers |
 //! | state and sandbox | [`store`], [`wasm`] | the event log (the `EventLog` contract), statuses and dedup, dead letters, documents; the Wasm plugin host |
 //! | core | [`router`] | admission, routes, the workers that run plugins, settling, retries, telling whoever waits |
-//! | doors | [`http`], [`protocols`], [`admin`] | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops |
+//! | doors | [`http`], [`protocols`], [`admin`], [`sources`] | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops; events from brokers (NATS) |
 //! | composition | [`config`], [`app`], [`cli`] | the TOML that composes every part's section; building and serving one router; the command line |
 
 pub mod admin;
@@ -24,5 +24,6 @@ pub mod protocols;
 pub mod router;
 pub mod schema;
 pub mod settings;
+pub mod sources;
 pub mod store;
 pub mod wasm;

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["store", "wasm"],
     &["router"],
-    &["http", "protocols", "admin"],
+    &["http", "protocols", "admin", "sources"],
     &["config"],
     &["app"],
     &["cli"],

@@ -387,3 +387,76 @@ async fn runs_of_one_workflow_on_two_instances_never_overlap() {
         assert!(w[0].1 <= w[1].0, "runs overlap across instances: {spans:?}");
     }
 }
+
+/// A producer with the published Python client (PyPI `nats-py`): publishes `messages`
+/// (subject, headers, body) to JetStream and waits for each PubAck.
+fn nats_py_publish(url: &str, messages: &Value) {
+    let python = crate::support::repo().join("target/nats-venv/bin/python");
+    assert!(python.exists(), "{} is missing: `bash tests/run.sh` installs nats-py", python.display());
+    let script = r#"
+import asyncio, json, sys
+import nats
+
+async def main(url, messages):
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for m in messages:
+        await js.publish(m["subject"], m["body"].encode(), headers=m["headers"] or None)
+    await nc.close()
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+"#;
+    let out = std::process::Command::new(python).args(["-c", script, url, &messages.to_string()]).output().unwrap();
+    assert!(out.status.success(), "nats-py: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_py_producer_publishes_straight_to_the_stream_and_invalid_messages_are_kept_rejected() {
+    let server = NatsServer::start();
+    let routes = format!("{}\n[sources.nats]\nenabled = true\n", echo());
+    let cluster = Cluster::with_routes(2, &server.url(), &routes).await;
+    let prefix = cluster.config.lines().find_map(|l| l.strip_prefix("subject_prefix = ")).unwrap().trim_matches('"').to_string();
+    let stream = prefix.clone();
+    let messages = json!([
+        { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": { "ce-id": "py-1" }, "body": r#"{"message": "from python"}"# },
+        { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": { "Nats-Msg-Id": "py-2", "ce-priority": "2" }, "body": r#"{"message": "two"}"# },
+        // The type in a CloudEvents header (binary mode) rather than the subject.
+        { "subject": format!("{prefix}.in.cloudevent"), "headers": { "ce-type": ECHO_TYPE, "ce-id": "py-3", "ce-source": "/py" }, "body": r#"{"message": "three"}"# },
+        // Sent twice (a producer's retry): one event.
+        { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": { "ce-id": "py-1" }, "body": r#"{"message": "from python"}"# },
+        { "subject": format!("{prefix}.in.no/such.type"), "headers": {}, "body": "{}" },
+        { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": {}, "body": "{not json" },
+        { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": {}, "body": r#"{"message": 7}"# },
+    ]);
+    nats_py_publish(&server.url(), &messages);
+    // Echo requests are x-priority 5 in the catalogue; a `ce-priority` header overrides it.
+    for (id, priority) in [("py-1", 5), ("py-2", 2), ("py-3", 5)] {
+        let s = finished(&cluster.routers[1].base, id).await;
+        assert_eq!(s["state"], "processed", "{s}");
+        assert_eq!(s["emitted"].as_array().unwrap().len(), 1, "{s}");
+        assert_eq!(s["priority"], priority, "{s}");
+    }
+    // The rejected records, read with the Rust client.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let rejected = js.get_stream(format!("{stream}_REJECTED")).await.unwrap();
+    let mut reasons = Vec::new();
+    eventually("three rejected records", || {
+        let rejected = rejected.clone();
+        async move { rejected.get_raw_message(3).await.is_ok() }
+    })
+    .await;
+    for seq in 1..=3 {
+        let record: Value = serde_json::from_slice(&rejected.get_raw_message(seq).await.unwrap().payload).unwrap();
+        assert!(record["errors"].as_array().is_some_and(|e| !e.is_empty()), "{record}");
+        reasons.push(record["error"].as_str().unwrap().to_string());
+    }
+    reasons.sort();
+    assert_eq!(reasons, ["malformed_json", "unknown_type", "validation_failed"]);
+    assert!(rejected.get_raw_message(4).await.is_err(), "the duplicate is not a rejection");
+    assert_eq!(
+        metric(&cluster.routers[0].base, "eventyard_events_duplicate_total").await
+            + metric(&cluster.routers[1].base, "eventyard_events_duplicate_total").await,
+        1.0,
+        "the retried message is one event"
+    );
+}

@@ -149,31 +149,7 @@ impl NatsLog {
     /// the first time, updated to `config` after). `window`: how long producer ids are
     /// remembered for deduplication.
     pub async fn connect(config: &NatsConfig, window: Duration) -> Result<Self, StoreError> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name("eventyard")
-            .connection_timeout(CONNECT_TIMEOUT)
-            .max_reconnects(None)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
-                    other => tracing::info!(event = %other, "NATS"),
-                }
-            });
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        if let Some(path) = &config.credentials {
-            options = options.credentials_file(path).await.map_err(|e| StoreError::io(path, e))?;
-        }
-        if config.tls {
-            options = options.require_tls(true);
-        }
-        if let Some(ca) = &config.ca {
-            options = options.add_root_certificates(ca.clone());
-        }
-        let client =
-            options.connect(config.urls.clone()).await.map_err(|e| nats(&format!("connect to {:?}", config.urls), e))?;
+        let client = connect_client(config).await?;
         let js = jetstream::new(client.clone());
         let max_age = Duration::from_secs(config.max_age_secs);
         let prefix = config.subject_prefix.clone();
@@ -257,6 +233,35 @@ impl NatsLog {
     pub fn redelivered(&self) -> u64 {
         self.shared.redelivered.load(Ordering::Relaxed)
     }
+}
+
+/// A client connected to `config`'s servers (token, credentials, TLS as configured); it
+/// reconnects by itself for as long as it lives, and says so in the log.
+pub async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client, StoreError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("eventyard")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+                other => tracing::info!(event = %other, "NATS"),
+            }
+        });
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &config.credentials {
+        options = options.credentials_file(path).await.map_err(|e| StoreError::io(path, e))?;
+    }
+    if config.tls {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &config.ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    options.connect(config.urls.clone()).await.map_err(|e| nats(&format!("connect to {:?}", config.urls), e))
 }
 
 /// The KV bucket `<stream>_<suffix>` (created, or updated to `config`); `max_age` zero:

@@ -1,0 +1,12 @@
+//! Sources: doors through which producers hand events to the router over a message broker
+//! instead of HTTP. Each reads its broker's messages, makes events of them with
+//! [`crate::router::admit::prepare`] (validated like HTTP events), admits them through
+//! [`crate::router::Pipeline::admit`] and acknowledges a message only once its event is
+//! durable; a message that is not a valid event is kept as a rejected record with its
+//! errors, never dropped.
+//!
+//! - [`nats`]: producers publish straight to the JetStream subjects `<prefix>.in.<type>`.
+//! - [`config`]: the `[sources]` section.
+
+pub mod config;
+pub mod nats;
