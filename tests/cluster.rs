@@ -460,3 +460,50 @@ async fn a_nats_py_producer_publishes_straight_to_the_stream_and_invalid_message
         "the retried message is one event"
     );
 }
+
+/// A feed that keeps the priorities of the work it is handed, in order, taking a moment
+/// for each (as workers do: what an instance has pulled waits, and its order is the log's).
+#[derive(Default)]
+struct Order(std::sync::Mutex<Vec<u8>>);
+
+impl eventyard::store::Feed for Order {
+    fn work(&self, event: eventyard::event::Event) -> futures_util::future::BoxFuture<'_, ()> {
+        self.0.lock().unwrap().push(event.priority);
+        Box::pin(tokio::time::sleep(Duration::from_millis(3)))
+    }
+    fn admitted(&self, _: eventyard::event::Event, _: bool) {}
+    fn finished(&self, _: &str, _: &eventyard::event::Outcome) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_takes_higher_priorities_first_without_starving_the_rest() {
+    use eventyard::store::{Batch, EventLog};
+    let server = NatsServer::start();
+    let name = unique("P");
+    let config = NatsConfig { urls: vec![server.url()], stream: name.clone(), subject_prefix: name, ..NatsConfig::default() };
+    let window = Duration::from_secs(60);
+    let producer = NatsLog::connect(&config, window).await.unwrap();
+    // A backlog: low-priority events first, then high-priority ones.
+    for priority in [1u8, 5] {
+        let events: Vec<_> = (0..100)
+            .map(|_| eventyard::event::Event { priority, ..conformance::event(conformance::ROUTED, None) })
+            .collect();
+        let routed = vec![true; events.len()];
+        producer.append(Batch { events, routed, producer: None }).await.unwrap();
+    }
+    let instances = [NatsLog::connect(&config, window).await.unwrap(), NatsLog::connect(&config, window).await.unwrap()];
+    let orders = [Arc::new(Order::default()), Arc::new(Order::default())];
+    for (log, order) in instances.iter().zip(&orders) {
+        log.attach(order.clone());
+    }
+    eventually("all 200 handed out", || async { orders.iter().map(|o| o.0.lock().unwrap().len()).sum::<usize>() == 200 }).await;
+    for order in &orders {
+        let order = order.0.lock().unwrap().clone();
+        assert!(order.len() >= 20, "both instances take work: {order:?}");
+        let first = &order[..order.len() / 2];
+        let high = first.iter().filter(|p| **p == 5).count();
+        assert!(high * 10 >= first.len() * 7, "the first half of what an instance takes is mostly priority 5: {order:?}");
+        let last_high = order.iter().rposition(|p| *p == 5).unwrap();
+        assert!(order[..last_high].contains(&1), "low priorities are served while high ones wait: {order:?}");
+    }
+}
