@@ -467,7 +467,7 @@ async fn a_nats_py_producer_publishes_straight_to_the_stream_and_invalid_message
 struct Order(std::sync::Mutex<Vec<u8>>);
 
 impl eventyard::store::Feed for Order {
-    fn work(&self, event: eventyard::event::Event) -> futures_util::future::BoxFuture<'_, ()> {
+    fn work(&self, event: eventyard::event::Event, _: Option<Vec<u8>>) -> futures_util::future::BoxFuture<'_, ()> {
         self.0.lock().unwrap().push(event.priority);
         Box::pin(tokio::time::sleep(Duration::from_millis(3)))
     }
@@ -506,4 +506,48 @@ async fn every_instance_takes_higher_priorities_first_without_starving_the_rest(
         let last_high = order.iter().rposition(|p| *p == 5).unwrap();
         assert!(order[..last_high].contains(&1), "low priorities are served while high ones wait: {order:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_go_back_to_the_stream_with_their_back_off_and_any_instance_makes_them() {
+    let server = NatsServer::start();
+    // Fails (retryably) until Infrahub's meta.retry_count reaches 2: two retries per event.
+    let routes = format!(
+        r#"
+[[plugin]]
+name = "flaky"
+component = "{}"
+world = "handler"
+emits = ["infrahub/response/send.echo.request"]
+config = {{ mode = "retry-count" }}
+
+[[route]]
+name = "echo"
+match = "{ECHO_TYPE}"
+handlers = ["flaky"]
+retry = {{ max_attempts = 4, base_ms = 300, max_ms = 300 }}
+"#,
+        guest("hostile")
+    );
+    let cluster = Cluster::with_routes(2, &server.url(), &routes).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let base = &cluster.routers[i % 2].base;
+        let res = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).json(&json!({ "meta": {}, "message": format!("m{i}") })).send().await.unwrap();
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let s = finished(&cluster.routers[0].base, id).await;
+        assert_eq!(s["state"], "processed", "{s}");
+        let emitted = s["emitted"].as_array().unwrap();
+        assert_eq!(emitted.len(), 1, "{s}");
+    }
+    let mut deferred = 0.0;
+    let mut redelivered = 0.0;
+    for r in &cluster.routers {
+        deferred += metric(&r.base, "eventyard_nats_deferred_total").await;
+        redelivered += metric(&r.base, "eventyard_nats_redelivered_total").await;
+    }
+    assert_eq!(deferred, 20.0, "two retries per event, each handed back to the stream");
+    assert!(redelivered >= 20.0, "each retry is a redelivery: {redelivered}");
 }

@@ -18,14 +18,23 @@ const ROOM_WAIT: Duration = Duration::from_secs(1);
 pub(super) struct CoreFeed(pub(super) Weak<Core>);
 
 impl Feed for CoreFeed {
-    fn work(&self, event: Event) -> BoxFuture<'_, ()> {
+    fn work(&self, event: Event, note: Option<Vec<u8>>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Back-pressure: the log hands out no more than the workers have room for; what
             // this instance does not take stays in the stream for the others.
             loop {
                 let Some(core) = self.0.upgrade() else { return };
                 if core.queue.reserve_within(1, ROOM_WAIT).await.is_ok() {
-                    core.queue.push(event.priority, Job::Event { event, reserved: true });
+                    let priority = event.priority;
+                    let job = match &note {
+                        Some(note) => core.resume(event, note),
+                        None => Job::Event { event, reserved: true },
+                    };
+                    if !matches!(job, Job::Event { .. }) {
+                        // Only new events hold room until a worker takes them.
+                        core.queue.release(1);
+                    }
+                    core.queue.push(priority, job);
                     return;
                 }
                 if core.queue.is_closed() {

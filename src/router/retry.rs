@@ -1,7 +1,8 @@
 //! Retries of failed handler calls: exponential back-off with jitter up to a per-route
 //! number of attempts, timed by a [`Clock`] that tests can drive by hand.
 
-use crate::event::Event;
+use crate::event::{Event, Outcome};
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +86,25 @@ pub struct RetryTask {
     pub handler: usize,
     /// Calls made so far.
     pub attempt: u32,
+}
+
+/// A retry handed to a shared log ([`crate::store::EventLog::defer`]): what any instance
+/// needs to make it when the event comes back after its back-off. Routes and plugins are
+/// named (indexes may differ between instances, uploads add routes in their own order).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RetryNote {
+    pub(super) route: String,
+    pub(super) plugin: String,
+    /// Calls made so far.
+    pub(super) attempt: u32,
+    /// The event the handler failed on (the accepted one, or one emitted while handling it).
+    pub(super) event: Event,
+    /// What the event's work produced until now.
+    pub(super) outcome: Outcome,
+    /// Its budget spent until now.
+    pub(super) calls: u64,
+    pub(super) emits: u64,
+    pub(super) bytes: u64,
 }
 
 /// Holds tasks until they are due, then hands them to `deliver`.

@@ -5,7 +5,8 @@
 //! whoever waits is told (`completion`).
 
 use super::pipeline::Core;
-use super::retry::RetryTask;
+use super::pipeline::Job;
+use super::retry::{RetryNote, RetryTask};
 use super::Route;
 use crate::event::{Event, Failure, FailureKind, FailureNote, Outcome};
 use crate::router::config::RootBudget;
@@ -99,31 +100,82 @@ impl Core {
             // Past its budget: its retries are not made.
             retries.clear();
         }
-        let done = {
+        let shared = self.log.shared();
+        let (done, mut alone) = {
             // A panic elsewhere cannot leave this state half-written: it only adds.
             let mut entry = root.settled.lock().unwrap_or_else(PoisonError::into_inner);
             entry.outcome.emitted.extend(outcome.emitted);
             entry.outcome.failed.extend(outcome.failed);
             entry.outcome.dropped.extend(outcome.dropped);
             entry.remaining = (entry.remaining + retries.len()).saturating_sub(finished_tasks);
-            (entry.remaining == 0).then(|| std::mem::take(&mut entry.outcome))
+            // On a shared log, a retry that is all that is left of an event goes back to
+            // the stream (any instance makes it after the back-off), with the outcome so far.
+            if shared && retries.len() == 1 && entry.remaining == 1 {
+                (None, Some(std::mem::take(&mut entry.outcome)))
+            } else {
+                ((entry.remaining == 0).then(|| std::mem::take(&mut entry.outcome)), None)
+            }
         };
         let id = &root.event.id;
         for task in retries {
             let routes = self.routes();
             let delay = routes[task.route].retry.delay(task.attempt);
             let plugin = routes[task.route].handlers[task.handler].name().to_string();
-            let due = self.retries.due_in(delay);
             let now = time::OffsetDateTime::now_utc();
             let next_at = now.checked_add(delay.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(now);
-            let state = State::Retrying { plugin, attempt: task.attempt, next_at, last_error: last_error.clone() };
+            let state = State::Retrying { plugin: plugin.clone(), attempt: task.attempt, next_at, last_error: last_error.clone() };
             self.log.progress(id, state);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if let Some(outcome) = alone.take() {
+                let note = RetryNote {
+                    route: routes[task.route].name.clone(),
+                    plugin,
+                    attempt: task.attempt,
+                    event: task.event.clone(),
+                    outcome,
+                    calls: root.calls.load(Ordering::Relaxed),
+                    emits: root.emits.load(Ordering::Relaxed),
+                    bytes: root.bytes.load(Ordering::Relaxed),
+                };
+                let bytes = serde_json::to_vec(&note).expect("retry notes serialise");
+                if self.log.defer(&root.event, delay, bytes) {
+                    continue;
+                }
+                // The log did not take it: retried here after all, with its outcome back.
+                root.settled.lock().unwrap_or_else(PoisonError::into_inner).outcome = note.outcome;
+            }
+            let due = self.retries.due_in(delay);
             self.retries.schedule_at(task, due);
         }
         if let Some(outcome) = done {
             self.finish(&root.event, outcome, true);
         }
+    }
+
+    /// The job for an event a shared log delivers again with the `note` of a deferred
+    /// retry: that handler's call alone, with the outcome and budget spent until then. A
+    /// note that no longer fits the routes (the route or plugin is gone) runs the event
+    /// through every route again.
+    pub(super) fn resume(&self, event: Event, note: &[u8]) -> Job {
+        let Ok(note) = serde_json::from_slice::<RetryNote>(note) else {
+            tracing::warn!(event = %event.id, "an unreadable retry note; processing the event again");
+            return Job::Event { event, reserved: true };
+        };
+        let routes = self.routes();
+        let target = routes.iter().position(|r| r.name == note.route && !r.disabled).and_then(|ri| {
+            routes[ri].handlers.iter().position(|h| h.name() == note.plugin).map(|hi| (ri, hi))
+        });
+        let Some((route, handler)) = target else { return Job::Event { event, reserved: true } };
+        let root = RootWork::new(event, self.root_budget);
+        root.calls.store(note.calls, Ordering::Relaxed);
+        root.emits.store(note.emits, Ordering::Relaxed);
+        root.bytes.store(note.bytes, Ordering::Relaxed);
+        {
+            let mut entry = root.settled.lock().unwrap_or_else(PoisonError::into_inner);
+            entry.outcome = note.outcome;
+            entry.remaining = 1;
+        }
+        Job::Retry(RetryTask { root, event: note.event, route, handler, attempt: note.attempt })
     }
 
     /// `event` is finished with `outcome`: its final status (with a `done` record when it

@@ -75,7 +75,7 @@ pub async fn claimed(log: &dyn EventLog, appended: Option<&Appended>, expect: us
 struct Collect(Mutex<Vec<Event>>);
 
 impl Feed for Collect {
-    fn work(&self, event: Event) -> BoxFuture<'_, ()> {
+    fn work(&self, event: Event, _: Option<Vec<u8>>) -> BoxFuture<'_, ()> {
         self.0.lock().expect("claims").push(event);
         Box::pin(std::future::ready(()))
     }

@@ -174,14 +174,22 @@ pub trait EventLog: Send + Sync {
     /// Starts handing this instance its share of the work, and telling it what other
     /// instances admitted and finished (a shared log). The local log has nothing to give.
     fn attach(&self, _feed: Arc<dyn Feed>) {}
+    /// Hands a claimed event back, to be delivered again (to whichever instance has room)
+    /// after `delay`, with `note`: what is left of its work, in the router's words (the
+    /// log keeps it and gives it to [`Feed::work`] with the event). False when the log
+    /// keeps no such notes: the local log, where the router's own scheduler waits.
+    fn defer(&self, _event: &Event, _delay: Duration, _note: Vec<u8>) -> bool {
+        false
+    }
 }
 
 /// Where a shared log delivers to this instance: its share of the work, and what the
 /// other instances did (for live subscribers, RPC callers and whoever waits).
 pub trait Feed: Send + Sync + 'static {
     /// An event this instance now holds: wait for room in the work queue, then queue it;
-    /// it is [`complete`](EventLog::complete)d once processed.
-    fn work(&self, event: Event) -> BoxFuture<'_, ()>;
+    /// it is [`complete`](EventLog::complete)d once processed. `note`: what
+    /// [`EventLog::defer`] kept with it (the rest of its work), if it was deferred.
+    fn work(&self, event: Event, note: Option<Vec<u8>>) -> BoxFuture<'_, ()>;
     /// Another instance admitted `event` (or a plugin there emitted it: `emitted`).
     fn admitted(&self, event: Event, emitted: bool);
     /// Another instance finished event `id` with `outcome`.

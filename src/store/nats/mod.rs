@@ -77,6 +77,10 @@ struct Shared {
     stream: stream::Stream,
     statuses: kv::Store,
     keys: kv::Store,
+    /// What is left of deferred events' work (their retries), by id.
+    notes: kv::Store,
+    /// Held events that came with a note (removed once they finish).
+    noted: Mutex<std::collections::HashSet<String>>,
     prefix: String,
     stream_name: String,
     /// This process's id in [`INSTANCE_HEADER`].
@@ -93,6 +97,7 @@ struct Shared {
     config: NatsConfig,
     runtime: tokio::runtime::Handle,
     redelivered: AtomicU64,
+    deferred: AtomicU64,
     skipped_finished: AtomicU64,
     outcome_retries: AtomicU64,
 }
@@ -168,6 +173,7 @@ impl NatsLog {
         let stream = js.get_stream(&config.stream).await.map_err(|e| nats("open the event stream", e))?;
         let statuses = bucket(&js, config, "STATUS", max_age).await?;
         let keys = bucket(&js, config, "KEYS", window.max(Duration::from_secs(1))).await?;
+        let notes = bucket(&js, config, "RETRY", max_age).await?;
         let log = NatsLog {
             shared: Arc::new(Shared {
                 client,
@@ -175,6 +181,8 @@ impl NatsLog {
                 stream,
                 statuses,
                 keys,
+                notes,
+                noted: Mutex::default(),
                 prefix,
                 stream_name: config.stream.clone(),
                 instance: uuid::Uuid::now_v7().to_string(),
@@ -187,6 +195,7 @@ impl NatsLog {
                 config: config.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 redelivered: AtomicU64::new(0),
+                deferred: AtomicU64::new(0),
                 skipped_finished: AtomicU64::new(0),
                 outcome_retries: AtomicU64::new(0),
             }),
@@ -454,6 +463,7 @@ impl Shared {
                 return;
             }
         };
+        let mut note = None;
         if delivered > 1 {
             self.redelivered.fetch_add(1, Ordering::Relaxed);
             if self.kv_status(&event.id).await.is_some_and(|s| is_final(&s.state)) {
@@ -462,24 +472,32 @@ impl Shared {
                 let _ = message.ack().await;
                 return;
             }
+            // Deferred (a retry): what is left of its work.
+            note = self.notes.get(id_key(&event.id)).await.ok().flatten().map(|b| b.to_vec());
+            if note.is_some() {
+                self.noted.lock().expect("noted").insert(event.id.clone());
+            }
         }
         self.local.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
         self.inflight.lock().expect("inflight").insert(event.id.clone(), message);
         let feed = self.feed.lock().expect("feed").clone();
         if let Some(feed) = feed {
-            feed.work(event).await;
+            feed.work(event, note).await;
         }
     }
 
     /// Writes a finished event's status (until the server takes it), then acks its message
     /// and tells the other instances.
-    async fn write_outcome(&self, status: Status, message: Option<jetstream::Message>) {
+    async fn write_outcome(&self, status: Status, message: Option<jetstream::Message>, noted: bool) {
         let value: Bytes = serde_json::to_vec(&status).expect("statuses serialise").into();
         let key = id_key(&status.id);
         while let Err(e) = self.statuses.put(&key, value.clone()).await {
             self.outcome_retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(event = %status.id, error = %e, "cannot write an outcome to NATS yet; retrying");
             tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+        if noted {
+            let _ = self.notes.purge(&key).await;
         }
         if let Some(message) = message {
             if let Err(e) = message.ack().await {
@@ -684,10 +702,11 @@ impl EventLog for NatsLog {
         let state = status::finished(outcome);
         s.local.insert(&event.id, event.type_name.clone(), event.priority, state.clone());
         let message = s.inflight.lock().expect("inflight").remove(&event.id);
+        let noted = s.noted.lock().expect("noted").remove(&event.id);
         let status = status_of(event, state);
         s.writing.fetch_add(1, Ordering::SeqCst);
         self.shared.runtime.spawn(async move {
-            s.write_outcome(status, message).await;
+            s.write_outcome(status, message, noted).await;
             s.writing.fetch_sub(1, Ordering::SeqCst);
             s.written.notify_waiters();
         });
@@ -751,6 +770,7 @@ impl EventLog for NatsLog {
             ("eventyard_nats_connected", "1 while connected to NATS.", u64::from(connected)),
             ("eventyard_nats_held_events", "Events this instance holds (handed out to it, not finished).", s.inflight.lock().expect("inflight").len() as u64),
             ("eventyard_nats_redelivered_total", "Events redelivered to this instance (another holder died, or an ack was lost).", s.redelivered.load(Ordering::Relaxed)),
+            ("eventyard_nats_deferred_total", "Retries handed back to the stream (delivered again after their back-off, to any instance).", s.deferred.load(Ordering::Relaxed)),
             ("eventyard_nats_redelivered_finished_total", "Redelivered events found finished already, acked without running.", s.skipped_finished.load(Ordering::Relaxed)),
             ("eventyard_nats_outcome_retries_total", "Outcome writes retried because NATS did not take them.", s.outcome_retries.load(Ordering::Relaxed)),
         ] {
@@ -760,6 +780,29 @@ impl EventLog for NatsLog {
     }
 
     fn shared(&self) -> bool {
+        true
+    }
+
+    fn defer(&self, event: &Event, delay: Duration, note: Vec<u8>) -> bool {
+        let s = self.shared.clone();
+        let Some(message) = s.inflight.lock().expect("inflight").remove(&event.id) else { return false };
+        s.noted.lock().expect("noted").remove(&event.id);
+        s.deferred.fetch_add(1, Ordering::Relaxed);
+        let (key, id) = (id_key(&event.id), event.id.clone());
+        s.writing.fetch_add(1, Ordering::SeqCst);
+        self.shared.runtime.spawn(async move {
+            let note: Bytes = note.into();
+            while let Err(e) = s.notes.put(&key, note.clone()).await {
+                tracing::warn!(event = %id, error = %e, "cannot keep a retry's note in NATS yet; retrying");
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+            // Delivered again after the back-off, to whichever instance pulls it then.
+            if let Err(e) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::warn!(event = %id, error = %e, "cannot hand a retry back; it comes back after the ack wait");
+            }
+            s.writing.fetch_sub(1, Ordering::SeqCst);
+            s.written.notify_waiters();
+        });
         true
     }
 
