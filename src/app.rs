@@ -25,6 +25,7 @@ use crate::store::config::Backend;
 use crate::store::lease::Leases;
 use crate::sources::nats::NatsSource;
 use crate::store::nats::leases::NatsLeases;
+use crate::store::nats::plugins::SharedPlugins;
 use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
@@ -90,6 +91,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut background = app.fixinventory.workflows.spawn_triggers(&app.http);
     background.push(tokio::spawn(admin::plugins::watch(app.http.clone(), app.plugins.clone())));
+    background.push(tokio::spawn(admin::plugins::follow(app.http.clone(), app.plugins.clone())));
     if let Some(source) = &app.nats_source {
         background.push(tokio::spawn(source.clone().run(app.http.registry.clone(), app.http.pipeline.clone())));
     }
@@ -144,7 +146,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     };
     let window = Duration::from_secs(config.ingest.idempotency_window_secs);
     let routed = |e: &crate::event::Event| routes.iter().any(|r| r.matcher.matches(&e.type_name));
-    let Stores { log, dead_letters, configs, leases } = open_stores(config, &options, window, routed).await?;
+    let Stores { log, dead_letters, configs, leases, plugins: shared_plugins } = open_stores(config, &options, window, routed).await?;
     let durable = Durable { log, dead_letters };
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
@@ -172,6 +174,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         wasm: std::sync::Mutex::new(wasm),
         uploads: uploads_dir(config),
         wasm_cache: config.data_dir.join("cache"),
+        shared: shared_plugins,
     });
     let nats_source = match config.sources.nats.enabled {
         true => Some(Arc::new(NatsSource::open(&config.store.nats).await?)),
@@ -187,6 +190,8 @@ struct Stores {
     configs: ConfigDocs,
     /// Cluster-wide turns (a shared log only).
     leases: Option<Arc<dyn Leases>>,
+    /// Uploaded plugins shared with the other instances (a shared log only).
+    plugins: Option<Arc<SharedPlugins>>,
 }
 
 /// Opens the log and what lives beside it: files in the log's directory (`local`), or
@@ -205,7 +210,7 @@ async fn open_stores(
             let dead_letters = DeadLetters::open(letters.clone(), max_letters, log.side_bytes())
                 .map_err(|e| StoreError::io(&letters, e))?;
             let configs = ConfigDocs::open(options.dir.join("config"))?;
-            Stores { log: Arc::new(log), dead_letters: Arc::new(dead_letters), configs, leases: None }
+            Stores { log: Arc::new(log), dead_letters: Arc::new(dead_letters), configs, leases: None, plugins: None }
         }
         Backend::Nats => {
             // This instance's own files (its admin token, Fix Inventory subscribers) still
@@ -216,7 +221,8 @@ async fn open_stores(
             crate::store::nats::letters::share(&log, dead_letters.clone()).await?;
             let configs = ConfigDocs::shared(log.bucket("CONFIG", Duration::ZERO).await?, log.runtime().clone());
             let leases: Arc<dyn Leases> = Arc::new(NatsLeases::open(&log).await?);
-            Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases) }
+            let plugins = Some(Arc::new(SharedPlugins::open(&log).await?));
+            Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases), plugins }
         }
     })
 }

@@ -551,3 +551,45 @@ retry = {{ max_attempts = 4, base_ms = 300, max_ms = 300 }}
     assert_eq!(deferred, 20.0, "two retries per event, each handed back to the stream");
     assert!(redelivered >= 20.0, "each retry is a redelivery: {redelivered}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_uploaded_on_one_instance_is_routed_by_all_and_deleted_from_all() {
+    let server = NatsServer::start();
+    let mut cluster = Cluster::with_routes(2, &server.url(), "").await;
+    let echo = std::fs::read(crate::support::repo().join("guest-examples/prebuilt/echo.wasm")).unwrap();
+    let manifest = format!("world = \"handler\"\nemits = [\"infrahub/response/send.echo.request\"]\nroutes = [{{ match = \"{ECHO_TYPE}\" }}]\n");
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest)
+        .part("component", reqwest::multipart::Part::bytes(echo).file_name("plugin.wasm"));
+    let res = client().put(format!("{}/v1/plugins/echo-up", cluster.routers[0].base)).multipart(form).send().await.unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let has_plugin = |base: String| async move {
+        let list: Value = client().get(format!("{base}/v1/plugins")).send().await.unwrap().json().await.unwrap();
+        list.to_string().contains("echo-up")
+    };
+    // Every instance (and one started after the upload) loads it and routes by it.
+    let late = tempfile::tempdir().unwrap();
+    cluster.routers.push(Router::start(late.path(), &cluster.config).await);
+    cluster.dirs.push(late);
+    for r in &cluster.routers {
+        let base = r.base.clone();
+        eventually("every instance loads the upload", || has_plugin(base.clone())).await;
+    }
+    for r in &cluster.routers {
+        // Posted to each: routed by the uploaded plugin wherever it is processed.
+        let res = client().post(format!("{}/v1/events/{ECHO_TYPE}", r.base)).json(&json!({ "message": "up" })).send().await.unwrap();
+        let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        let s = finished(&r.base, &id).await;
+        assert_eq!(s["emitted"].as_array().unwrap().len(), 1, "{s}");
+    }
+    let res = client().delete(format!("{}/v1/plugins/echo-up", cluster.routers[1].base)).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    for r in &cluster.routers {
+        let base = r.base.clone();
+        eventually("every instance drops the deleted upload", || {
+            let base = base.clone();
+            async move { !has_plugin(base).await }
+        })
+        .await;
+    }
+}

@@ -6,7 +6,9 @@
 
 use crate::http::{ApiError, AppState};
 use crate::event::FailureKind;
+use crate::store::nats::plugins::{Change, SharedPlugins};
 use crate::wasm::Plugin;
+use futures_util::StreamExt;
 use axum::extract::{Multipart, Path, State};
 use axum::Extension;
 use axum::http::StatusCode;
@@ -34,6 +36,8 @@ pub struct PluginAdmin {
     pub uploads: std::path::PathBuf,
     /// The precompiled-artifact cache.
     pub wasm_cache: std::path::PathBuf,
+    /// On a shared log: where uploads are shared with the other instances.
+    pub shared: Option<Arc<SharedPlugins>>,
 }
 
 impl PluginAdmin {
@@ -153,12 +157,32 @@ pub async fn upload(
     let (Some(manifest), Some(component)) = (manifest, component) else {
         return Err(bad("send the parts `manifest` (TOML) and `component` (the .wasm)"));
     };
+    let (status, revision, replaced) = install(&state, &admin, &name, &manifest, &component, false).await?;
+    if let Some(shared) = &admin.shared {
+        // The others follow the store; answered only once it is there.
+        shared.put(&name, &manifest, &component).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    Ok((status, Json(json!({ "name": name, "revision": revision, "replaced": replaced }))).into_response())
+}
+
+/// Loads (or, for an upload with the same manifest, hot-swaps) plugin `name` and keeps it
+/// in the uploads directory; answers the status, the revision and whether it replaced one.
+/// `followed`: it comes from the shared store, where this instance's own uploads come
+/// back too (a swap to the running version is then not announced again).
+async fn install(
+    state: &Arc<AppState>,
+    admin: &PluginAdmin,
+    name: &str,
+    manifest: &str,
+    component: &bytes::Bytes,
+    followed: bool,
+) -> Result<(StatusCode, String, bool), ApiError> {
     let (toml_path, wasm_path) =
         (admin.uploads.join(format!("{name}.toml")), admin.uploads.join(format!("{name}.wasm")));
     let engine = admin.engine()?;
     let core = state.pipeline.core();
     if let Some(running) = core.plugins().iter().find(|p| p.name() == name).cloned() {
-        if std::fs::read_to_string(&toml_path).ok().as_deref() != Some(manifest.as_str()) {
+        if std::fs::read_to_string(&toml_path).ok().as_deref() != Some(manifest) {
             return Err(ApiError::Conflict(if toml_path.exists() {
                 format!("`{name}` runs with another manifest: DELETE it first to change the manifest")
             } else {
@@ -166,19 +190,20 @@ pub async fn upload(
             }));
         }
         let bytes = component.clone();
-        let swapped =
-            tokio::task::spawn_blocking(move || running.replace(&engine, &bytes).map(|_| running.revision().0))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::BadRequest(format!("component refused, the running version stays: {e}")))?;
-        write_atomically(&wasm_path, &component)?;
-        announce(&state, &name, &swapped).await;
-        return Ok(
-            (StatusCode::OK, Json(json!({ "name": name, "revision": swapped, "replaced": true }))).into_response()
-        );
+        let (swapped, changed) = tokio::task::spawn_blocking(move || {
+            running.replace(&engine, &bytes).map(|changed| (running.revision().0, changed))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(format!("component refused, the running version stays: {e}")))?;
+        write_atomically(&wasm_path, component)?;
+        if changed || !followed {
+            announce(state, name, &swapped).await;
+        }
+        return Ok((StatusCode::OK, swapped, true));
     }
     let (plugin_config, route_configs) =
-        crate::router::routes::parse_upload(&name, &manifest, &wasm_path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        crate::router::routes::parse_upload(name, manifest, &wasm_path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     for t in &plugin_config.emits {
         state.registry.get(t).map_err(|_| bad(&format!("manifest.emits: unknown event type `{t}`")))?;
     }
@@ -198,13 +223,42 @@ pub async fn upload(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     crate::files::private_dir(&admin.uploads).map_err(|e| ApiError::Internal(e.to_string()))?;
-    write_atomically(&wasm_path, &component)?;
+    write_atomically(&wasm_path, component)?;
     write_atomically(&toml_path, manifest.as_bytes())?;
     let revision = plugin.revision().0;
     core.add_plugin(plugin, routes);
     tracing::info!(plugin = %name, revision = %revision, "plugin uploaded");
-    announce(&state, &name, &revision).await;
-    Ok((StatusCode::CREATED, Json(json!({ "name": name, "revision": revision, "replaced": false }))).into_response())
+    announce(state, name, &revision).await;
+    Ok((StatusCode::CREATED, revision, false))
+}
+
+/// On a shared log: loads, swaps and removes what the other instances upload and delete
+/// (and, at start, every upload in the store), for as long as the router runs.
+pub async fn follow(state: Arc<AppState>, admin: Arc<PluginAdmin>) {
+    let Some(shared) = admin.shared.clone() else { return };
+    let changes = match shared.follow().await {
+        Ok(changes) => changes,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the shared plugins");
+            return;
+        }
+    };
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
+        match change {
+            Change::Put(name) => match shared.get(&name).await {
+                Ok((manifest, component)) => {
+                    if let Err(e) = install(&state, &admin, &name, &manifest, &component.into(), true).await {
+                        tracing::error!(plugin = %name, error = %e, "a plugin uploaded on another instance was refused here");
+                    }
+                }
+                Err(e) => tracing::error!(plugin = %name, error = %e, "cannot fetch a shared plugin"),
+            },
+            Change::Deleted(name) => {
+                let _ = uninstall(&state, &admin, &name);
+            }
+        }
+    }
 }
 
 /// `DELETE /v1/plugins/{name}`: an uploaded plugin stops getting events (retries already
@@ -215,6 +269,15 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
+    uninstall(&state, &admin, &name)?;
+    if let Some(shared) = &admin.shared {
+        shared.delete(&name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Stops routing to uploaded plugin `name` and forgets its files.
+fn uninstall(state: &AppState, admin: &PluginAdmin, name: &str) -> Result<(), ApiError> {
     let toml_path = admin.uploads.join(format!("{name}.toml"));
     let core = state.pipeline.core();
     if !toml_path.exists() {
@@ -224,11 +287,11 @@ pub async fn delete(
             ApiError::NotFound
         });
     }
-    core.remove_plugin(&name);
+    core.remove_plugin(name);
     for path in [toml_path, admin.uploads.join(format!("{name}.wasm"))] {
         std::fs::remove_file(&path).map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 /// `fixinventory/config-updated` for a plugin whose component changed (`id` = `plugin:<name>`).

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod leases;
 pub mod letters;
+pub mod plugins;
 
 pub use config::NatsConfig;
 
@@ -211,6 +212,11 @@ impl NatsLog {
     /// their buckets next to the log's).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.shared.js
+    }
+
+    /// Copies of the stream and buckets (`store.nats.replicas`).
+    pub fn replicas(&self) -> usize {
+        self.shared.config.replicas
     }
 
     /// The stream's name, which the other buckets are named after.
