@@ -111,7 +111,7 @@ async fn round(js: &jetstream::Context, args: &Args) -> Result<(), async_nats::E
         let s = shot(args);
         acks.push(js.send_publish(s.subject, s.message).await?);
     }
-    for ack in join_all(acks).await {
+    for ack in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
         ack?;
     }
     Ok(())

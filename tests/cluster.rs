@@ -593,3 +593,18 @@ async fn a_plugin_uploaded_on_one_instance_is_routed_by_all_and_deleted_from_all
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_larger_than_a_nats_message_is_refused_with_413_and_nothing_is_kept() {
+    let server = NatsServer::start();
+    let cluster = Cluster::with_routes(1, &server.url(), "[ingest]\nmax_body_bytes = 4000000\n").await;
+    let base = &cluster.routers[0].base;
+    let big = json!({ "message": "x".repeat(1_100_000) });
+    let res = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&big).send().await.unwrap();
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+    assert_eq!(client().get(format!("{base}/v1/events/big-1")).send().await.unwrap().status(), 404, "nothing kept");
+    let small = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&json!({ "message": "x" })).send().await.unwrap();
+    assert_eq!(small.status(), 202, "its id was not claimed either");
+}

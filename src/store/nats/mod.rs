@@ -64,6 +64,9 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// How long the client waits for the first connection before the router refuses to start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room an event's envelope (id, type, time, source, headers) takes in its message beside
+/// the data, generously: ids and sources are bounded well below it.
+const ENVELOPE_ALLOWANCE: usize = 2048;
 /// JetStream's deduplication window for `Nats-Msg-Id` (a publisher's retry of an append).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -652,6 +655,13 @@ impl EventLog for NatsLog {
     fn append<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<Appended, StoreError>> {
         Box::pin(async move {
             let s = &self.shared;
+            // Refused before anything is claimed: the server takes no message above its
+            // `max_payload` (1 MB by default; raise it for larger events).
+            let limit = s.client.max_payload();
+            if let Some(e) = batch.events.iter().find(|e| e.data.text().len() + ENVELOPE_ALLOWANCE > limit) {
+                let bytes = (e.data.text().len() + ENVELOPE_ALLOWANCE) as u64;
+                return Err(StoreError::TooLarge { bytes, limit: limit.saturating_sub(ENVELOPE_ALLOWANCE) as u64 });
+            }
             let (appended, mut undo) = s.claim(batch).await?;
             let publishes = appended.fresh.iter().zip(&appended.routed).map(|(e, routed)| {
                 let level = if *routed { e.priority.clamp(1, LEVELS) } else { 0 };
