@@ -23,6 +23,7 @@ use crate::store::dead_letters::DeadLetters;
 use crate::store::local::LocalOptions;
 use crate::store::config::Backend;
 use crate::store::lease::Leases;
+use crate::sources::amqp::AmqpSource;
 use crate::sources::nats::NatsSource;
 use crate::store::nats::leases::NatsLeases;
 use crate::store::nats::plugins::SharedPlugins;
@@ -63,6 +64,8 @@ pub struct App {
     pub plugins: Arc<PluginAdmin>,
     /// `[sources.nats]`, when enabled.
     pub nats_source: Option<Arc<NatsSource>>,
+    /// `[[sources.amqp]]`.
+    pub amqp_sources: Vec<Arc<AmqpSource>>,
 }
 
 impl App {
@@ -92,6 +95,9 @@ pub async fn serve(
     let mut background = app.fixinventory.workflows.spawn_triggers(&app.http);
     background.push(tokio::spawn(admin::plugins::watch(app.http.clone(), app.plugins.clone())));
     background.push(tokio::spawn(admin::plugins::follow(app.http.clone(), app.plugins.clone())));
+    for source in &app.amqp_sources {
+        background.push(tokio::spawn(source.clone().run(app.http.registry.clone(), app.http.pipeline.clone())));
+    }
     if let Some(source) = &app.nats_source {
         background.push(tokio::spawn(source.clone().run(app.http.registry.clone(), app.http.pipeline.clone())));
     }
@@ -180,7 +186,16 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         true => Some(Arc::new(NatsSource::open(&config.store.nats).await?)),
         false => None,
     };
-    Ok(App { http, fixinventory, plugins, nats_source })
+    let amqp_sources: Vec<Arc<AmqpSource>> = config
+        .sources
+        .amqp
+        .iter()
+        .map(|s| Arc::new(AmqpSource::new(s.resolve(), &options_dir(config))))
+        .collect();
+    for source in &amqp_sources {
+        http.metrics.register(source.clone());
+    }
+    Ok(App { http, fixinventory, plugins, nats_source, amqp_sources })
 }
 
 /// What the configured `[store]` backend keeps.
@@ -225,6 +240,11 @@ async fn open_stores(
             Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases), plugins }
         }
     })
+}
+
+/// The store's directory (`store.dir`, default `<data_dir>/log`).
+fn options_dir(config: &Config) -> std::path::PathBuf {
+    config.store.dir.clone().unwrap_or_else(|| config.data_dir.join("log"))
 }
 
 /// Where uploaded plugins are kept: `<store dir>/plugins/<name>.{wasm,toml}`.

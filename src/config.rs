@@ -123,6 +123,7 @@ impl Config {
         self.schemas.check()?;
         self.pipeline.check()?;
         self.store.check()?;
+        self.sources.check()?;
         if self.sources.nats.enabled {
             // The source connects with `[store.nats]`'s settings, whatever the log's backend.
             self.store.nats.check()?;

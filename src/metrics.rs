@@ -9,6 +9,13 @@ pub struct Metrics {
     pub accepted: AtomicU64,
     pub rejected: RejectCounters,
     pub subscriber_lagged: AtomicU64,
+    /// Parts that add their own lines (the broker sources).
+    parts: std::sync::Mutex<Vec<std::sync::Arc<dyn Render>>>,
+}
+
+/// A part with lines of its own in `/metrics`.
+pub trait Render: Send + Sync {
+    fn render(&self, out: &mut String);
 }
 
 /// Rejections by the stable error code the client saw.
@@ -57,7 +64,15 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE eventyard_subscriber_frames_lagged_total counter");
         let _ =
             writeln!(s, "eventyard_subscriber_frames_lagged_total {}", self.subscriber_lagged.load(Ordering::Relaxed));
+        for part in self.parts.lock().expect("metrics parts").iter() {
+            part.render(&mut s);
+        }
         s
+    }
+
+    /// Adds `part`'s lines to every rendering from now on.
+    pub fn register(&self, part: std::sync::Arc<dyn Render>) {
+        self.parts.lock().expect("metrics parts").push(part);
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod amqp;
 mod architecture;
 mod auth;
 mod catalog;

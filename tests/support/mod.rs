@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod nats;
+pub mod rabbitmq;
 
 /// A router serving on an ephemeral port; stops when dropped.
 pub struct Server {
