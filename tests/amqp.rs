@@ -280,3 +280,49 @@ async fn the_source_reconnects_after_a_broker_kill_9_and_loses_nothing_the_broke
     );
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventyard_killed_mid_stream_leaves_unacked_messages_to_come_back_and_each_is_processed_once() {
+    use crate::durability::Router;
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("[ingest]\nidempotency_window_secs = 3600\n{ECHO_ROUTE}{}", infrahub_source(&broker.url()));
+    let mut router = Router::start(dir.path(), &config).await;
+    // Declared by the router: wait for its source before publishing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = client().get(format!("{}/metrics", router.base)).send().await.unwrap().text().await.unwrap();
+        if m.contains("eventyard_amqp_connected{source=\"infrahub\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the AMQP source never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let producer = tokio::spawn(publish_through_restarts(broker.url(), 600, Duration::from_secs(120)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    std::process::Command::new("kill").args(["-9", &router.child.id().to_string()]).status().unwrap();
+    let _ = router.child.wait();
+    let confirmed = producer.await.unwrap();
+    assert_eq!(confirmed.len(), 600);
+    let restarted = Router::start(dir.path(), &config).await;
+    for id in &confirmed {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v: Value = client()
+                .get(format!("{}/v1/events/{id}", restarted.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or(Value::Null);
+            if v["state"] == "processed" {
+                assert_eq!(v["emitted"].as_array().map(Vec::len), Some(1), "processed once, one answer: {v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never processed after the restart: {v}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    drop(router);
+}
