@@ -144,9 +144,34 @@ fn producers(bases: Vec<String>, n: usize, stop: Arc<AtomicBool>) -> Vec<tokio::
         .collect()
 }
 
+/// Four producers posting to every instance of a cluster until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    running: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bases: Vec<String> = cluster.routers.iter().map(|r| r.base.clone()).collect();
+        Load { running: producers(bases, 4, stop.clone()), stop }
+    }
+
+    /// Stops the producers; answers the ids answered 202 (enough of them to prove something).
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut accepted = Vec::new();
+        for p in self.running {
+            accepted.extend(p.await.unwrap());
+        }
+        assert!(accepted.len() > 50, "too few accepted to prove anything: {}", accepted.len());
+        accepted
+    }
+}
+
 /// Every accepted id ends processed, with the echo handler's answer, as seen through every
-/// instance.
-async fn all_processed(cluster: &Cluster, accepted: &[String]) {
+/// instance; reports the redeliveries `fault` caused.
+async fn all_processed(cluster: &Cluster, accepted: &[String], fault: &str) {
     for (k, id) in accepted.iter().enumerate() {
         let first = finished(&cluster.routers[k % cluster.routers.len()].base, id).await;
         assert_eq!(first["state"], "processed", "{first}");
@@ -157,6 +182,7 @@ async fn all_processed(cluster: &Cluster, accepted: &[String]) {
             assert_eq!(seen, first, "every instance answers the same final status for {id}");
         }
     }
+    eprintln!("{fault}: {} events accepted, all processed; {} redelivered", accepted.len(), redelivered(cluster).await);
 }
 
 async fn redelivered(cluster: &Cluster) -> f64 {
@@ -195,52 +221,28 @@ async fn the_nats_log_passes_the_conformance_kit() {
 async fn three_instances_lose_nothing_when_one_is_killed_mid_stream() {
     let server = NatsServer::start();
     let mut cluster = Cluster::start(3, &server.url()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let bases: Vec<String> = cluster.routers.iter().map(|r| r.base.clone()).collect();
-    let running = producers(bases, 4, stop.clone());
+    let load = Load::start(&cluster);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.kill9(1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.restart(1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut accepted = Vec::new();
-    for p in running {
-        accepted.extend(p.await.unwrap());
-    }
-    assert!(accepted.len() > 50, "too few accepted to prove anything: {}", accepted.len());
-    all_processed(&cluster, &accepted).await;
-    eprintln!(
-        "cluster kill -9 of one instance: {} events accepted, all processed; {} redelivered",
-        accepted.len(),
-        redelivered(&cluster).await
-    );
+    let accepted = load.stop().await;
+    all_processed(&cluster, &accepted, "kill -9 of one instance of three").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_when_the_nats_server_is_killed_mid_stream() {
     let mut server = NatsServer::start();
     let cluster = Cluster::start(2, &server.url()).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let bases: Vec<String> = cluster.routers.iter().map(|r| r.base.clone()).collect();
-    let running = producers(bases, 4, stop.clone());
+    let load = Load::start(&cluster);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill9();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     server.start_again();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut accepted = Vec::new();
-    for p in running {
-        accepted.extend(p.await.unwrap());
-    }
-    assert!(accepted.len() > 50, "too few accepted to prove anything: {}", accepted.len());
-    all_processed(&cluster, &accepted).await;
-    eprintln!(
-        "nats-server kill -9: {} events accepted, all processed; {} redelivered",
-        accepted.len(),
-        redelivered(&cluster).await
-    );
+    let accepted = load.stop().await;
+    all_processed(&cluster, &accepted, "kill -9 of the nats-server").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,8 @@
 //! message the router cannot take now (overloaded, the log unavailable) is handed back to
 //! be delivered again after [`RETRY_DELAY`].
 
-use crate::router::admit::{prepare, Data, Envelope, Producer, Refusal};
+use super::Reason;
+use crate::router::admit::{prepare, Data, Envelope, Producer};
 use crate::router::{AcceptError, Pipeline};
 use crate::schema::Registry;
 use crate::store::nats::{connect_client, NatsConfig};
@@ -31,28 +32,6 @@ pub const CONCURRENCY: usize = 64;
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// How long the source waits before pulling again after losing the server.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
-
-/// Why a message was rejected, as the subject token of its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    UnknownType,
-    MalformedJson,
-    ValidationFailed,
-    TooDeep,
-    IdTooLong,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::UnknownType => "unknown_type",
-            Reason::MalformedJson => "malformed_json",
-            Reason::ValidationFailed => "validation_failed",
-            Reason::TooDeep => "too_deep",
-            Reason::IdTooLong => "id_too_long",
-        }
-    }
-}
 
 pub struct NatsSource {
     js: jetstream::Context,
@@ -143,7 +122,7 @@ impl NatsSource {
         let prepared = match type_name.as_deref().map(|t| registry.get(t)) {
             Some(Ok(ty)) => {
                 let text = String::from_utf8_lossy(&message.payload);
-                prepare(ty, Data::Text(&text), envelope).map_err(|refusal| refused(refusal))
+                prepare(ty, Data::Text(&text), envelope).map_err(Reason::of)
             }
             _ => Err((Reason::UnknownType, json!([{ "message": format!("no event type {:?}", type_name.as_deref().unwrap_or("")) }]))),
         };
@@ -193,16 +172,5 @@ impl NatsSource {
         ack.await.map_err(|e| nats("reject", e))?;
         tracing::warn!(stream = %self.rejected_stream, reason = reason.as_str(), "NATS source: message rejected");
         Ok(())
-    }
-}
-
-/// A refusal as a rejected record's reason and errors (the HTTP error body's shape).
-fn refused(refusal: Refusal) -> (Reason, Value) {
-    let message = refusal.to_string();
-    match refusal {
-        Refusal::NotJson(_) => (Reason::MalformedJson, json!([{ "message": message }])),
-        Refusal::Invalid { errors, .. } => (Reason::ValidationFailed, serde_json::to_value(errors).unwrap_or(Value::Null)),
-        Refusal::TooDeep { .. } => (Reason::TooDeep, json!([{ "message": message }])),
-        Refusal::IdTooLong { .. } => (Reason::IdTooLong, json!([{ "message": message }])),
     }
 }

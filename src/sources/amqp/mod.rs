@@ -21,7 +21,8 @@ pub mod config;
 
 use crate::files;
 use crate::metrics::Render;
-use crate::router::admit::{prepare, Data, Envelope, Producer, Refusal};
+use super::Reason;
+use crate::router::admit::{prepare, Data, Envelope, Producer};
 use crate::router::{AcceptError, Pipeline};
 use crate::schema::Registry;
 use config::{Resolved, TypeFrom};
@@ -49,41 +50,6 @@ pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// First pause before connecting again; doubled up to [`MAX_RECONNECT_PAUSE`].
 const FIRST_RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 pub const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(5);
-
-/// Why a message was not an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    UnknownType,
-    MalformedJson,
-    ValidationFailed,
-    TooDeep,
-    IdTooLong,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::UnknownType => "unknown_type",
-            Reason::MalformedJson => "malformed_json",
-            Reason::ValidationFailed => "validation_failed",
-            Reason::TooDeep => "too_deep",
-            Reason::IdTooLong => "id_too_long",
-        }
-    }
-
-    /// A refusal of [`prepare`] as a reason and its errors (the HTTP error body's shape).
-    pub fn of(refusal: Refusal) -> (Reason, Value) {
-        let message = refusal.to_string();
-        match refusal {
-            Refusal::NotJson(_) => (Reason::MalformedJson, json!([{ "message": message }])),
-            Refusal::Invalid { errors, .. } => {
-                (Reason::ValidationFailed, serde_json::to_value(errors).unwrap_or(Value::Null))
-            }
-            Refusal::TooDeep { .. } => (Reason::TooDeep, json!([{ "message": message }])),
-            Refusal::IdTooLong { .. } => (Reason::IdTooLong, json!([{ "message": message }])),
-        }
-    }
-}
 
 #[derive(Default)]
 struct Counters {
