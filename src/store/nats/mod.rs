@@ -16,10 +16,16 @@
 //!   are this instance's own (as are emitted events' statuses: their root is the unit);
 //! - **idempotency** (`<stream>_KEYS`): producer, source and id hashed to the first
 //!   event's id, created only if absent, aged out by the bucket after the window;
+//! - **retries** (`<stream>_RETRY`): a retry handed back ([`EventLog::defer`]) keeps the
+//!   router's note of what is left here, and the event is NAKed with its back-off;
 //! - **what the others did**: every instance subscribes to the event subjects (core NATS,
 //!   no consumer state) and to `<prefix>.emitted` and `<prefix>.done`, so its live
 //!   subscribers, RPC callers and waiting workflow steps see events admitted, emitted and
 //!   finished by any instance. These are at-most-once, like a live tail.
+//!
+//! Beside the log, in their own modules: shared dead letters ([`letters`]), cluster
+//! leases ([`leases`]) and uploaded plugins ([`plugins`]); the config service's documents
+//! live in `<stream>_CONFIG` (`crate::store::config_docs`).
 
 pub mod config;
 pub mod leases;
