@@ -273,10 +273,13 @@ impl Workflows {
             let message = format!("step {step} done ({} of {})", i + 1, steps.len());
             emit(&state, "progress", json!({ "workflow": workflow, "task": id, "message": message })).await;
         }
+        {
+            // Done before `task_end` goes out: whoever hears it and asks finds the task done.
+            let mut t = task.lock().expect("task");
+            t.state = TaskState::Done;
+            t.finished_at = Some(time::OffsetDateTime::now_utc());
+        }
         emit(&state, "task_end", json!({ "task_id": id, "descriptor_id": workflow })).await;
-        let mut t = task.lock().expect("task");
-        t.state = TaskState::Done;
-        t.finished_at = Some(time::OffsetDateTime::now_utc());
     }
 
     /// One step: the action event (Wasm handlers), the action to subscribers, the wait.
