@@ -264,6 +264,10 @@ impl NatsLog {
 pub async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client, StoreError> {
     let mut options = async_nats::ConnectOptions::new()
         .name("eventyard")
+        // This instance's own publishes are not delivered back to its subscriptions: each
+        // instance listens to every event subject, and its own events (all of them, on one
+        // instance) would cost the server a delivery and this process a parse each.
+        .no_echo()
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
         .event_callback(|event| async move {
