@@ -8,6 +8,9 @@
 //!   ~290 bytes of JSON;
 //! - header `Nats-Msg-Id` = the event id (JetStream's deduplication, as the router sends it).
 //!
+//! `--listen` adds the router's other per-event work on the connection: a subscription to
+//! `<prefix>.ev.>` that gets every event back (each instance's `listen` task).
+//!
 //! `--connections C` tasks share one client (one TCP connection, as the router has) unless
 //! `--clients` says more. In single mode each task publishes one event and awaits its PubAck
 //! before the next (a wrk connection awaiting its 202); in batch mode (`--batch 100`) it
@@ -58,10 +61,19 @@ struct Args {
     /// Do not send `Nats-Msg-Id` (no deduplication work on the server).
     #[arg(long)]
     no_msg_id: bool,
+    /// Also do what every router instance does besides publishing (src/store/nats/mod.rs,
+    /// `Shared::listen`): subscribe on the same connection to `<prefix>.ev.>` (so the server
+    /// sends every event back) and skip its own by the instance header it then sends. A
+    /// diagnostic: the difference it makes is that subscription's cost.
+    #[arg(long)]
+    listen: bool,
     /// A label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
 }
+
+/// The router's header naming the instance that published (`INSTANCE_HEADER`).
+const INSTANCE_HEADER: &str = "Eventyard-Instance";
 
 /// The data of the router's benchmark body (benches/http/echo.json).
 const DATA: &str = r#"{"meta":{"request_id":"01HZX3K9V7Q2M8N4P6R5T0W1YA","correlation_id":"c0a8-77f1","priority":5},"message":"ping from the end-to-end benchmark"}"#;
@@ -90,25 +102,28 @@ struct Shot {
     message: PublishMessage,
 }
 
-fn shot(args: &Args) -> Shot {
+fn shot(args: &Args, instance: &str) -> Shot {
     let id = uuid::Uuid::now_v7().to_string();
     let mut message = PublishMessage::build().payload(event(&id));
     if !args.no_msg_id {
         message = message.message_id(&id);
     }
+    if args.listen {
+        message = message.header(INSTANCE_HEADER, instance);
+    }
     Shot { subject: format!("{}.ev.0.{id}", args.prefix), message }
 }
 
 /// Publishes one round (one event, or a batch) and awaits every ack.
-async fn round(js: &jetstream::Context, args: &Args) -> Result<(), async_nats::Error> {
+async fn round(js: &jetstream::Context, args: &Args, instance: &str) -> Result<(), async_nats::Error> {
     if args.batch <= 1 {
-        let s = shot(args);
+        let s = shot(args, instance);
         js.send_publish(s.subject, s.message).await?.await?;
         return Ok(());
     }
     let mut acks = Vec::with_capacity(args.batch);
     for _ in 0..args.batch {
-        let s = shot(args);
+        let s = shot(args, instance);
         acks.push(js.send_publish(s.subject, s.message).await?);
     }
     for ack in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
@@ -139,6 +154,24 @@ async fn main() -> Result<(), async_nats::Error> {
         })
         .await?;
 
+    let instance: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+    let mut listeners = Vec::new();
+    let echoed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if args.listen {
+        for js in &contexts {
+            let mut sub = js.client().subscribe(format!("{}.ev.>", args.prefix)).await?;
+            let (instance, echoed) = (instance.clone(), echoed.clone());
+            listeners.push(tokio::spawn(async move {
+                use futures_util::StreamExt;
+                while let Some(m) = sub.next().await {
+                    let own = m.headers.as_ref().and_then(|h| h.get(INSTANCE_HEADER)).is_some_and(|v| v.as_str() == &*instance);
+                    if own {
+                        echoed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
     let warm_until = Instant::now() + Duration::from_secs_f64(args.warmup);
     let measuring = Arc::new(AtomicBool::new(args.warmup <= 0.0));
     let end = warm_until + Duration::from_secs_f64(args.seconds);
@@ -147,6 +180,7 @@ async fn main() -> Result<(), async_nats::Error> {
         let js = contexts[i % contexts.len()].clone();
         let args = args.clone();
         let measuring = measuring.clone();
+        let instance = instance.clone();
         tasks.push(tokio::spawn(async move {
             let (mut events, mut errors) = (0u64, 0u64);
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
@@ -156,7 +190,7 @@ async fn main() -> Result<(), async_nats::Error> {
                     break;
                 }
                 let counted = measuring.load(Ordering::Relaxed);
-                match round(&js, &args).await {
+                match round(&js, &args, &instance).await {
                     Ok(()) if counted => {
                         events += args.batch.max(1) as u64;
                         latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -193,6 +227,8 @@ async fn main() -> Result<(), async_nats::Error> {
         "connections": args.connections,
         "clients": contexts.len(),
         "msg_id": !args.no_msg_id,
+        "listen": args.listen,
+        "echoed": echoed.load(Ordering::Relaxed),
         "seconds": (elapsed * 1000.0).round() / 1000.0,
         "events": events,
         "errors": errors,
@@ -203,6 +239,9 @@ async fn main() -> Result<(), async_nats::Error> {
         "payload_bytes": event(&uuid::Uuid::now_v7().to_string()).len(),
     });
     println!("{out}");
+    for listener in listeners {
+        listener.abort();
+    }
     for js in &contexts {
         js.client().flush().await?;
     }
