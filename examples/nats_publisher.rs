@@ -8,8 +8,9 @@
 //!   ~290 bytes of JSON;
 //! - header `Nats-Msg-Id` = the event id (JetStream's deduplication, as the router sends it).
 //!
-//! `--listen` adds the router's other per-event work on the connection: a subscription to
-//! `<prefix>.ev.>` that gets every event back (each instance's `listen` task).
+//! `--listen` adds what each router did on its connection before it set `no_echo` (41dee64):
+//! a subscription to `<prefix>.ev.>` that gets every event back (each instance's `listen`
+//! task), its own skipped by the instance header.
 //!
 //! `--connections C` tasks share one client (one TCP connection, as the router has) unless
 //! `--clients` says more. In single mode each task publishes one event and awaits its PubAck
@@ -61,10 +62,11 @@ struct Args {
     /// Do not send `Nats-Msg-Id` (no deduplication work on the server).
     #[arg(long)]
     no_msg_id: bool,
-    /// Also do what every router instance does besides publishing (src/store/nats/mod.rs,
-    /// `Shared::listen`): subscribe on the same connection to `<prefix>.ev.>` (so the server
-    /// sends every event back) and skip its own by the instance header it then sends. A
-    /// diagnostic: the difference it makes is that subscription's cost.
+    /// Also do what every router instance did besides publishing before `no_echo`
+    /// (src/store/nats/mod.rs, `Shared::listen`): subscribe on the same connection to
+    /// `<prefix>.ev.>` (so the server sends every event back) and skip its own by the
+    /// instance header it then sends. A diagnostic: the difference it makes is that
+    /// subscription's cost.
     #[arg(long)]
     listen: bool,
     /// A label copied into the JSON output.
@@ -164,7 +166,11 @@ async fn main() -> Result<(), async_nats::Error> {
             listeners.push(tokio::spawn(async move {
                 use futures_util::StreamExt;
                 while let Some(m) = sub.next().await {
-                    let own = m.headers.as_ref().and_then(|h| h.get(INSTANCE_HEADER)).is_some_and(|v| v.as_str() == &*instance);
+                    let own = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(INSTANCE_HEADER))
+                        .is_some_and(|v| v.as_str() == &*instance);
                     if own {
                         echoed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -220,7 +226,13 @@ async fn main() -> Result<(), async_nats::Error> {
     // Rounds still in flight at the deadline finish after it: count the time they took.
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let out = serde_json::json!({
         "label": args.label,
         "mode": if args.batch <= 1 { "single".to_string() } else { format!("batch{}", args.batch) },

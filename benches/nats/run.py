@@ -12,7 +12,7 @@ $NATS_SERVER) and two release binaries, which this script does not build:
 (the env var matches the profile the other benchmarks' builds used, so the release
 dependencies are reused instead of rebuilt; it also gives perf line tables).
 
-Starts nats-server (-js, file storage in a temp dir, a free port) and four routers, all with
+Starts nats-server (-js, file storage in a temp dir, a free port) and five routers, all with
 no plugins and no routes (ingestion only: every event is accepted, stored and finished):
   L    the local log (the default store, group commit: fdatasync before each 202)
   Loff the local log with durability = "off" (written, never synced): nats-server's
@@ -28,8 +28,9 @@ and, per round, back to back (each measurement starts from an empty stream):
   P-single, P-batch        target/release/examples/nats_publisher -c C: C publishers on one
                            connection, each awaiting its PubAck before the next (single), or
                            publishing 100 and then awaiting all 100 acks (batch)
-  P-listen                 diagnostic: P-single plus what each router does on its connection
-                           besides publishing, a subscription to every event (`--listen`)
+  P-listen                 diagnostic: P-single plus what each router did on its connection
+                           before no_echo (41dee64): a subscription to every event, its own
+                           delivered back to it (`--listen`)
 The body is benches/http/end_to_end.py's `infrahub/send.echo.request` event. Events/s of a
 router = its eventyard_events_accepted_total delta / wrk's duration. Also shown: CPU per
 event of the router(s), of nats-server and of the load generator (wrk or the publisher).
