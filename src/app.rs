@@ -23,7 +23,7 @@ use crate::store::dead_letters::DeadLetters;
 use crate::store::local::LocalOptions;
 use crate::store::config::Backend;
 use crate::store::lease::Leases;
-use crate::sources::amqp::AmqpSource;
+use crate::sources::amqp::{AmqpSource, SourcesMetrics};
 use crate::sources::nats::NatsSource;
 use crate::store::nats::leases::NatsLeases;
 use crate::store::nats::plugins::SharedPlugins;
@@ -192,9 +192,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .iter()
         .map(|s| Arc::new(AmqpSource::new(s.resolve(), &options_dir(config))))
         .collect();
-    for source in &amqp_sources {
-        http.metrics.register(source.clone());
-    }
+    http.metrics.register(Arc::new(SourcesMetrics(amqp_sources.clone())));
     Ok(App { http, fixinventory, plugins, nats_source, amqp_sources })
 }
 

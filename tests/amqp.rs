@@ -3,7 +3,7 @@
 //! through PyPI `evbus-pika`, and a Rust (lapin) producer across a broker `kill -9`.
 
 use crate::support::rabbitmq::Broker;
-use crate::support::{client, guest, lang_guest, repo, Server};
+use crate::support::{client, eventually, guest, lang_guest, repo, Server};
 use eventyard::config::Config;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -20,10 +20,20 @@ async fn metric(s: &Server, series: &str) -> f64 {
 
 /// Waits until `series` reaches at least `value`.
 async fn at_least(s: &Server, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(s, series).await < value {
-        assert!(Instant::now() < deadline, "{series} never reached {value}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually(&format!("{series} reaches {value}"), || async { metric(s, series).await >= value }).await;
+}
+
+/// Waits until every id is processed as seen through `base`, each with one echo answer
+/// (processed once: a duplicate is not run again).
+async fn all_processed_once(base: &str, ids: &[String]) {
+    for id in ids {
+        let status = || async {
+            let res = client().get(format!("{base}/v1/events/{id}")).send().await.unwrap();
+            res.json::<Value>().await.unwrap_or(Value::Null)
+        };
+        eventually(&format!("{id} processed"), || async { status().await["state"] == "processed" }).await;
+        let v = status().await;
+        assert_eq!(v["emitted"].as_array().map(Vec::len), Some(1), "processed once, one answer: {v}");
     }
 }
 
@@ -260,19 +270,7 @@ async fn the_source_reconnects_after_a_broker_kill_9_and_loses_nothing_the_broke
     .unwrap();
     let confirmed = producer.await.unwrap();
     assert_eq!(confirmed.len(), 400, "the producer got every message confirmed in the end");
-    for id in &confirmed {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let res = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap();
-            let v: Value = res.json().await.unwrap_or(Value::Null);
-            if v["state"] == "processed" {
-                assert_eq!(v["emitted"].as_array().map(Vec::len), Some(1), "{v}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} confirmed by the broker but never processed: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_processed_once(&s.url(""), &confirmed).await;
     assert!(metric(&s, r#"eventyard_amqp_reconnects_total{source="infrahub"}"#).await >= 1.0);
     eprintln!(
         "broker kill -9: 400 confirmed, all processed; {} redelivered duplicates",
@@ -289,15 +287,11 @@ async fn eventyard_killed_mid_stream_leaves_unacked_messages_to_come_back_and_ea
     let config = format!("[ingest]\nidempotency_window_secs = 3600\n{ECHO_ROUTE}{}", infrahub_source(&broker.url()));
     let mut router = Router::start(dir.path(), &config).await;
     // Declared by the router: wait for its source before publishing.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("the AMQP source connects", || async {
         let m = client().get(format!("{}/metrics", router.base)).send().await.unwrap().text().await.unwrap();
-        if m.contains("eventyard_amqp_connected{source=\"infrahub\"} 1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the AMQP source never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        m.contains("eventyard_amqp_connected{source=\"infrahub\"} 1")
+    })
+    .await;
     let producer = tokio::spawn(publish_through_restarts(broker.url(), 600, Duration::from_secs(120)));
     tokio::time::sleep(Duration::from_millis(800)).await;
     std::process::Command::new("kill").args(["-9", &router.child.id().to_string()]).status().unwrap();
@@ -305,24 +299,6 @@ async fn eventyard_killed_mid_stream_leaves_unacked_messages_to_come_back_and_ea
     let confirmed = producer.await.unwrap();
     assert_eq!(confirmed.len(), 600);
     let restarted = Router::start(dir.path(), &config).await;
-    for id in &confirmed {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v: Value = client()
-                .get(format!("{}/v1/events/{id}", restarted.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap_or(Value::Null);
-            if v["state"] == "processed" {
-                assert_eq!(v["emitted"].as_array().map(Vec::len), Some(1), "processed once, one answer: {v}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} never processed after the restart: {v}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
+    all_processed_once(&restarted.base, &confirmed).await;
     drop(router);
 }

@@ -4,7 +4,7 @@
 
 use crate::durability::Router;
 use crate::support::nats::NatsServer;
-use crate::support::{client, guest, next_json_within, ADMIN_TOKEN};
+use crate::support::{client, eventually, guest, next_json_within, ADMIN_TOKEN};
 use eventyard::store::nats::NatsConfig;
 use eventyard::store::{conformance, NatsLog};
 use serde_json::{json, Value};
@@ -292,15 +292,6 @@ async fn a_subscriber_of_one_instance_sees_events_accepted_by_another() {
 async fn letters(base: &str) -> Vec<Value> {
     let list: Value = client().get(format!("{base}/v1/dead-letters")).send().await.unwrap().json().await.unwrap();
     list["dead_letters"].as_array().cloned().unwrap_or_default()
-}
-
-/// Polls `f` until it holds (or panics with `what` after a while).
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

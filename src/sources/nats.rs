@@ -18,7 +18,7 @@ use super::Reason;
 use crate::router::admit::{prepare, Data, Envelope, Producer};
 use crate::router::{AcceptError, Pipeline};
 use crate::schema::Registry;
-use crate::store::nats::{connect_client, NatsConfig};
+use crate::store::nats::{connect_client, nats, NatsConfig};
 use crate::store::StoreError;
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
@@ -38,10 +38,6 @@ pub struct NatsSource {
     consumer: consumer::Consumer<consumer::pull::Config>,
     prefix: String,
     rejected_stream: String,
-}
-
-fn nats(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Shared { message: format!("{what}: {e}") }
 }
 
 impl NatsSource {

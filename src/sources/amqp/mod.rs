@@ -90,7 +90,10 @@ impl AmqpSource {
                 Ok(()) => tracing::warn!(source = %self.config.name, "AMQP consumer ended; connecting again"),
                 Err(e) => tracing::warn!(source = %self.config.name, error = %e, "AMQP connection lost or refused; connecting again"),
             }
-            self.counters.connected.store(0, Ordering::Relaxed);
+            // A session that got as far as consuming starts the back-off afresh.
+            if self.counters.connected.swap(0, Ordering::Relaxed) == 1 {
+                pause = FIRST_RECONNECT_PAUSE;
+            }
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
@@ -198,7 +201,7 @@ impl AmqpSource {
             }
         }
         if let Some((reply_to, correlation_id, waiting)) = answer {
-            self.reply(link, pipeline, reply_to, correlation_id, waiting).await;
+            self.reply(link, reply_to, correlation_id, waiting).await;
         }
     }
 
@@ -246,7 +249,6 @@ impl AmqpSource {
     async fn reply(
         &self,
         link: &Link,
-        _pipeline: &Pipeline,
         reply_to: String,
         correlation_id: String,
         mut waiting: crate::router::rpc::Waiting<'_>,
@@ -342,21 +344,55 @@ fn amqp_text(v: &AMQPValue) -> Option<String> {
     }
 }
 
-impl Render for AmqpSource {
+/// The AMQP sources' lines of `/metrics`: each series once, a line per source (a series'
+/// `HELP` and `TYPE` may appear only once in the text format).
+pub struct SourcesMetrics(pub Vec<Arc<AmqpSource>>);
+
+impl Render for SourcesMetrics {
     fn render(&self, out: &mut String) {
-        let c = &self.counters;
-        let source = &self.config.name;
-        for (name, help, counter) in [
-            ("eventyard_amqp_connected", "1 while the AMQP source is connected and consuming.", &c.connected),
-            ("eventyard_amqp_reconnects_total", "Times the AMQP source lost its connection and connected again.", &c.reconnects),
-            ("eventyard_amqp_messages_total", "Messages the AMQP source received.", &c.consumed),
-            ("eventyard_amqp_accepted_total", "Messages made into durable events (duplicates included) and acked.", &c.accepted),
-            ("eventyard_amqp_rejected_total", "Messages that were not valid events, kept as rejected records.", &c.rejected),
-            ("eventyard_amqp_handed_back_total", "Messages handed back to the broker because the router could not take them then.", &c.handed_back),
-            ("eventyard_amqp_replies_total", "Requests answered on their reply_to queue.", &c.replies),
-        ] {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{source=\"{source}\"}} {}", counter.load(Ordering::Relaxed));
+        if self.0.is_empty() {
+            return;
         }
+        let series: [(&str, &str, fn(&Counters) -> &AtomicU64); 7] = [
+            ("eventyard_amqp_connected", "1 while the AMQP source is connected and consuming.", |c| &c.connected),
+            ("eventyard_amqp_reconnects_total", "Times the AMQP source lost its connection and connected again.", |c| &c.reconnects),
+            ("eventyard_amqp_messages_total", "Messages the AMQP source received.", |c| &c.consumed),
+            ("eventyard_amqp_accepted_total", "Messages made into durable events (duplicates included) and acked.", |c| &c.accepted),
+            ("eventyard_amqp_rejected_total", "Messages that were not valid events, kept as rejected records.", |c| &c.rejected),
+            ("eventyard_amqp_handed_back_total", "Messages handed back to the broker because the router could not take them then.", |c| &c.handed_back),
+            ("eventyard_amqp_replies_total", "Requests answered on their reply_to queue.", |c| &c.replies),
+        ];
+        for (name, help, counter) in series {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for source in &self.0 {
+                let value = counter(&source.counters).load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {value}", source.config.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_sources_share_each_series_help_and_type() {
+        let source = |name: &str| {
+            let toml = format!("name = \"{name}\"\nurl = \"amqp://localhost\"\nqueue = \"q\"\n");
+            let config: config::AmqpSourceConfig = toml::from_str(&toml).expect("a source");
+            Arc::new(AmqpSource::new(config.resolve(), std::path::Path::new("/tmp")))
+        };
+        let (a, b) = (source("a"), source("b"));
+        b.counters.rejected.store(3, Ordering::Relaxed);
+        let mut out = String::new();
+        SourcesMetrics(vec![a, b]).render(&mut out);
+        assert_eq!(out.matches("# HELP eventyard_amqp_rejected_total").count(), 1, "{out}");
+        assert!(out.contains("eventyard_amqp_rejected_total{source=\"a\"} 0\n"), "{out}");
+        assert!(out.contains("eventyard_amqp_rejected_total{source=\"b\"} 3\n"), "{out}");
+        let mut none = String::new();
+        SourcesMetrics(Vec::new()).render(&mut none);
+        assert!(none.is_empty(), "no AMQP source, no AMQP lines");
     }
 }

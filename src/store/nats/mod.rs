@@ -112,8 +112,8 @@ struct Shared {
     outcome_retries: AtomicU64,
 }
 
-/// A NATS failure as the log's error.
-fn nats(what: &str, e: impl std::fmt::Display) -> StoreError {
+/// A NATS failure as the store's error (also the NATS source's).
+pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Shared { message: format!("{what}: {e}") }
 }
 
