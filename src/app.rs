@@ -14,7 +14,8 @@ use crate::protocols::fixinventory::{self, FixInventory};
 use crate::protocols::infrahub;
 use crate::router::pipeline::Durable;
 use crate::router::retry::{Clock, SystemClock};
-use crate::router::{routes, Pipeline, Route};
+use crate::router::{routes, Pipeline, Route, Sink};
+use crate::sinks::amqp::{AmqpSink, SinksMetrics};
 use crate::schema::catalog::Catalog;
 use crate::schema::{Registry, SchemaError, Strictness};
 use crate::settings::Invalid;
@@ -138,8 +139,14 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         let (plugins, engine) = load_plugins(config, &registry, &samples)?;
         (plugins, Some(engine))
     };
-    let routes: Vec<Route> =
-        config.routes.iter().enumerate().map(|(i, r)| routes::build(i, r, &plugins)).collect::<Result<_, _>>()?;
+    let amqp_sinks: Vec<Arc<AmqpSink>> = config.sinks.amqp.iter().map(|s| Arc::new(AmqpSink::new(s.resolve()))).collect();
+    let sinks: Vec<Arc<dyn Sink>> = amqp_sinks.iter().map(|s| s.clone() as Arc<dyn Sink>).collect();
+    let routes: Vec<Route> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| routes::build(i, r, &plugins, &sinks))
+        .collect::<Result<_, _>>()?;
     let options = LocalOptions {
         dir: config.store.dir.clone().unwrap_or_else(|| config.data_dir.join("log")),
         durability: match config.store.durability {
@@ -193,6 +200,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .map(|s| Arc::new(AmqpSource::new(s.resolve(), &options_dir(config))))
         .collect();
     http.metrics.register(Arc::new(SourcesMetrics(amqp_sources.clone())));
+    http.metrics.register(Arc::new(SinksMetrics(amqp_sinks)));
     Ok(App { http, fixinventory, plugins, nats_source, amqp_sources })
 }
 

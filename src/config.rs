@@ -44,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[sources]`: broker sources (the NATS source).
     pub sources: crate::sources::config::SourcesConfig,
+    /// `[sinks]`: broker destinations routes deliver to (`[[sinks.amqp]]`).
+    pub sinks: crate::sinks::config::SinksConfig,
     #[serde(rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
     #[serde(rename = "route")]
@@ -66,6 +68,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             store: StoreConfig::default(),
             sources: Default::default(),
+            sinks: Default::default(),
             plugins: Vec::new(),
             routes: Vec::new(),
             workflows: vec![WorkflowConfig {
@@ -124,6 +127,11 @@ impl Config {
         self.pipeline.check()?;
         self.store.check()?;
         self.sources.check()?;
+        self.sinks.check()?;
+        if let Some(name) = self.sinks.names().find(|n| self.plugins.iter().any(|p| p.name == *n)) {
+            // Dead letters and retries name a route's step by name.
+            return Err(Invalid::new("sinks.amqp.name", format!("`{name}` is also a plugin's name")).into());
+        }
         if self.sources.nats.enabled {
             // The source connects with `[store.nats]`'s settings, whatever the log's backend.
             self.store.nats.check()?;
@@ -160,6 +168,9 @@ impl Config {
                         Some(_) => {}
                     }
                 }
+            }
+            if let Some(n) = r.sinks.iter().find(|n| !self.sinks.names().any(|s| s == n.as_str())) {
+                return Err(Invalid::new(format!("{key}.sinks"), format!("no sink named `{n}`")).into());
             }
         }
         Ok(())
@@ -246,6 +257,8 @@ name = "cleanup"
             (with_plugins("[[route]]\nmatch = \"a/*\"\nregex = \"^a\"\nhandlers = [\"h\"]"), "route[0].match"),
             (with_plugins("[[route]]\nhandlers = [\"h\"]"), "route[0].match"),
             (route("handlers = [\"nope\"]"), "route[0].handlers"),
+            (route("sinks = [\"nope\"]"), "route[0].sinks"),
+            (with_plugins("[[sinks.amqp]]\nname = \"h\"\nurl = \"amqp://x\""), "sinks.amqp.name"),
             (route("handlers = [\"f\"]"), "route[0].handlers"),
             (route("filters = [\"h\"]"), "route[0].filters"),
             (route("handlers = [\"h\"]\n[[route]]\nmatch = \"b\"\nhandlers = [\"x\"]"), "route[1].handlers"),

@@ -9,10 +9,11 @@
 //! | vocabulary | [`settings`], [`files`], [`schema`], [`event`], [`metrics`] | the refused-setting shape, owner-only atomic files, the catalogue and compiled validators, the accepted event, outcomes and failures, Prometheus helpers |
 //! | state and sandbox | [`store`], [`wasm`] | the event log (the `EventLog` contract), statuses and dedup, dead letters, documents; the Wasm plugin host |
 //! | core | [`router`] | admission, routes, the workers that run plugins, settling, retries, telling whoever waits |
-//! | doors | [`http`], [`protocols`], [`admin`], [`sources`] | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops; events from brokers (NATS) |
+//! | doors | [`http`], [`protocols`], [`admin`], [`sources`], [`sinks`] (and [`amqp`], the AMQP client pieces the last two share) | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops; events from brokers (NATS, AMQP); events out to brokers (AMQP) |
 //! | composition | [`config`], [`app`], [`cli`] | the TOML that composes every part's section; building and serving one router; the command line |
 
 pub mod admin;
+pub mod amqp;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod protocols;
 pub mod router;
 pub mod schema;
 pub mod settings;
+pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod wasm;

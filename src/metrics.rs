@@ -18,6 +18,26 @@ pub trait Render: Send + Sync {
     fn render(&self, out: &mut String);
 }
 
+/// One series of [`render_per_part`]: its name, help text, and how to read it off a part.
+pub type PartSeries<P> = (&'static str, &'static str, fn(&P) -> &AtomicU64);
+
+/// The lines of series that every part of one kind has (each AMQP source, each sink), one
+/// line per part labelled `label="<name>"`: each series' `HELP` and `TYPE` once (the text
+/// format allows them once), a `_total` series a counter, others gauges. Nothing without
+/// parts.
+pub fn render_per_part<P>(out: &mut String, label: &str, parts: &[(&str, &P)], series: &[PartSeries<P>]) {
+    if parts.is_empty() {
+        return;
+    }
+    for (name, help, value) in series {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (part, counters) in parts {
+            let _ = writeln!(out, "{name}{{{label}=\"{part}\"}} {}", value(counters).load(Ordering::Relaxed));
+        }
+    }
+}
+
 /// Rejections by the stable error code the client saw.
 #[derive(Default)]
 pub struct RejectCounters {

@@ -1,6 +1,7 @@
 //! RabbitMQ sources with real producers: a private broker (Debian's rabbitmq-server), an
 //! Infrahub-style client built with PyPI `aio-pika`, a real `idem state` run publishing
-//! through PyPI `evbus-pika`, and a Rust (lapin) producer across a broker `kill -9`.
+//! through PyPI `evbus-pika`, and a Rust (lapin) producer across a broker `kill -9`; and
+//! the AMQP sink, read by a lapin consumer, across a broker that is down.
 
 use crate::support::rabbitmq::Broker;
 use crate::support::{client, eventually, guest, lang_guest, repo, Server};
@@ -301,4 +302,152 @@ async fn eventyard_killed_mid_stream_leaves_unacked_messages_to_come_back_and_ea
     let restarted = Router::start(dir.path(), &config).await;
     all_processed_once(&restarted.base, &confirmed).await;
     drop(router);
+}
+
+/// A queue `out` (durable, so it outlives a broker restart) bound with `#` to the durable
+/// topic exchange `eventyard.out`, declared by the test as a consumer would.
+async fn bound_queue(url: &str) -> lapin::Channel {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = connection.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare("eventyard.out".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("out".into(), durable, FieldTable::default()).await.unwrap();
+    ch.queue_bind("out".into(), "eventyard.out".into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    // The channel keeps its connection open.
+    std::mem::forget(connection);
+    ch
+}
+
+/// The messages of queue `out` with these ids (message_id), one each: the sink delivers at
+/// least once (an attempt whose confirm was slow is made again), so a consumer dedups by id.
+async fn take(ch: &lapin::Channel, ids: &[&str]) -> Vec<lapin::message::Delivery> {
+    let mut got: Vec<lapin::message::Delivery> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id_of = |m: &lapin::message::Delivery| m.properties.message_id().as_ref().map(|v| v.to_string()).unwrap_or_default();
+    while !ids.iter().all(|id| got.iter().any(|m| id_of(m) == *id)) {
+        assert!(Instant::now() < deadline, "only {} of {ids:?} arrived", got.len());
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        match ch.basic_get("out".into(), options).await.unwrap() {
+            Some(m) if ids.contains(&id_of(&m.delivery).as_str()) && !got.iter().any(|g| id_of(g) == id_of(&m.delivery)) => {
+                got.push(m.delivery)
+            }
+            Some(_) => {}
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    got
+}
+
+async fn state_of(s: &Server, id: &str) -> Value {
+    let status = || async { client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json::<Value>().await.unwrap() };
+    eventually(&format!("{id} finished"), || async { matches!(status().await["state"].as_str(), Some("processed" | "dead_lettered")) }).await;
+    status().await
+}
+
+async fn post(s: &Server, type_name: &str, body: Value, priority: u8) -> String {
+    let url = s.url(&format!("/v1/events/{type_name}"));
+    let res = client().post(url).header("priority", priority.to_string()).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// Routes deliver to an exchange with publisher confirms; a message no queue takes is
+/// refused, not dropped; with the broker down the route retries, then dead-letters, and
+/// the letter replayed once the broker is back is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_publishes_with_confirms_and_a_broker_that_is_down_means_retries_then_a_dead_letter() {
+    let mut broker = Broker::start();
+    let consumer = bound_queue(&broker.url()).await;
+    let config = format!(
+        r#"
+[[sinks.amqp]]
+name = "out"
+url = "{url}"
+exchange = "eventyard.out"
+strip_prefix = "infrahub/"
+headers = {{ origin = "eventyard-test" }}
+
+[[sinks.amqp]]
+name = "nowhere"
+url = "{url}"
+exchange = "eventyard.nowhere"
+
+[[route]]
+match = "infrahub/send.echo.request"
+sinks = ["out"]
+retry = {{ max_attempts = 3, base_ms = 50, max_ms = 100 }}
+
+[[route]]
+match = "infrahub/refresh.registry.branches"
+sinks = ["nowhere"]
+retry = {{ max_attempts = 2, base_ms = 50, max_ms = 100 }}
+"#,
+        url = broker.url()
+    );
+    let s = Server::with_config(Config::parse(&config).unwrap()).await;
+    let mut ids = Vec::new();
+    for priority in [2u8, 5] {
+        let body = json!({ "meta": { "correlation_id": format!("corr-{priority}") }, "message": format!("to the bus {priority}") });
+        ids.push(post(&s, "infrahub/send.echo.request", body, priority).await);
+    }
+    for id in &ids {
+        assert_eq!(state_of(&s, id).await["state"], "processed");
+    }
+    let mut messages = take(&consumer, &[ids[0].as_str(), ids[1].as_str()]).await;
+    messages.sort_by_key(|m| m.properties.priority().unwrap_or(0));
+    for (m, (id, priority)) in messages.iter().zip(ids.iter().zip([2u8, 5])) {
+        let p = &m.properties;
+        assert_eq!(m.routing_key.as_str(), "send.echo.request");
+        assert_eq!(p.message_id().as_ref().map(|v| v.as_str()), Some(id.as_str()));
+        assert_eq!(p.priority(), &Some(priority));
+        assert_eq!(p.correlation_id().as_ref().map(|v| v.to_string()), Some(format!("corr-{priority}")));
+        let headers = p.headers().as_ref().expect("headers").inner();
+        let header = |k: &str| headers.get(k).and_then(eventyard::amqp::text);
+        assert_eq!(header("cloudEvents:type").as_deref(), Some("infrahub/send.echo.request"));
+        assert_eq!(header("origin").as_deref(), Some("eventyard-test"));
+        let body: Value = serde_json::from_slice(&m.data).unwrap();
+        assert_eq!(body["message"], format!("to the bus {priority}"));
+    }
+    assert_eq!(metric(&s, r#"eventyard_amqp_sink_published_total{sink="out"}"#).await, 2.0);
+
+    // No queue is bound to `eventyard.nowhere`: refused (mandatory), retried, dead-lettered.
+    let lost = post(&s, "infrahub/refresh.registry.branches", json!({}), 3).await;
+    let status = state_of(&s, &lost).await;
+    assert_eq!(status["state"], "dead_lettered", "{status}");
+    assert_eq!((status["failed"][0]["kind"].as_str(), status["failed"][0]["attempts"].as_u64()), (Some("sink_refused"), Some(2)), "{status}");
+
+    // The broker down: each attempt fails at once, the route retries, then a dead letter.
+    broker.kill9();
+    let late = post(&s, "infrahub/send.echo.request", json!({ "message": "while the broker is down" }), 3).await;
+    let status = state_of(&s, &late).await;
+    assert_eq!(status["state"], "dead_lettered", "{status}");
+    let failure = &status["failed"][0];
+    assert_eq!((failure["plugin"].as_str(), failure["kind"].as_str(), failure["attempts"].as_u64()), (Some("out"), Some("sink_unavailable"), Some(3)), "{status}");
+    assert_eq!(metric(&s, r#"eventyard_amqp_sink_connected{sink="out"}"#).await, 0.0);
+
+    // Back: the letter replayed is delivered (and leaves the list).
+    let mut broker = tokio::task::spawn_blocking(move || {
+        broker.start_again();
+        broker
+    })
+    .await
+    .unwrap();
+    let letters: Value = client().get(s.url("/v1/dead-letters?plugin=out")).send().await.unwrap().json().await.unwrap();
+    let letter = letters["dead_letters"].as_array().unwrap().iter().find(|l| l["event"]["id"] == late.as_str()).unwrap().clone();
+    let res = client().post(s.url(&format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap()))).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let consumer = bound_queue(&broker.url()).await;
+    take(&consumer, &[late.as_str()]).await;
+    eventually("the replayed letter leaves the list", || async {
+        let list: Value = client().get(s.url("/v1/dead-letters?plugin=out")).send().await.unwrap().json().await.unwrap();
+        list["dead_letters"].as_array().is_some_and(|l| l.iter().all(|x| x["event"]["id"] != late.as_str()))
+    })
+    .await;
+    assert!(metric(&s, r#"eventyard_amqp_sink_connects_total{sink="out"}"#).await >= 2.0, "connected again after the restart");
+    broker.kill9();
 }

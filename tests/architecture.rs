@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// The layers, lowest first; a module may import any module of a lower layer. Within a
 /// layer the listed `(from, to)` pairs are allowed too (the HTTP plumbing that the other
-/// doors build on; the Prometheus helpers that speak the event vocabulary).
+/// doors build on; the AMQP client pieces the AMQP source and sink share).
 const LAYERS: &[&[&str]] = &[
     &["settings", "files"],
     &["schema"],
@@ -16,12 +16,13 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["store", "wasm"],
     &["router"],
-    &["http", "protocols", "admin", "sources"],
+    &["http", "protocols", "admin", "sources", "sinks", "amqp"],
     &["config"],
     &["app"],
     &["cli"],
 ];
-const SIDEWAYS: &[(&str, &str)] = &[("protocols", "http"), ("admin", "http")];
+const SIDEWAYS: &[(&str, &str)] =
+    &[("protocols", "http"), ("admin", "http"), ("sources", "amqp"), ("sinks", "amqp")];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))

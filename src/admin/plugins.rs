@@ -219,7 +219,7 @@ async fn install(
     let routes = route_configs
         .iter()
         .enumerate()
-        .map(|(i, r)| crate::router::routes::build(i, r, std::slice::from_ref(&plugin)))
+        .map(|(i, r)| crate::router::routes::build(i, r, std::slice::from_ref(&plugin), &[]))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     crate::files::private_dir(&admin.uploads).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -38,10 +38,16 @@ pub enum FailureKind {
     /// The accepted event's work, all hops and retries together, went past
     /// `pipeline.root_budget` (calls, emitted events or bytes); the rest of it is skipped.
     RootBudget,
+    /// A sink could not deliver: its destination is down, unreachable or did not confirm
+    /// in time. Retryable: it may be back by the next attempt.
+    SinkUnavailable,
+    /// A sink's destination refused the event (a broker's negative confirm, or no queue
+    /// to route it to). Retryable: the destination's topology may be fixed meanwhile.
+    SinkRefused,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 15] = [
+    pub const ALL: [FailureKind; 17] = [
         FailureKind::Trap,
         FailureKind::StackOverflow,
         FailureKind::Deadline,
@@ -57,6 +63,8 @@ impl FailureKind {
         FailureKind::Instantiate,
         FailureKind::HopLimit,
         FailureKind::RootBudget,
+        FailureKind::SinkUnavailable,
+        FailureKind::SinkRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +84,8 @@ impl FailureKind {
             FailureKind::Instantiate => "instantiate",
             FailureKind::HopLimit => "hop_limit",
             FailureKind::RootBudget => "root_budget",
+            FailureKind::SinkUnavailable => "sink_unavailable",
+            FailureKind::SinkRefused => "sink_refused",
         }
     }
 }
@@ -93,7 +103,14 @@ impl Failure {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         // A deadline or a failed output may pass on another try (a slow moment, a transient
         // bug); traps, limits and denials will not.
-        let retryable = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
+        let retryable = matches!(
+            kind,
+            FailureKind::Deadline
+                | FailureKind::EmitInvalid
+                | FailureKind::EmitBudget
+                | FailureKind::SinkUnavailable
+                | FailureKind::SinkRefused
+        );
         Self::with_retry(kind, message, retryable)
     }
 
@@ -112,9 +129,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_deadline_or_a_failed_output_is_retryable_by_default() {
+    fn only_a_deadline_a_failed_output_or_a_failed_delivery_is_retryable_by_default() {
         for kind in FailureKind::ALL {
-            let expected = matches!(kind, FailureKind::Deadline | FailureKind::EmitInvalid | FailureKind::EmitBudget);
+            use FailureKind::*;
+            let expected = [Deadline, EmitInvalid, EmitBudget, SinkUnavailable, SinkRefused].contains(&kind);
             assert_eq!(Failure::new(kind, "x").retryable, expected, "{kind:?}");
         }
     }

@@ -110,6 +110,10 @@ pub struct RouteConfig {
     pub filters: Vec<String>,
     #[serde(default)]
     pub handlers: Vec<String>,
+    /// Sinks the event is delivered to after the handlers (`[[sinks.amqp]]` names); a sink
+    /// that cannot deliver is retried like a handler, then dead-lettered.
+    #[serde(default)]
+    pub sinks: Vec<String>,
     /// How a handler call that failed in a way that may pass (a retryable handler error, a
     /// deadline, a failed output) is tried again before it becomes a dead letter.
     #[serde(default)]

@@ -24,7 +24,9 @@ pub mod retry;
 pub mod routes;
 pub mod rpc;
 pub mod settle;
+pub mod sink;
 
 pub use admit::{AcceptError, Producer};
 pub use pipeline::Pipeline;
-pub use routes::Route;
+pub use routes::{Route, RouteHandler};
+pub use sink::Sink;

@@ -356,14 +356,15 @@ impl Core {
         let routes = self.routes();
         let route = &routes[task.route];
         let handler = &route.handlers[task.handler];
-        if !self.charge(run, handler, route, 1, 0, 0) {
+        if !self.charge(run, handler.name(), route, 1, 0, 0) {
             return;
         }
-        let event = with_retry_count(&task.event, task.attempt);
-        match handler.call(&plugin_event(event.as_ref().unwrap_or(&task.event))) {
+        let counted = with_retry_count(&task.event, task.attempt);
+        let event = counted.as_ref().unwrap_or(&task.event);
+        match handler.call(event, &plugin_event(event)) {
             Ok(events) => {
                 for e in events {
-                    self.emit(handler, route, &task.event, e, run);
+                    self.emit(handler.name(), route, &task.event, e, run);
                 }
             }
             Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, run),
@@ -381,7 +382,7 @@ impl Core {
             let mut current = std::borrow::Cow::Borrowed(event);
             let mut wit = plugin_event(&current);
             for f in &route.filters {
-                if !self.charge(run, f, route, 1, 0, 0) {
+                if !self.charge(run, f.name(), route, 1, 0, 0) {
                     return;
                 }
                 match f.call(&wit) {
@@ -399,25 +400,25 @@ impl Core {
                                 wit = plugin_event(&current);
                             }
                             Err(fail) => {
-                                self.dead_letter(&current, f, route, fail, 1, run);
+                                self.dead_letter(&current, f.name(), route, fail, 1, run);
                                 continue 'routes;
                             }
                         }
                     }
                     Err(fail) => {
-                        self.dead_letter(&current, f, route, fail, 1, run);
+                        self.dead_letter(&current, f.name(), route, fail, 1, run);
                         continue 'routes;
                     }
                 }
             }
             for (handler_index, h) in route.handlers.iter().enumerate() {
-                if !self.charge(run, h, route, 1, 0, 0) {
+                if !self.charge(run, h.name(), route, 1, 0, 0) {
                     return;
                 }
-                match h.call(&wit) {
+                match h.call(&current, &wit) {
                     Ok(events) => {
                         for e in events {
-                            self.emit(h, route, &current, e, run);
+                            self.emit(h.name(), route, &current, e, run);
                         }
                     }
                     Err(fail) => self.handler_failed(&current, route_index, handler_index, fail, 1, run),
@@ -437,18 +438,18 @@ impl Core {
         Ok(Event { type_name: ty.name.clone(), priority, data, ..current.clone() })
     }
 
-    /// Routes one checked emitted event like any other, one hop further.
-    fn emit(&self, from: &Plugin, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
+    /// Routes one checked emitted event (of plugin `from`) like any other, one hop further.
+    fn emit(&self, from: &str, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
         }
-        let (event, routed) = match self.admit_emitted(from.name(), parent, ty.name.clone(), e) {
+        let (event, routed) = match self.admit_emitted(from, parent, ty.name.clone(), e) {
             Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
         run.outcome.emitted.push(Emission {
-            plugin: from.name().to_string(),
+            plugin: from.to_string(),
             type_name: event.type_name.to_string(),
             id: event.id.clone(),
         });

@@ -4,11 +4,14 @@
 
 use super::config::{RouteConfig, MAX_WAIT_MS};
 use super::retry::RetryPolicy;
+use super::sink::Sink;
+use crate::event::{Event, Failure};
 use crate::event::pattern::{compile_regex, Matcher, TypePattern};
 use crate::settings::Invalid;
 use crate::wasm::config::{PluginConfig, World};
+use crate::wasm::host::PluginEvent;
 use crate::wasm::plugin::{Filter, Handler};
-use crate::wasm::Plugin;
+use crate::wasm::{Checked, Plugin};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,10 +26,38 @@ pub struct Route {
     pub matcher: Matcher,
     pub retry: RetryPolicy,
     pub filters: Vec<Filter>,
-    pub handlers: Vec<Handler>,
+    /// The route's handler plugins, then its sinks, in that order.
+    pub handlers: Vec<RouteHandler>,
 }
 
-pub fn build(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route, Invalid> {
+/// What a route hands a kept event to: a Wasm handler (which may emit events) or a sink
+/// (which delivers it out of the router). Both are retried and dead-lettered alike, by name.
+#[derive(Clone)]
+pub enum RouteHandler {
+    Plugin(Handler),
+    Sink(Arc<dyn Sink>),
+}
+
+impl RouteHandler {
+    pub fn name(&self) -> &str {
+        match self {
+            RouteHandler::Plugin(h) => h.name(),
+            RouteHandler::Sink(s) => s.name(),
+        }
+    }
+
+    /// Runs this step on `event` (`wit`: the same event as plugins receive it): the events
+    /// a handler emitted, none for a sink once its destination confirmed the delivery.
+    pub fn call(&self, event: &Event, wit: &Arc<PluginEvent>) -> Result<Vec<Checked>, Failure> {
+        match self {
+            RouteHandler::Plugin(h) => h.call(wit),
+            RouteHandler::Sink(s) => s.deliver(event).map(|()| Vec::new()),
+        }
+    }
+}
+
+/// Route `i` of the config; `plugins` and `sinks` are the ones it may name.
+pub fn build(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>], sinks: &[Arc<dyn Sink>]) -> Result<Route, Invalid> {
     let bad = |key: &str, message: String| Invalid::new(format!("route[{i}].{key}"), message);
     let matcher = match (&r.glob, &r.regex) {
         (Some(g), _) => Matcher::Glob(TypePattern::parse(g).map_err(|e| bad("match", e.to_string()))?),
@@ -43,10 +74,14 @@ pub fn build(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>]) -> Result<Route
         .into_iter()
         .map(|p| Filter::new(p.clone()).ok_or_else(|| world("filters", &p)))
         .collect::<Result<_, _>>()?;
-    let handlers = pick(&r.handlers)
+    let mut handlers = pick(&r.handlers)
         .into_iter()
-        .map(|p| Handler::new(p.clone()).ok_or_else(|| world("handlers", &p)))
-        .collect::<Result<_, _>>()?;
+        .map(|p| Handler::new(p.clone()).map(RouteHandler::Plugin).ok_or_else(|| world("handlers", &p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for name in &r.sinks {
+        let sink = sinks.iter().find(|s| s.name() == name).ok_or_else(|| bad("sinks", format!("no sink named `{name}`")))?;
+        handlers.push(RouteHandler::Sink(sink.clone()));
+    }
     Ok(Route {
         disabled: false,
         retry: RetryPolicy {

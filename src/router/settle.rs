@@ -11,7 +11,6 @@ use super::Route;
 use crate::event::{Event, Failure, FailureKind, FailureNote, Outcome};
 use crate::router::config::RootBudget;
 use crate::store::status::State;
-use crate::wasm::Plugin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -195,7 +194,7 @@ impl Core {
     /// Charges work to the accepted event's budget before it is done: false when the
     /// budget is spent (the first time, the accepted event becomes a `root_budget` dead
     /// letter naming `plugin` and `route`), and the work is skipped.
-    pub(super) fn charge(&self, run: &mut Run, plugin: &Plugin, route: &Route, calls: u64, emits: u64, bytes: u64) -> bool {
+    pub(super) fn charge(&self, run: &mut Run, plugin: &str, route: &Route, calls: u64, emits: u64, bytes: u64) -> bool {
         let root = run.root.clone();
         if root.exhausted() {
             return false;
@@ -223,14 +222,14 @@ impl Core {
             run.retries.push(task);
         } else {
             let r = &routes[route];
-            self.dead_letter(event, &r.handlers[handler], r, fail, attempts, run);
+            self.dead_letter(event, r.handlers[handler].name(), r, fail, attempts, run);
         }
     }
 
     pub(super) fn dead_letter(
         &self,
         event: &Event,
-        plugin: &Plugin,
+        plugin: &str,
         route: &Route,
         failure: Failure,
         attempts: u32,
@@ -238,11 +237,11 @@ impl Core {
     ) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         run.outcome.failed.push(FailureNote {
-            plugin: plugin.name().to_string(),
+            plugin: plugin.to_string(),
             kind: failure.kind.as_str().to_string(),
             message: failure.message.clone(),
             attempts,
         });
-        self.dead_letters.push(event, plugin.name(), &route.name, failure, attempts);
+        self.dead_letters.push(event, plugin, &route.name, failure, attempts);
     }
 }

@@ -205,12 +205,7 @@ impl AmqpSourceConfig {
 
     pub fn check(&self, key: &str) -> Result<(), Invalid> {
         let bad = |field: &str, message: &str| Invalid::new(format!("{key}.{field}"), message);
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(bad("name", "letters, digits, `-` and `_` (it names a file)"));
-        }
-        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
-            return Err(bad("url", "an amqp:// or amqps:// URL"));
-        }
+        crate::amqp::check_link(key, &self.name, &self.url)?;
         if self.preset.is_none() && self.queue.as_deref().unwrap_or("").is_empty() {
             return Err(bad("queue", "name the queue to consume (or use a preset)"));
         }

@@ -20,7 +20,7 @@
 pub mod config;
 
 use crate::files;
-use crate::metrics::Render;
+use crate::metrics::{render_per_part, PartSeries, Render};
 use super::Reason;
 use crate::router::admit::{prepare, Data, Envelope, Producer};
 use crate::router::{AcceptError, Pipeline};
@@ -30,12 +30,11 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel};
 use serde_json::{json, Value};
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,7 +102,7 @@ impl AmqpSource {
     /// One connection: declares the topology, then takes messages until it drops.
     async fn session(&self, registry: &Registry, pipeline: &Pipeline) -> Result<(), lapin::Error> {
         let c = &self.config;
-        let connection = Connection::connect(&c.url, ConnectionProperties::default()).await?;
+        let connection = crate::amqp::connect(&c.url, &format!("source {}", c.name)).await?;
         let consume = connection.create_channel().await?;
         let publish = connection.create_channel().await?;
         publish.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -115,15 +114,7 @@ impl AmqpSource {
             let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
             consume.queue_declare(c.queue.as_str().into(), durable, arguments).await?;
             if let Some((exchange, kind)) = &c.exchange {
-                let kind = match kind.as_str() {
-                    "direct" => ExchangeKind::Direct,
-                    "fanout" => ExchangeKind::Fanout,
-                    "headers" => ExchangeKind::Headers,
-                    "topic" => ExchangeKind::Topic,
-                    other => ExchangeKind::Custom(other.to_string()),
-                };
-                let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-                consume.exchange_declare(exchange.as_str().into(), kind, durable, FieldTable::default()).await?;
+                crate::amqp::declare_exchange(&consume, exchange, kind).await?;
                 for key in &c.bindings {
                     let (q, e) = (c.queue.as_str().into(), exchange.as_str().into());
                     consume.queue_bind(q, e, key.as_str().into(), QueueBindOptions::default(), FieldTable::default()).await?;
@@ -157,7 +148,7 @@ impl AmqpSource {
         let props = &delivery.properties;
         let header = |names: &[&str]| -> Option<String> {
             let headers = props.headers().as_ref()?;
-            names.iter().find_map(|n| headers.inner().get(*n).and_then(amqp_text))
+            names.iter().find_map(|n| headers.inner().get(*n).and_then(crate::amqp::text))
         };
         let body = String::from_utf8_lossy(&delivery.data).into_owned();
         let type_name = self.type_of(&delivery, &body, &header);
@@ -264,14 +255,12 @@ impl AmqpSource {
             .with_type(response.type_name.as_ref().into())
             .with_message_id(response.id.as_str().into());
         let body = response.data.text().as_bytes();
-        match link.publish.basic_publish("".into(), reply_to.as_str().into(), BasicPublishOptions::default(), body, properties).await {
-            Ok(confirm) => match confirm.await {
-                Ok(_) => {
-                    self.counters.replies.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(source = %self.config.name, error = %e, "the broker did not confirm a reply"),
-            },
-            Err(e) => tracing::warn!(source = %self.config.name, error = %e, "cannot publish a reply"),
+        match crate::amqp::publish_confirmed(&link.publish, "", &reply_to, BasicPublishOptions::default(), body, properties).await {
+            Ok(c) if c.is_ack() => {
+                self.counters.replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => tracing::warn!(source = %self.config.name, "the broker refused a reply (nack)"),
+            Err(e) => tracing::warn!(source = %self.config.name, error = %e, "a reply was not published"),
         }
     }
 
@@ -286,15 +275,12 @@ impl AmqpSource {
                 headers.insert("x-eventyard-error".into(), AMQPValue::LongString(reason.as_str().into()));
                 headers.insert("x-eventyard-errors".into(), AMQPValue::LongString(errors.to_string().into()));
                 let properties = delivery.properties.clone().with_headers(headers);
-                let key = delivery.routing_key.as_str().into();
-                let published = link
-                    .publish
-                    .basic_publish(exchange.as_str().into(), key, BasicPublishOptions::default(), &delivery.data, properties)
-                    .await;
-                match published {
-                    Ok(confirm) => confirm.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                let key = delivery.routing_key.as_str();
+                let options = BasicPublishOptions::default();
+                crate::amqp::publish_confirmed(&link.publish, exchange, key, options, &delivery.data, properties)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| c.is_ack().then_some(()).ok_or_else(|| "the broker refused it (nack)".to_string()))
             }
             None => self.keep(delivery, type_name, reason, errors).map_err(|e| e.to_string()),
         };
@@ -335,25 +321,13 @@ impl AmqpSource {
     }
 }
 
-/// A header's value as text (AMQP tables carry strings in a few shapes).
-fn amqp_text(v: &AMQPValue) -> Option<String> {
-    match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
 /// The AMQP sources' lines of `/metrics`: each series once, a line per source (a series'
 /// `HELP` and `TYPE` may appear only once in the text format).
 pub struct SourcesMetrics(pub Vec<Arc<AmqpSource>>);
 
 impl Render for SourcesMetrics {
     fn render(&self, out: &mut String) {
-        if self.0.is_empty() {
-            return;
-        }
-        let series: [(&str, &str, fn(&Counters) -> &AtomicU64); 7] = [
+        let series: [PartSeries<Counters>; 7] = [
             ("eventyard_amqp_connected", "1 while the AMQP source is connected and consuming.", |c| &c.connected),
             ("eventyard_amqp_reconnects_total", "Times the AMQP source lost its connection and connected again.", |c| &c.reconnects),
             ("eventyard_amqp_messages_total", "Messages the AMQP source received.", |c| &c.consumed),
@@ -362,14 +336,8 @@ impl Render for SourcesMetrics {
             ("eventyard_amqp_handed_back_total", "Messages handed back to the broker because the router could not take them then.", |c| &c.handed_back),
             ("eventyard_amqp_replies_total", "Requests answered on their reply_to queue.", |c| &c.replies),
         ];
-        for (name, help, counter) in series {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for source in &self.0 {
-                let value = counter(&source.counters).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{source=\"{}\"}} {value}", source.config.name);
-            }
-        }
+        let parts: Vec<(&str, &Counters)> = self.0.iter().map(|s| (s.config.name.as_str(), &s.counters)).collect();
+        render_per_part(out, "source", &parts, &series);
     }
 }
 
