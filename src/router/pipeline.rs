@@ -15,7 +15,7 @@ use crate::store::status::State;
 use super::metrics::{PipelineCounters, WORKER_PANIC};
 use super::retry::with_retry_count;
 use super::settle::{RootWork, Run};
-use super::Route;
+use super::{Route, RouteHandler};
 use crate::event::{Body, Event};
 use super::config::{PipelineConfig, RootBudget};
 use crate::metrics::PluginSamples;
@@ -45,15 +45,29 @@ pub(super) enum Job {
     Event { event: Event, reserved: bool },
     /// A handler call to make again.
     Retry(RetryTask),
+    /// A sink's answer about a delivery, to settle.
+    Delivered(Delivery),
     /// A job that panics (the supervision test).
     #[cfg(test)]
     Panic(Event),
+}
+
+/// A sink's answer about one delivery of `event` (by handler `handler` of route `route`,
+/// after `attempt` earlier attempts), pending work of its accepted event until settled.
+pub(super) struct Delivery {
+    root: Arc<RootWork>,
+    event: Event,
+    route: usize,
+    handler: usize,
+    attempt: u32,
+    result: Result<(), Failure>,
 }
 
 /// A job's part of its event's work.
 enum Step {
     First,
     Retry(RetryTask),
+    Delivered(Delivery),
     Replay(DeadLetter),
     #[cfg(test)]
     Panic,
@@ -89,7 +103,8 @@ pub struct Core {
     pub(super) bus: Bus,
     pub(super) hop_limit: u8,
     pub(super) root_budget: RootBudget,
-    pub(super) queue: JobQueue<Job>,
+    /// Shared with the sinks' answers, which come back as jobs.
+    pub(super) queue: Arc<JobQueue<Job>>,
     /// How long a producer waits for room in a full queue (`pipeline.queue_wait_ms`).
     pub(super) queue_wait: std::time::Duration,
     /// The durable log: appends with dedup, statuses, outcomes (see [`EventLog`]).
@@ -126,7 +141,7 @@ impl Pipeline {
             bus: bus.clone(),
             hop_limit: config.hop_limit,
             root_budget: config.root_budget,
-            queue: JobQueue::new(config.queue),
+            queue: Arc::new(JobQueue::new(config.queue)),
             queue_wait: std::time::Duration::from_millis(config.queue_wait_ms),
             log,
             retries: Scheduler::new(clock),
@@ -270,13 +285,16 @@ impl Core {
             Job::Event { event, .. } => (RootWork::new(event, budget), Step::First),
             Job::Replay(letter) => (RootWork::new(letter.event.clone(), budget), Step::Replay(letter)),
             Job::Retry(task) => (task.root.clone(), Step::Retry(task)),
+            Job::Delivered(d) => (d.root.clone(), Step::Delivered(d)),
             #[cfg(test)]
             Job::Panic(event) => (RootWork::new(event, budget), Step::Panic),
         };
-        let retry = matches!(step, Step::Retry(_));
+        // Retries and deliveries end a pending part of their event's work.
+        let pending = matches!(step, Step::Retry(_) | Step::Delivered(_));
         let work = std::panic::AssertUnwindSafe(|| match step {
             Step::First => self.run(root.clone()),
             Step::Retry(task) => self.retry(task),
+            Step::Delivered(d) => self.delivered(d),
             Step::Replay(letter) => self.replay(root.clone(), letter),
             #[cfg(test)]
             Step::Panic => panic!("a job that panics"),
@@ -292,7 +310,7 @@ impl Core {
         let mut run = Run::new(root);
         let note = FailureNote { plugin: "eventyard".into(), kind: WORKER_PANIC.into(), message, attempts: 1 };
         run.outcome.failed.push(note);
-        self.settle(run, usize::from(retry));
+        self.settle(run, usize::from(pending));
     }
 
     /// Processes one accepted event; it is finished now, or once its retries are done.
@@ -307,6 +325,16 @@ impl Core {
     fn retry(&self, task: RetryTask) {
         let mut run = Run::new(task.root.clone());
         self.call_again(&task, &mut run);
+        self.settle(run, 1);
+    }
+
+    /// Settles a sink's answer: nothing more to do once delivered; a failure is retried or
+    /// dead-lettered like a handler's.
+    fn delivered(&self, d: Delivery) {
+        let mut run = Run::new(d.root.clone());
+        if let Err(fail) = d.result {
+            self.handler_failed(&d.event, d.route, d.handler, fail, d.attempt + 1, &mut run);
+        }
         self.settle(run, 1);
     }
 
@@ -360,14 +388,40 @@ impl Core {
             return;
         }
         let counted = with_retry_count(&task.event, task.attempt);
-        let event = counted.as_ref().unwrap_or(&task.event);
-        match handler.call(event, &plugin_event(event)) {
-            Ok(events) => {
-                for e in events {
-                    self.emit(handler.name(), route, &task.event, e, run);
+        let wit = plugin_event(counted.as_ref().unwrap_or(&task.event));
+        self.call_handler((route, task.route, task.handler), &task.event, &wit, task.attempt, run);
+    }
+
+    /// Runs handler `at = (route, route index, handler index)` on `event` (`wit`: the event as
+    /// plugins receive it); `attempt`: calls made before this one. A plugin's emitted events
+    /// are routed at once and its failure retried or dead-lettered; a sink's delivery is
+    /// pending work of the accepted event until its answer comes back as a job and is settled
+    /// ([`Core::delivered`]).
+    fn call_handler(&self, at: (&Route, usize, usize), event: &Event, wit: &Arc<PluginEvent>, attempt: u32, run: &mut Run) {
+        let (route, ri, hi) = at;
+        match &route.handlers[hi] {
+            RouteHandler::Plugin(plugin) => match plugin.call(wit) {
+                Ok(events) => {
+                    for e in events {
+                        self.emit(plugin.name(), route, event, e, run);
+                    }
                 }
+                Err(fail) => self.handler_failed(event, ri, hi, fail, attempt + 1, run),
+            },
+            RouteHandler::Sink(sink) => {
+                // Counted before it starts: its answer may be settled on another worker
+                // before this part of the work is.
+                run.root.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remaining += 1;
+                let (queue, root, delivered) = (self.queue.clone(), run.root.clone(), event.clone());
+                let priority = event.priority;
+                sink.deliver(
+                    event.clone(),
+                    Box::new(move |result| {
+                        let d = Delivery { root, event: delivered, route: ri, handler: hi, attempt, result };
+                        queue.push(priority, Job::Delivered(d));
+                    }),
+                );
             }
-            Err(fail) => self.handler_failed(&task.event, task.route, task.handler, fail, task.attempt + 1, run),
         }
     }
 
@@ -415,14 +469,7 @@ impl Core {
                 if !self.charge(run, h.name(), route, 1, 0, 0) {
                     return;
                 }
-                match h.call(&current, &wit) {
-                    Ok(events) => {
-                        for e in events {
-                            self.emit(h.name(), route, &current, e, run);
-                        }
-                    }
-                    Err(fail) => self.handler_failed(&current, route_index, handler_index, fail, 1, run),
-                }
+                self.call_handler((route, route_index, handler_index), &current, &wit, 0, run);
             }
         }
     }

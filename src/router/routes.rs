@@ -5,13 +5,11 @@
 use super::config::{RouteConfig, MAX_WAIT_MS};
 use super::retry::RetryPolicy;
 use super::sink::Sink;
-use crate::event::{Event, Failure};
 use crate::event::pattern::{compile_regex, Matcher, TypePattern};
 use crate::settings::Invalid;
 use crate::wasm::config::{PluginConfig, World};
-use crate::wasm::host::PluginEvent;
 use crate::wasm::plugin::{Filter, Handler};
-use crate::wasm::{Checked, Plugin};
+use crate::wasm::Plugin;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,15 +41,6 @@ impl RouteHandler {
         match self {
             RouteHandler::Plugin(h) => h.name(),
             RouteHandler::Sink(s) => s.name(),
-        }
-    }
-
-    /// Runs this step on `event` (`wit`: the same event as plugins receive it): the events
-    /// a handler emitted, none for a sink once its destination confirmed the delivery.
-    pub fn call(&self, event: &Event, wit: &Arc<PluginEvent>) -> Result<Vec<Checked>, Failure> {
-        match self {
-            RouteHandler::Plugin(h) => h.call(wit),
-            RouteHandler::Sink(s) => s.deliver(event).map(|()| Vec::new()),
         }
     }
 }

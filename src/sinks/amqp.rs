@@ -6,7 +6,9 @@
 //! `cloudEvents:*` headers beside the configured ones. The routing key is the configured
 //! one or the event's type minus `strip_prefix`.
 //!
-//! A delivery is done when the broker confirmed the message; a broker that is down, cuts
+//! Deliveries are pipelined: each is a task on the router's runtime publishing on the one
+//! channel, and the worker that started it goes on. A delivery is done when the broker
+//! confirmed the message; a broker that is down, cuts
 //! the connection or does not confirm within `confirm_timeout_ms` fails the attempt as
 //! `sink_unavailable`; a negative confirm, or a `mandatory` message no queue takes, as
 //! `sink_refused`. Both are retried by the route, then dead-lettered. The connection is
@@ -16,7 +18,7 @@
 use super::config::Resolved;
 use crate::event::{rfc3339, Event, Failure, FailureKind};
 use crate::metrics::{render_per_part, PartSeries, Render};
-use crate::router::Sink;
+use crate::router::sink::{Done, Sink};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -67,16 +69,17 @@ impl Sink for AmqpSink {
         &self.inner.config.name
     }
 
-    fn deliver(&self, event: &Event) -> Result<(), Failure> {
-        let (inner, event) = (self.inner.clone(), event.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    fn deliver(&self, event: Event, done: Done) {
+        let inner = self.inner.clone();
+        // Deliveries run side by side on the router's runtime, pipelined on the one channel;
+        // a runtime that is shutting down drops the task, and the event, unfinished in the
+        // log, is delivered again after the restart.
         self.runtime.spawn(async move {
-            let _ = tx.send(inner.deliver(&event).await);
+            let result = inner.deliver(&event).await;
+            let counter = if result.is_ok() { &inner.counters.published } else { &inner.counters.failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+            done(result);
         });
-        let result = rx.blocking_recv().unwrap_or_else(|_| Err(unavailable("the router is stopping".into())));
-        let counter = if result.is_ok() { &self.inner.counters.published } else { &self.inner.counters.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        result
     }
 }
 
@@ -229,7 +232,9 @@ mod tests {
             hops: 0,
             keyed: false,
         };
-        let failure = sink.deliver(&event).expect_err("nothing listens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        sink.deliver(event, Box::new(move |result| tx.send(result).unwrap()));
+        let failure = rx.recv_timeout(Duration::from_secs(30)).unwrap().expect_err("nothing listens");
         assert_eq!(failure.kind, FailureKind::SinkUnavailable);
         assert!(failure.retryable);
         let mut out = String::new();
