@@ -135,19 +135,21 @@ async fn the_live_stream_opens_with_a_one_use_ticket() {
     while ws.next().await.is_some() {}
 }
 
-/// Two routers on one NATS log list each other (needs `nats-server`, see `tests/run.sh`).
-#[tokio::test]
-async fn cluster_lists_the_instances_sharing_a_nats_log() {
-    let nats = NatsServer::start();
+/// Two routers sharing a new stream on `nats`.
+async fn two_on_nats(nats: &NatsServer) -> (Server, Server) {
     let stream = format!("UI{}", uuid::Uuid::now_v7().simple());
     let text = format!(
         "[store]\nbackend = \"nats\"\n[store.nats]\nurls = [\"{}\"]\nstream = \"{stream}\"\nsubject_prefix = \"{stream}\"\n",
         nats.url()
     );
-    let (a, b) = (
-        Server::with_config(Config::parse(&text).unwrap()).await,
-        Server::with_config(Config::parse(&text).unwrap()).await,
-    );
+    (Server::with_config(Config::parse(&text).unwrap()).await, Server::with_config(Config::parse(&text).unwrap()).await)
+}
+
+/// Two routers on one NATS log list each other (needs `nats-server`, see `tests/run.sh`).
+#[tokio::test]
+async fn cluster_lists_the_instances_sharing_a_nats_log() {
+    let nats = NatsServer::start();
+    let (a, b) = two_on_nats(&nats).await;
     let list = |s: &Server| {
         let url = s.url("/v1/cluster");
         async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
@@ -269,8 +271,24 @@ async fn screenshots() {
     b.page(&base, "workflows").await;
     b.find("#tasks .task").await;
     shoot("workflows").await;
-    b.page(&base, "cluster").await;
-    b.text_contains("#cluster-note", "alone").await;
+    // The cluster page on a NATS log when a nats-server is at hand (tests/run.sh installs
+    // one), else what a lone router shows.
+    let nats = crate::support::nats::binary().exists().then(NatsServer::start);
+    let cluster = match &nats {
+        Some(nats) => Some(two_on_nats(nats).await),
+        None => None,
+    };
+    match &cluster {
+        Some((a, _)) => {
+            b.sign_in(&a.url(""), ADMIN_TOKEN).await;
+            b.page(&a.url(""), "cluster").await;
+            b.text_contains("#cluster-note", "2 instance(s)").await;
+        }
+        None => {
+            b.page(&base, "cluster").await;
+            b.text_contains("#cluster-note", "alone").await;
+        }
+    }
     shoot("cluster").await;
     b.close().await;
 }

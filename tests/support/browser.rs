@@ -95,8 +95,18 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css`. The page may draw it again between finding and
+    /// clicking it (a list reloading on a stats frame makes the element found stale): then
+    /// it is found again.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "click `{css}`: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Replaces the value of the input or textarea `css` with `text`.

@@ -184,21 +184,26 @@ function series(samples) {
     const n = b.count - a.count;
     out.calls.push([b.t, (b.calls - a.calls) / secs]);
     out.failures.push([b.t, (b.failures - a.failures) / secs]);
-    out.latency.push([b.t, n > 0 ? ((b.sum - a.sum) / n) * 1000 : 0]);
+    if (n > 0) out.latency.push([b.t, ((b.sum - a.sum) / n) * 1000]); // no calls: no latency
   }
   return out;
 }
 
 const SVG = "http://www.w3.org/2000/svg";
+const CHART_MIN_SPAN_MS = 20e3; // a page open for seconds still draws a readable line
+
+// A line of [time, value] points, scaled to its own maximum, over the last CHART_WINDOW_MS
+// (or over the history there is, while the page has been open for less).
 function sparkline(points, label, unit, cls) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", "0 0 100 40");
   svg.setAttribute("preserveAspectRatio", "none");
-  const now = Date.now();
+  const now = points.length ? points[points.length - 1][0] : Date.now();
+  const span = Math.min(CHART_WINDOW_MS, Math.max(CHART_MIN_SPAN_MS, points.length ? now - points[0][0] : 0));
   const max = Math.max(...points.map((p) => p[1]), 1e-9);
   const line = document.createElementNS(SVG, "polyline");
   line.setAttribute("points", points.map(([t, v]) => {
-    const x = 100 - ((now - t) / CHART_WINDOW_MS) * 100;
+    const x = 100 - ((now - t) / span) * 100;
     return `${x.toFixed(1)},${(38 - (v / max) * 36).toFixed(1)}`;
   }).join(" "));
   svg.append(line);
@@ -347,7 +352,8 @@ function renderTask(t) {
     const ms = from ? Math.max(to - from, 0) : 0;
     const who = [...s.answered.map((p) => `${p.name}: ${p.kind}${p.error ? " " + p.error : ""}`),
       ...s.timed_out.map((w) => `${w}: timed out`)].join("\n");
-    const el = h("div", { class: "step " + s.state, title: `${s.step}: ${s.state}, ${ms} ms\n${who}` }, s.step);
+    const el = h("div", { class: "step " + s.state, title: `${s.step}: ${s.state}, ${ms} ms\n${who}` },
+      s.step, h("br"), from ? `${ms} ms` : s.state);
     el.style.flexGrow = String(Math.max(ms, 1)); // CSSOM, which the page's CSP allows
     return el;
   });
