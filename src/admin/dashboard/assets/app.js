@@ -115,7 +115,7 @@ function setLive(on) {
 
 // ---- tail ----
 
-const tail = { events: [], paused: false, held: 0, filter: null };
+const tail = { events: [], paused: false, held: 0, filter: null, drawing: false };
 
 // "infrahub/*, idem/idem-*" -> a RegExp; `*` crosses `/`, as the router's globs do.
 function globs(text) {
@@ -132,8 +132,13 @@ function onEvent(e) {
   if (tail.paused) {
     tail.held++;
     $("tail-note").textContent = `paused: ${tail.held} new`;
-  } else {
-    renderTail();
+  } else if (!tail.drawing) {
+    // At most one redraw per frame, however many events arrive in it.
+    tail.drawing = true;
+    requestAnimationFrame(() => {
+      tail.drawing = false;
+      renderTail();
+    });
   }
 }
 
