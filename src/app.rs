@@ -28,6 +28,7 @@ use crate::sources::amqp::{AmqpSource, SourcesMetrics};
 use crate::sources::nats::NatsSource;
 use crate::store::nats::leases::NatsLeases;
 use crate::store::nats::plugins::SharedPlugins;
+use crate::store::nats::instances::Instances;
 use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
@@ -67,6 +68,8 @@ pub struct App {
     pub nats_source: Option<Arc<NatsSource>>,
     /// `[[sources.amqp]]`.
     pub amqp_sources: Vec<Arc<AmqpSource>>,
+    /// On a shared log: the cluster's instances (the dashboard lists them).
+    pub instances: Option<Arc<Instances>>,
 }
 
 impl App {
@@ -79,6 +82,7 @@ impl App {
             .merge(infrahub::routes(state))
             .merge(fixinventory::routes(state, self.fixinventory.clone()))
             .merge(admin::routes(state, self.plugins.clone()))
+            .merge(admin::dashboard::routes(state, self.instances.clone()))
             .fallback(|| async { ApiError::NotFound })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .with_state(state.clone())
@@ -159,7 +163,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     };
     let window = Duration::from_secs(config.ingest.idempotency_window_secs);
     let routed = |e: &crate::event::Event| routes.iter().any(|r| r.matcher.matches(&e.type_name));
-    let Stores { log, dead_letters, configs, leases, plugins: shared_plugins } = open_stores(config, &options, window, routed).await?;
+    let Stores { log, dead_letters, configs, leases, plugins: shared_plugins, instances } = open_stores(config, &options, window, routed).await?;
     let durable = Durable { log, dead_letters };
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
@@ -201,7 +205,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         .collect();
     http.metrics.register(Arc::new(SourcesMetrics(amqp_sources.clone())));
     http.metrics.register(Arc::new(SinksMetrics(amqp_sinks)));
-    Ok(App { http, fixinventory, plugins, nats_source, amqp_sources })
+    Ok(App { http, fixinventory, plugins, nats_source, amqp_sources, instances })
 }
 
 /// What the configured `[store]` backend keeps.
@@ -213,6 +217,8 @@ struct Stores {
     leases: Option<Arc<dyn Leases>>,
     /// Uploaded plugins shared with the other instances (a shared log only).
     plugins: Option<Arc<SharedPlugins>>,
+    /// The instances sharing the log (a shared log only).
+    instances: Option<Arc<Instances>>,
 }
 
 /// Opens the log and what lives beside it: files in the log's directory (`local`), or
@@ -231,7 +237,14 @@ async fn open_stores(
             let dead_letters = DeadLetters::open(letters.clone(), max_letters, log.side_bytes())
                 .map_err(|e| StoreError::io(&letters, e))?;
             let configs = ConfigDocs::open(options.dir.join("config"))?;
-            Stores { log: Arc::new(log), dead_letters: Arc::new(dead_letters), configs, leases: None, plugins: None }
+            Stores {
+                log: Arc::new(log),
+                dead_letters: Arc::new(dead_letters),
+                configs,
+                leases: None,
+                plugins: None,
+                instances: None,
+            }
         }
         Backend::Nats => {
             // This instance's own files (its admin token, Fix Inventory subscribers) still
@@ -243,7 +256,8 @@ async fn open_stores(
             let configs = ConfigDocs::shared(log.bucket("CONFIG", Duration::ZERO).await?, log.runtime().clone());
             let leases: Arc<dyn Leases> = Arc::new(NatsLeases::open(&log).await?);
             let plugins = Some(Arc::new(SharedPlugins::open(&log).await?));
-            Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases), plugins }
+            let instances = Some(Arc::new(Instances::open(&log).await?));
+            Stores { log: Arc::new(log), dead_letters, configs, leases: Some(leases), plugins, instances }
         }
     })
 }

@@ -116,6 +116,12 @@ impl Histogram {
         self.sum_nanos.fetch_add((secs * 1e9) as u64, Ordering::Relaxed);
     }
 
+    /// Calls observed and their total seconds (the dashboard charts the mean between two
+    /// readings).
+    pub fn count_and_sum(&self) -> (u64, f64) {
+        (self.count.load(Ordering::Relaxed), self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+
     /// Writes `<name>_bucket`, `_sum` and `_count` lines with `labels` (`k="v",...`).
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;

@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod config;
 mod corpus;
+mod dashboard;
 mod durability;
 mod http;
 mod inputs;

@@ -49,6 +49,12 @@ install_tools() {
     venv target/amqp-venv "import aio_pika" "aio-pika==10.2.1"
     venv target/idem-venv "import evbus_pika" "idem==25.0.1" "evbus-pika==5.0.0"
 
+    # Headless Chromium and its WebDriver for the dashboard's browser test (tests/dashboard.rs):
+    # Debian's chromium and chromium-driver, skipped when a chromedriver is already on the PATH.
+    if ! command -v chromedriver >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    fi
+
     # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
     venv target/prometheus-venv "import prometheus_client.parser" "prometheus_client==0.26.0"
 }

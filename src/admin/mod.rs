@@ -1,6 +1,8 @@
 //! The operators' door, behind the admin token: [`plugins`] (list, upload, swap, delete,
 //! hot reload of component files) and [`ops`] (dead letters, health, metrics, OpenAPI).
+//! The web [`dashboard`] at `/ui` shows them (its routes are merged in `crate::app`).
 
+pub mod dashboard;
 pub mod ops;
 pub mod plugins;
 

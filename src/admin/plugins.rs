@@ -58,7 +58,8 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "count": plugins.len(), "plugins": plugins }))
 }
 
-fn describe(p: &Plugin) -> Value {
+/// One plugin as `GET /v1/plugins` lists it (the dashboard reads the same).
+pub fn describe(p: &Plugin) -> Value {
     let (revision, loaded_at) = p.revision();
     let failures: serde_json::Map<String, Value> = FailureKind::ALL
         .iter()
@@ -66,6 +67,7 @@ fn describe(p: &Plugin) -> Value {
         .map(|(k, n)| (k.as_str().to_string(), json!(n.load(Ordering::Relaxed))))
         .filter(|(_, n)| n != &json!(0))
         .collect();
+    let latency = p.stats.latency.count_and_sum();
     json!({
         "name": p.name(),
         "world": p.world().as_str(),
@@ -79,6 +81,17 @@ fn describe(p: &Plugin) -> Value {
         "instantiations": p.stats.instantiations.load(Ordering::Relaxed),
         "peak_memory_bytes": p.stats.peak_memory_bytes.load(Ordering::Relaxed),
         "circuit_open": p.breaker_open(),
+        "limits": limits(&p.ctx.manifest.limits),
+        "latency": { "count": latency.0, "sum_seconds": latency.1 },
+    })
+}
+
+/// A plugin's `limits` as its manifest gave them (defaults filled in).
+fn limits(l: &crate::wasm::config::PluginLimits) -> Value {
+    json!({
+        "memory_bytes": l.memory_bytes, "deadline_ms": l.deadline_ms, "fuel": l.fuel, "max_emits": l.max_emits,
+        "max_emit_bytes": l.max_emit_bytes, "recycle_after_calls": l.recycle_after_calls, "strict": l.strict,
+        "output_bytes": l.output_bytes,
     })
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod browser;
 pub mod nats;
 pub mod rabbitmq;
 

@@ -109,6 +109,11 @@ pub struct StepReport {
     pub action_id: Option<String>,
     pub answered: Vec<Participant>,
     pub timed_out: Vec<String>,
+    /// When the step began and ended (the dashboard draws each task's timeline from them).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,6 +228,8 @@ impl Workflows {
                     action_id: None,
                     answered: Vec::new(),
                     timed_out: Vec::new(),
+                    started_at: None,
+                    finished_at: None,
                 })
                 .collect(),
         };
@@ -266,9 +273,16 @@ impl Workflows {
         emit(&state, "task_started", json!({ "task": workflow, "task_id": id })).await;
         let steps = steps(workflow).expect("a known workflow");
         for (i, step) in steps.iter().enumerate() {
-            task.lock().expect("task").steps[i].state = StepState::Running;
+            let started = Some(time::OffsetDateTime::now_utc());
+            {
+                let mut t = task.lock().expect("task");
+                t.steps[i].state = StepState::Running;
+                t.steps[i].started_at = started;
+            }
             let extra = step_data.remove(*step).unwrap_or_default();
-            let report = self.step(&state, &id, workflow, step, extra, timeout).await;
+            let mut report = self.step(&state, &id, workflow, step, extra, timeout).await;
+            report.started_at = started;
+            report.finished_at = Some(time::OffsetDateTime::now_utc());
             task.lock().expect("task").steps[i] = report;
             let message = format!("step {step} done ({} of {})", i + 1, steps.len());
             emit(&state, "progress", json!({ "workflow": workflow, "task": id, "message": message })).await;
@@ -298,6 +312,8 @@ impl Workflows {
             action_id: None,
             answered: Vec::new(),
             timed_out: Vec::new(),
+            started_at: None,
+            finished_at: None,
         };
         data.insert("task".into(), json!(task));
         data.insert("step".into(), json!(step));

@@ -24,10 +24,11 @@
 //!   finished by any instance. These are at-most-once, like a live tail.
 //!
 //! Beside the log, in their own modules: shared dead letters ([`letters`]), cluster
-//! leases ([`leases`]) and uploaded plugins ([`plugins`]); the config service's documents
+//! leases ([`leases`]), uploaded plugins ([`plugins`]) and who is there ([`instances`]); the config service's documents
 //! live in `<stream>_CONFIG` (`crate::store::config_docs`).
 
 pub mod config;
+pub mod instances;
 pub mod leases;
 pub mod letters;
 pub mod plugins;
