@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod cluster;
 mod config;
+mod contract;
 mod corpus;
 mod durability;
 mod http;
