@@ -164,9 +164,14 @@ fn schemathesis_finds_nothing() {
     /// Examples per operation and phase: enough to send every operation valid and invalid
     /// requests, few enough for about a minute on CI's two cores.
     const EXAMPLES: &str = "2";
+    /// The ingestion and RPC paths of three event types (one per family) stand for the
+    /// other 50: they are made by one function from the catalogue, and their bodies are
+    /// checked with the very schema they document. The coverage phase costs ~1.5 s per
+    /// operation here; the full run (`bash scripts/schemathesis.sh`) takes every path.
+    const SAMPLED: &str = r"^/v1/(events|rpc)/(?!idem/idem-state$|infrahub/send\.echo\.request$|fixinventory/cleanup_plan$)[a-z]+/";
     let out = std::process::Command::new("bash")
         .arg(repo().join("scripts/schemathesis.sh"))
-        .args(["--max-examples", EXAMPLES, "--seed", "1"])
+        .args(["--max-examples", EXAMPLES, "--seed", "1", "--exclude-path-regex", SAMPLED])
         .env("EVENTYARD_BIN", env!("CARGO_BIN_EXE_eventyard"))
         .output()
         .expect("run scripts/schemathesis.sh");

@@ -20,6 +20,7 @@ mod languages;
 mod limits;
 mod log_faults;
 mod plugins;
+mod progress;
 mod properties;
 mod protocols;
 mod sandbox;

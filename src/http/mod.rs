@@ -224,7 +224,7 @@ fn cloud_event(t: &str) -> serde_json::Value {
             "id": shape::id(crate::event::MAX_ID_BYTES),
             "source": text,
             "type": { "const": t },
-            "time": { "type": ["string", "null"], "format": "date-time" },
+            "time": { "anyOf": [{ "type": "string", "format": "date-time" }, { "type": "null" }] },
             "subject": { "type": ["string", "null"] },
             "dataschema": { "type": ["string", "null"] },
             "priority": { "anyOf": [
