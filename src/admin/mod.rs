@@ -6,6 +6,7 @@ pub mod plugins;
 
 use crate::http::openapi::{shape, Guard, Operation};
 use crate::http::{auth, AppState};
+use axum::http::Method;
 use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
@@ -43,14 +44,16 @@ pub fn operations() -> Vec<Operation> {
             .query("type", text, "event type")
             .query("since", time.clone(), "RFC 3339: recorded at or after")
             .query("until", time, "RFC 3339: recorded before")
-            .query("limit", json!({ "type": "integer", "minimum": 0 }), "")
+            .query("limit", json!({ "type": "integer", "minimum": 0, "maximum": usize::MAX }), "")
     };
     let letter_id = json!({ "type": "string" });
     let admin = |op: Operation| op.guard(Guard::Admin);
     let plugin_name = json!({ "type": "string", "pattern": "^[a-z0-9-]{1,64}$" });
     vec![
         admin(selection(Operation::get("/v1/dead-letters", "Failed plugin calls, newest first")))
-            .ok(200, "dead letters", shape::object(&["count", "dead_letters"])),
+            .ok(200, "dead letters", shape::object(&["count", "dead_letters"]))
+            .link(200, Method::GET, "/v1/dead-letters/{id}", &[("id", "$response.body#/dead_letters/0/id")])
+            .link(200, Method::POST, "/v1/dead-letters/{id}/replay", &[("id", "$response.body#/dead_letters/0/id")]),
         admin(selection(Operation::delete("/v1/dead-letters", "Purge the selected dead letters (all without a selection)")))
             .ok(200, "how many", shape::object(&["purged"])),
         admin(selection(Operation::post("/v1/dead-letters/replay", "Try the selected dead letters again")))

@@ -65,9 +65,14 @@ impl Progress {
         self.0.inc(1);
     }
 
-    /// Prints a line of the command's output (stdout) without tearing the bar.
+    /// Prints a line of the command's output (stdout) without tearing the bar: around it
+    /// when both are on one terminal; straight out when stdout goes elsewhere (hiding and
+    /// redrawing the bar for each line would cost more than the job).
     pub fn println(&self, line: impl AsRef<str>) {
-        self.0.suspend(|| println!("{}", line.as_ref()));
+        match self.is_shown() && std::io::stdout().is_terminal() {
+            true => self.0.suspend(|| println!("{}", line.as_ref())),
+            false => println!("{}", line.as_ref()),
+        }
     }
 
     pub fn finish(self) {

@@ -35,6 +35,7 @@ use crate::router::Pipeline;
 use crate::schema::Registry;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::http::Method;
 use openapi::{shape, Guard, Operation};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -168,6 +169,7 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                 .header("Priority", false, json!({ "type": "integer", "minimum": 1, "maximum": 5 }), "1 (lowest) to 5, before the event's own `meta.priority`")
                 .body([("application/json", openapi::event_schema(t))])
                 .ok(202, "accepted: written to the log before this answer", shape::accepted())
+                .link(202, Method::GET, "/v1/events/{id}", &[("id", "$response.body#/id")])
                 .fails(400, "validation_failed, malformed_json, too_deep, id_too_long, bad_request");
             ingest_errors(op)
         })

@@ -154,6 +154,17 @@ impl Operation {
         self
     }
 
+    /// An OpenAPI link from the `status` answer to the operation `method path`, its
+    /// parameters given as runtime expressions (`$response.body#/id`, `$request.path.id`):
+    /// how a client (and schemathesis' stateful phase) goes on from this answer.
+    pub fn link(mut self, status: u16, method: Method, path: &str, parameters: &[(&str, &str)]) -> Self {
+        let target = operation_id(&method, path);
+        let parameters: Map<String, Value> = parameters.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let response = self.responses.get_mut(&status.to_string()).expect("link from a documented answer");
+        response["links"][target.clone()] = json!({ "operationId": target, "parameters": parameters });
+        self
+    }
+
     /// An error status and the stable `error` codes it comes with; the body is `Error`.
     /// Said twice for one status, the codes add up.
     pub fn fails(mut self, status: u16, codes: &str) -> Self {
@@ -439,6 +450,16 @@ mod tests {
         assert_eq!(allowed_methods(&d, "/v1/events/idem%2Fidem-state").as_deref(), Some("POST"));
         assert_eq!(allowed_methods(&d, "/v1/events/0193-abc").as_deref(), Some("GET,HEAD"));
         assert_eq!(allowed_methods(&d, "/nowhere"), None);
+    }
+
+    #[test]
+    fn a_link_names_its_target_operation() {
+        let op = Operation::post("/v1/events/idem/idem-state", "x")
+            .ok(202, "accepted", shape::accepted())
+            .link(202, Method::GET, "/v1/events/{id}", &[("id", "$response.body#/id")]);
+        let link = &op.responses["202"]["links"]["get_v1_events__id"];
+        assert_eq!(link["operationId"], "get_v1_events__id");
+        assert_eq!(link["parameters"]["id"], "$response.body#/id");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::http::openapi::{shape, Guard, Operation};
 use crate::http::{auth, AppState};
 use crate::schema::Registry;
 use crate::store::config_docs::ConfigDocs;
+use axum::http::Method;
 use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
@@ -88,7 +89,8 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                     "properties": extra, "additionalProperties": false } } }),
             )])
             .ok(202, "started", shape::object(&["task_id", "workflow"]))
-            .fails(400, "bad_request")
+            .link(202, Method::GET, "/v1/tasks/{id}", &[("id", "$response.body#/task_id")])
+            .fails(400, "bad_request, malformed_json")
     });
     let mut ops: Vec<Operation> = runs.collect();
     ops.extend([
@@ -104,6 +106,8 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                 .path_param("id", config_id.clone())
                 .body([("application/json", json!({ "type": "object" }))])
                 .ok(200, "the document", document)
+                .link(200, Method::GET, "/v1/config/{id}", &[("id", "$request.path.id")])
+                .link(200, Method::DELETE, "/v1/config/{id}", &[("id", "$request.path.id")])
                 .fails(400, "malformed_json, bad_request")
                 .fails(413, "payload_too_large")
                 .fails(415, "unsupported_media_type"),
@@ -116,7 +120,9 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                 .fails(404, "unknown_config"),
         ),
         Operation::get("/v1/workflows", "The workflows, their steps and triggers").ok(200, "workflows", json!({ "type": "object" })),
-        Operation::get("/v1/tasks", "Workflow runs, newest first").ok(200, "tasks", shape::object(&["count", "tasks"])),
+        Operation::get("/v1/tasks", "Workflow runs, newest first")
+            .ok(200, "tasks", shape::object(&["count", "tasks"]))
+            .link(200, Method::GET, "/v1/tasks/{id}", &[("id", "$response.body#/tasks/0/id")]),
         Operation::get("/v1/tasks/{id}", "One run and each step's state")
             .path_param("id", json!({ "type": "string" }))
             .ok(200, "the task", json!({ "type": "object" }))
@@ -150,6 +156,7 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
             .query("timeout", timeout, "seconds a step waits for this subscriber")
             .query("wait_for_completion", json!({ "type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])$" }), "true or false in any case, or 1 / 0")
             .ok(200, "the subscriber", json!({ "type": "object" }))
+            .link(200, Method::DELETE, "/subscriber/{id}/{message_type}", &[("id", "$request.path.id"), ("message_type", "$request.path.message_type")])
             .fails(400, "bad_request, id_too_long")
             .fails(404, "unknown_event_type")
             .fails(409, "too_many_subscribers")),
