@@ -40,7 +40,7 @@ pub fn write(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<PathBuf>> {
     write_each(catalog, out, |_| {})
 }
 
-/// [`write`], calling `done` with each file written (the CLI shows progress with it).
+/// [`write()`], calling `done` with each file written (the CLI shows progress with it).
 pub fn write_each(catalog: &Catalog, out: &Path, mut done: impl FnMut(&Path)) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for def in &catalog.events {
