@@ -233,7 +233,11 @@ fn cloud_event(t: &str) -> serde_json::Value {
                 { "type": "integer", "minimum": 1, "maximum": 5 },
                 { "type": "string", "pattern": "^\\s*\\+?0*[1-5]\\s*$" },
             ] },
-            "datacontenttype": { "enum": ["application/json", null] },
+            // JSON data only: `application/json` or any `+json` type, parameters allowed.
+            "datacontenttype": { "anyOf": [
+                { "type": "string", "pattern": "^\\s*(application/json|[^;]*\\+json)\\s*(;.*)?$" },
+                { "type": "null" },
+            ] },
             "data": openapi::event_schema(t),
             "data_base64": false,
         },
