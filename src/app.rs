@@ -77,15 +77,37 @@ impl App {
     /// JSON like every other.
     pub fn router(&self) -> axum::Router {
         let state = &self.http;
+        // The API description, built once; it also answers what a path serves in a 405's
+        // `Allow` (axum's would list every method of the route, and `/v1/events/{*rest}` is
+        // one route for paths that serve different methods).
+        let document = Arc::new(self.openapi());
+        let text = bytes::Bytes::from(document.to_string());
+        let serve = move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], text) };
         axum::Router::new()
             .merge(http::routes(state))
             .merge(infrahub::routes(state))
             .merge(fixinventory::routes(state, self.fixinventory.clone()))
             .merge(admin::routes(state, self.plugins.clone()))
             .merge(admin::dashboard::routes(state, self.instances.clone()))
+            .route("/openapi.json", axum::routing::get(serve))
             .fallback(|| async { ApiError::NotFound })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .method_not_allowed_fallback(move |uri: axum::http::Uri| async move {
+                http::openapi::method_not_allowed(&document, uri.path())
+            })
             .with_state(state.clone())
+    }
+
+    /// The API description: every door's list of operations (`http::openapi`).
+    pub fn openapi(&self) -> serde_json::Value {
+        let registry = &self.http.registry;
+        let doors = [
+            http::operations(registry),
+            infrahub::operations(registry),
+            fixinventory::operations(registry),
+            admin::operations(),
+            admin::dashboard::operations(registry),
+        ];
+        http::openapi::document(registry, doors.into_iter().flatten())
     }
 }
 

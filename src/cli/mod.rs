@@ -6,6 +6,7 @@
 
 pub mod dead_letters;
 pub mod plugin;
+pub mod progress;
 
 use crate::schema::catalog::{generate, Catalog};
 use crate::config::Config;
@@ -22,6 +23,10 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Progress of long jobs on stderr: `auto` while stderr is a terminal, `always` (plain
+    /// lines when it is not), `never`.
+    #[arg(long, value_enum, global = true, default_value = "auto")]
+    pub progress: progress::When,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,10 +103,11 @@ pub enum SchemasCommand {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let when = cli.progress;
     match cli.command {
         Command::Serve { config, listen } => serve(config, listen).await,
         Command::Schemas { command: SchemasCommand::Generate { source, out, check } } => {
-            schemas_generate(source, out, check)
+            schemas_generate(source, out, check, when)
         }
         Command::Schemas { command: SchemasCommand::List { source } } => {
             for def in catalog(source.as_ref())?.events {
@@ -110,10 +116,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetters { server, token, command } => {
-            tokio::task::spawn_blocking(move || crate::cli::dead_letters::run(&server, token.as_deref(), command))
+            tokio::task::spawn_blocking(move || crate::cli::dead_letters::run(&server, token.as_deref(), command, when))
                 .await?
         }
-        Command::Plugin { command } => tokio::task::spawn_blocking(move || crate::cli::plugin::run(command)).await?,
+        Command::Plugin { command } => tokio::task::spawn_blocking(move || crate::cli::plugin::run(command, when)).await?,
         Command::Validate { type_name, file, source, allow_unknown_fields, json } => {
             validate(&type_name, &file, source.as_ref(), allow_unknown_fields, json)
         }
@@ -156,10 +162,13 @@ fn catalog(source: Option<&PathBuf>) -> anyhow::Result<Catalog> {
     })
 }
 
-fn schemas_generate(source: PathBuf, out: PathBuf, check: bool) -> anyhow::Result<ExitCode> {
+fn schemas_generate(source: PathBuf, out: PathBuf, check: bool, when: progress::When) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::from_dir(&source)?;
+    let progress = progress::Progress::new(when, catalog.events.len() as u64, if check { "checking" } else { "writing" });
+    let step = |path: &std::path::Path| progress.step(path.display().to_string());
     if check {
-        let drift = generate::check(&catalog, &out).with_context(|| format!("reading {}", out.display()))?;
+        let drift = generate::check_each(&catalog, &out, step).with_context(|| format!("reading {}", out.display()))?;
+        progress.finish();
         if drift.is_empty() {
             println!("{} schemas in {} match {}", catalog.events.len(), out.display(), source.display());
             return Ok(ExitCode::SUCCESS);
@@ -170,7 +179,8 @@ fn schemas_generate(source: PathBuf, out: PathBuf, check: bool) -> anyhow::Resul
         eprintln!("{} file(s) out of date; run `eventyard schemas generate` and commit the result", drift.len());
         return Ok(ExitCode::from(1));
     }
-    let written = generate::write(&catalog, &out).with_context(|| format!("writing {}", out.display()))?;
+    let written = generate::write_each(&catalog, &out, step).with_context(|| format!("writing {}", out.display()))?;
+    progress.finish();
     println!("wrote {} schemas to {}", written.len(), out.display());
     Ok(ExitCode::SUCCESS)
 }

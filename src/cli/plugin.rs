@@ -71,9 +71,11 @@ pub enum NewWorld {
     Handler,
 }
 
-pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+pub fn run(command: PluginCommand, when: super::progress::When) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::Test { component, event, config, json } => test(&component, &event, config.as_deref(), json),
+        PluginCommand::Test { component, event, config, json } => {
+            test(&component, &event, config.as_deref(), json, when)
+        }
         PluginCommand::New { name, lang, world, dir } => new(&name, lang, world, &dir),
     }
 }
@@ -157,7 +159,13 @@ fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn test(component: &Path, events: &Path, config: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+fn test(
+    component: &Path,
+    events: &Path,
+    config: Option<&Path>,
+    json: bool,
+    when: super::progress::When,
+) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(Registry::from_catalog(&crate::schema::catalog::Catalog::embedded()?, &Strictness::default())?);
     let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let events = read_events(events, &registry)?;
@@ -165,6 +173,7 @@ fn test(component: &Path, events: &Path, config: Option<&Path>, json: bool) -> a
     let engine = WasmEngine::new(true, None)?;
     let plugin = load(&engine, component, &bytes, config, &registry)?;
     let mut failed = false;
+    let progress = super::progress::Progress::new(when, events.len() as u64, "events");
     for (i, event) in events.iter().enumerate() {
         let (fuel_before, started) = (plugin.stats.fuel_consumed.load(Ordering::Relaxed), Instant::now());
         let result = plugin.call(&crate::router::pipeline::plugin_event(event));
@@ -180,12 +189,13 @@ fn test(component: &Path, events: &Path, config: Option<&Path>, json: bool) -> a
                 report["failure"] = json!({ "kind": f.kind.as_str(), "message": f.message, "retryable": f.retryable });
             }
         }
-        if json {
-            println!("{report}");
-        } else {
-            print_human(&report);
+        match json {
+            true => progress.println(report.to_string()),
+            false => progress.println(human(&report)),
         }
+        progress.step(event.type_name.to_string());
     }
+    progress.finish();
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -297,7 +307,8 @@ fn outcome(plugin: &Plugin, out: Output) -> Result<serde_json::Map<String, Value
     Ok(m)
 }
 
-fn print_human(r: &Value) {
+/// The report of one call, for people: one line, and one more per emitted event.
+fn human(r: &Value) -> String {
     let head = format!("event {} ({})", r["event"], r["type"].as_str().unwrap_or_default());
     let cost = format!(
         "{} µs, fuel {}, peak memory {:.1} MiB",
@@ -306,25 +317,21 @@ fn print_human(r: &Value) {
         r["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
     );
     if let Some(f) = r.get("failure") {
-        println!(
+        return format!(
             "{head}: FAILED {}: {} ({cost})",
             f["kind"].as_str().unwrap_or_default(),
             f["message"].as_str().unwrap_or_default()
         );
-        return;
     }
     match r["verdict"].as_str() {
-        Some("keep") => println!("{head}: keep ({cost})"),
-        Some("drop") => println!("{head}: drop: {} ({cost})", r["reason"].as_str().unwrap_or_default()),
-        Some(_) => {
-            println!("{head}: replace with {} (valid) {} ({cost})", r["replacement"]["type"], r["replacement"]["data"])
-        }
+        Some("keep") => format!("{head}: keep ({cost})"),
+        Some("drop") => format!("{head}: drop: {} ({cost})", r["reason"].as_str().unwrap_or_default()),
+        Some(_) => format!("{head}: replace with {} (valid) {} ({cost})", r["replacement"]["type"], r["replacement"]["data"]),
         None => {
             let list = r["emitted"].as_array().map_or(&[][..], Vec::as_slice);
-            println!("{head}: ok, {} emitted ({cost})", list.len());
-            for e in list {
-                println!("  {} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"]);
-            }
+            let mut lines = vec![format!("{head}: ok, {} emitted ({cost})", list.len())];
+            lines.extend(list.iter().map(|e| format!("  {} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"])));
+            lines.join("\n")
         }
     }
 }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 /// The attributes CloudEvents 1.0 requires, in the order errors list them.
 const REQUIRED: [&str; 4] = ["specversion", "id", "source", "type"];
 const SPEC_VERSION: &str = "1.0";
+/// The context attributes that the JSON event format writes as strings (CloudEvents JSON
+/// format, section 2.2); extension attributes may also be integers (`priority`) or booleans.
+const STRING_ATTRIBUTES: [&str; 8] =
+    ["specversion", "id", "source", "type", "time", "subject", "dataschema", "datacontenttype"];
 const ACCEPTED_TYPES: &str =
     "application/cloudevents+json, application/cloudevents-batch+json, application/x-ndjson, or application/json with ce-* headers";
 
@@ -68,6 +72,13 @@ fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
             message: "a structured CloudEvent is a JSON object".into(),
         });
     };
+    // `null` is an absent attribute (SDKs write unset optional ones so).
+    if let Some(k) = STRING_ATTRIBUTES.iter().find(|k| attrs.get(**k).is_some_and(|v| !v.is_string() && !v.is_null())) {
+        return Err(ApiError::InvalidCloudEvent { missing: vec![], message: format!("`{k}` is a string") });
+    }
+    if attrs.get("priority").is_some_and(|p| !p.is_string() && whole(p).is_none()) {
+        return Err(ApiError::BadRequest("`priority` is an integer from 1 to 5".into()));
+    }
     if attrs.contains_key("data_base64") {
         return Err(ApiError::UnsupportedMediaType { got: Some("data_base64".into()), expected: "JSON `data`" });
     }
@@ -82,12 +93,18 @@ fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
     }
     // Extension attributes (e.g. `priority`) may be JSON integers as well as strings.
     let get = |attrs: &Map<String, Value>, k: &str| {
-        attrs.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())))
+        attrs.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| whole(v).map(|n| n.to_string())))
     };
     let envelope = checked_envelope(|k| get(&attrs, k))?;
     let type_name = get(&attrs, "type").expect("checked above");
     let data = attrs.remove("data").unwrap_or(Value::Null);
     prepare(state, &type_name, Data::Tree(data), envelope)
+}
+
+/// A JSON number that is a whole non-negative number, written `3` or `3.0` (JSON, and JSON
+/// Schema's `integer`, do not tell them apart).
+fn whole(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f)).map(|f| f as u64))
 }
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.

@@ -34,6 +34,12 @@ pub enum ApiError {
     InvalidBatchLine { message: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("bad query string: {0}")]
+    InvalidQuery(String),
+    #[error("bad path: {0}")]
+    InvalidPath(String),
+    #[error("this endpoint is a WebSocket; send a WebSocket handshake ({0})")]
+    WebSocketRequired(String),
     #[error("`{field}` is longer than {limit} bytes")]
     IdTooLong { field: &'static str, limit: usize },
     #[error("no response to request `{id}` (correlation id `{correlation_id}`) within {seconds} s")]
@@ -101,6 +107,9 @@ impl ApiError {
             ApiError::InvalidCloudEvent { .. } => "invalid_cloudevent",
             ApiError::InvalidBatchLine { .. } => "invalid_batch_line",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidPath(_) => "invalid_path",
+            ApiError::WebSocketRequired(_) => "websocket_required",
             ApiError::IdTooLong { .. } => "id_too_long",
             ApiError::UnknownConfig { .. } => "unknown_config",
             ApiError::UnknownSubscriber { .. } => "unknown_subscriber",
@@ -132,6 +141,8 @@ impl ApiError {
             | ApiError::InvalidCloudEvent { .. }
             | ApiError::InvalidBatchLine { .. }
             | ApiError::BadRequest(_)
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidPath(_)
             | ApiError::TooDeep { .. }
             | ApiError::IdTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownType { .. } | ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -140,6 +151,7 @@ impl ApiError {
             ApiError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::WebSocketRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Overloaded | ApiError::LogUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnknownEvent { .. } | ApiError::UnknownDeadLetter { .. } | ApiError::UnknownConfig { .. } => {
                 StatusCode::NOT_FOUND
@@ -256,6 +268,9 @@ impl IntoResponse for ApiError {
         let mut res = (self.status(), axum::Json(self.body())).into_response();
         if let ApiError::Overloaded | ApiError::LogUnavailable | ApiError::TooManyConnections { .. } = self {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        if let ApiError::WebSocketRequired(_) = self {
+            res.headers_mut().insert(axum::http::header::UPGRADE, axum::http::HeaderValue::from_static("websocket"));
         }
         if let ApiError::Unauthorized = self {
             res.headers_mut()

@@ -5,7 +5,8 @@ use crate::event::Event;
 use crate::schema::EventType;
 pub use crate::router::admit::{Data, Envelope};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use super::extract::Path;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -74,7 +75,15 @@ pub async fn post_native(
 
 /// `GET /v1/events/{id}`: where an accepted event is (queued, in progress, processed with
 /// what was emitted, dead-lettered with why).
+///
+/// The same path with an event type's name is that type's ingestion endpoint: a GET there
+/// is 405 (`Allow: POST`), not a look-up of an event with that id.
 pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    if state.registry.iter().any(|t| *t.name == *id) {
+        let mut res = ApiError::MethodNotAllowed.into_response();
+        res.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+        return Ok(res);
+    }
     match state.pipeline.core().log.status(&id).await {
         Some(s) => Ok(axum::Json(s).into_response()),
         None => Err(ApiError::UnknownEvent { id }),

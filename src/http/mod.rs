@@ -17,7 +17,9 @@ pub mod cloudevents;
 pub mod config;
 mod error;
 pub mod events;
+pub mod extract;
 mod ndjson;
+pub mod openapi;
 mod schemas;
 pub mod subscribe;
 
@@ -33,6 +35,9 @@ use crate::router::Pipeline;
 use crate::schema::Registry;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::http::Method;
+use openapi::{shape, Guard, Operation};
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -142,4 +147,99 @@ pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
             get(subscribe::subscribe)
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_subscribe)),
         )
+}
+
+/// This door's endpoints for `/openapi.json` (see [`openapi`]): one ingestion path per event
+/// type, with the type's schema as its body.
+pub fn operations(registry: &Registry) -> Vec<Operation> {
+    let types: Vec<&str> = registry.iter().map(|t| &*t.name).collect();
+    let ingest_errors = |op: Operation| {
+        op.guard(Guard::Ingest)
+            .fails(403, "forbidden_type")
+            .fails(413, "payload_too_large")
+            .fails(415, "unsupported_media_type")
+            .fails(503, "overloaded, log_unavailable")
+    };
+    let mut ops: Vec<Operation> = types
+        .iter()
+        .map(|t| {
+            let op = Operation::post(format!("/v1/events/{t}"), format!("Ingest one `{t}` event in its native form"))
+                .template("/v1/events/{type}")
+                .header("Idempotency-Key", false, shape::id(events::MAX_IDEMPOTENCY_KEY), "the event's id; a retry with the same key is answered like the first")
+                .header("Priority", false, json!({ "type": "integer", "minimum": 1, "maximum": 5 }), "1 (lowest) to 5, before the event's own `meta.priority`")
+                .body([("application/json", openapi::event_schema(t))])
+                .ok(202, "accepted: written to the log before this answer", shape::accepted())
+                .link(202, Method::GET, "/v1/events/{id}", &[("id", "$response.body#/id")])
+                .fails(400, "validation_failed, malformed_json, too_deep, id_too_long, bad_request");
+            ingest_errors(op)
+        })
+        .collect();
+    let cloud_event = json!({ "oneOf": types.iter().map(|t| cloud_event(t)).collect::<Vec<_>>() });
+    ops.push(ingest_errors(
+        Operation::post("/v1/events", "Ingest CloudEvents 1.0 (structured, batch; binary mode is `application/json` with `ce-*` headers) or an NDJSON batch")
+            .body([
+                ("application/cloudevents+json", cloud_event),
+                ("application/cloudevents-batch+json", json!({ "type": "array", "description": "structured CloudEvents; each is checked alone and answered in `results`" })),
+                ("application/x-ndjson", json!({ "type": "string", "description": "one {\"type\", \"data\", \"id\"?} object per line" })),
+            ])
+            .ok(200, "a batch: one result per item, in order", shape::object(&["accepted", "rejected", "results"]))
+            .ok(202, "one CloudEvent accepted", shape::accepted())
+            .fails(400, "invalid_cloudevent, validation_failed, malformed_json, too_deep, id_too_long, bad_request")
+            .fails(404, "unknown_event_type")
+            .fails(413, "too_many_items"),
+    ));
+    ops.push(
+        Operation::get("/v1/events/{id}", "Where an accepted event is: queued, in_progress, retrying, processed or dead_lettered")
+            .path_param("id", json!({ "type": "string" }))
+            .ok(200, "the event's status", shape::object(&["id", "state"]))
+            .fails(404, "unknown_event")
+            .fails(405, "method_not_allowed (the id is an event type's name: that path takes POST)"),
+    );
+    ops.push(Operation::get("/v1/schemas", "Every event type with its description and priority").ok(200, "event types", shape::object(&["count", "types"])));
+    ops.push(
+        Operation::get("/v1/schemas/{type}", "The JSON Schema (draft 2020-12) of one event type")
+            .path_param("type", shape::one_of(types.iter().copied()))
+            .answers(200, "the schema", Some(("application/schema+json", json!({ "type": "object" }))))
+            .fails(404, "unknown_event_type"),
+    );
+    let pattern = json!({ "type": "string", "maxLength": crate::event::pattern::MAX_PATTERN_LEN });
+    ops.push(shape::websocket(
+        Operation::get("/v1/subscribe", "WebSocket: every accepted event whose type matches, as JSON text frames")
+            .guard(Guard::Subscribe)
+            .query("types", pattern.clone(), "comma-separated globs (`*` also crosses `/`); all when absent")
+            .query("regex", pattern, "a regex over type names instead of globs")
+            .fails(400, "bad_request")
+            .fails(503, "too_many_connections"),
+    ));
+    ops
+}
+
+/// A structured CloudEvent of type `t`: its attributes as [`cloudevents`] checks them, its
+/// `data` the type's schema.
+fn cloud_event(t: &str) -> serde_json::Value {
+    let text = json!({ "type": "string", "minLength": 1 });
+    json!({
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "properties": {
+            "specversion": { "const": "1.0" },
+            "id": shape::id(crate::event::MAX_ID_BYTES),
+            "source": text,
+            "type": { "const": t },
+            "time": { "anyOf": [{ "type": "string", "format": "date-time" }, { "type": "null" }] },
+            "subject": { "type": ["string", "null"] },
+            "dataschema": { "type": ["string", "null"] },
+            "priority": { "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 5 },
+                { "type": "string", "pattern": "^\\s*\\+?0*[1-5]\\s*$" },
+            ] },
+            // JSON data only: `application/json` or any `+json` type, parameters allowed.
+            "datacontenttype": { "anyOf": [
+                { "type": "string", "pattern": "^\\s*(application/json|[^;]*\\+json)\\s*(;.*)?$" },
+                { "type": "null" },
+            ] },
+            "data": openapi::event_schema(t),
+            "data_base64": false,
+        },
+    })
 }

@@ -1,7 +1,8 @@
 //! `GET /v1/schemas` and `GET /v1/schemas/{type}`.
 
 use super::{ApiError, AppState};
-use axum::extract::{Path, State};
+use super::extract::Path;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};

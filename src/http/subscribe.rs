@@ -16,8 +16,9 @@
 use super::{ApiError, AppState};
 use crate::router::bus::Frame;
 use crate::event::pattern::{compile_regex, Matcher, TypePattern, MAX_PATTERN_LEN};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use super::extract::{Query, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -99,8 +100,8 @@ pub async fn subscribe(
 
 /// `ws` refusing client messages and frames over `max` bytes: reading one fails, which ends
 /// the connection before the message is buffered.
-pub fn capped(ws: WebSocketUpgrade, max: usize) -> WebSocketUpgrade {
-    ws.max_message_size(max).max_frame_size(max)
+pub fn capped(ws: WebSocketUpgrade, max: usize) -> axum::extract::ws::WebSocketUpgrade {
+    ws.upgrade.max_message_size(max).max_frame_size(max)
 }
 
 /// The frame a subscriber that fell `missed` events behind gets in their place (counted in

@@ -29,9 +29,10 @@ use crate::router::bus::Frame;
 use crate::store::dead_letters::Query as LetterQuery;
 use crate::store::nats::instances::Instances;
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use crate::http::extract::{Path, Query, WebSocketUpgrade};
+use crate::http::openapi::{shape, Guard, Operation};
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -134,6 +135,37 @@ struct LiveParams {
     ticket: String,
 }
 
+/// The dashboard's endpoints, for `/openapi.json`.
+pub fn operations(registry: &crate::schema::Registry) -> Vec<Operation> {
+    let text = json!({ "type": "string" });
+    let page = |path: &str, what: &str, media: &str| {
+        Operation::get(path, what).answers(200, what, Some((media, text.clone())))
+    };
+    let admin = |op: Operation| op.guard(Guard::Admin);
+    let types = shape::one_of(registry.iter().map(|t| &*t.name));
+    vec![
+        page("/ui", "The dashboard (no data without the admin token)", "text/html"),
+        page("/ui/", "The dashboard (no data without the admin token)", "text/html"),
+        page("/ui/app.js", "The dashboard's script", "text/javascript"),
+        page("/ui/style.css", "The dashboard's styles", "text/css"),
+        admin(Operation::post("/ui/ticket", "A one-use ticket that opens the dashboard's live stream within 30 s"))
+            .ok(200, "the ticket", shape::object(&["ticket", "expires_in_secs"])),
+        shape::websocket(Operation::get("/ui/live", "The dashboard's live stream: every event, and stats every 2 s"))
+            .query("ticket", text.clone(), "from POST /ui/ticket (required)")
+            .fails(401, "unauthorized (no, a used or an expired ticket)")
+            .fails(503, "too_many_connections"),
+        admin(Operation::post("/v1/validate/{type}", "Validate a body against a type's schema without ingesting it"))
+            .path_param("type", types)
+            .body([("application/json", json!({}))])
+            .ok(200, "whether it is valid, and the errors at their JSON pointers", shape::object(&["valid", "type"]))
+            .fails(400, "malformed_json")
+            .fails(404, "unknown_event_type")
+            .fails(413, "payload_too_large"),
+        admin(Operation::get("/v1/cluster", "The instances sharing this router's log (NATS), or `local`"))
+            .ok(200, "the backend and its instances", shape::object(&["backend"])),
+    ]
+}
+
 /// `GET /ui/live?ticket=<ticket>`: the dashboard's WebSocket (events and stats frames).
 /// A missing, used or expired ticket is a 401 before the upgrade; the stream takes one of
 /// the `subscribers.max_connections` slots like any other.
@@ -141,13 +173,13 @@ async fn live(
     State(state): State<Arc<AppState>>,
     Extension(d): Extension<Arc<Dashboard>>,
     Query(params): Query<LiveParams>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     // The ticket first: a request without one learns nothing else about this endpoint.
     if !d.tickets.redeem(&params.ticket) {
         return Err(ApiError::Unauthorized);
     }
-    let ws = ws.map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    let ws = ws?;
     let slot = state.streams.take()?;
     // Subscribed before the 101, so an event posted right after the handshake is seen.
     let rx = state.pipeline.bus.subscribe();

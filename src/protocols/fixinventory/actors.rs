@@ -32,8 +32,18 @@ pub struct Subscription {
     #[serde(default = "yes")]
     pub wait_for_completion: bool,
     /// How long a step waits for it (seconds).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_timeout", deserialize_with = "whole_seconds")]
     pub timeout: u64,
+}
+
+/// Seconds as a JSON integer, written either way (`60` or `60.0`: JSON does not tell them
+/// apart, and Python clients may send either).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = f64::deserialize(d)?;
+    match n.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&n) {
+        true => Ok(n as u64),
+        false => Err(serde::de::Error::custom(format!("timeout {n} is not a whole number of seconds"))),
+    }
 }
 
 fn yes() -> bool {

@@ -23,8 +23,9 @@ use crate::http::subscribe::capped;
 use crate::http::{ApiError, AppState, Grant};
 use crate::protocols::fixinventory::actors::{ActorError, Subscription};
 use crate::protocols::fixinventory::workflows::WorkflowError;
-use axum::extract::ws::{Message, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use crate::http::extract::{Path, Query, WebSocketUpgrade};
+use axum::extract::ws::Message;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -283,11 +284,14 @@ pub async fn run_workflow(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: RunBody = if body.is_empty() {
-        RunBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("expected {{\"steps\": {{\"<step>\": {{...}}}}}}: {e}")))?
+    let expected = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("expected {{\"steps\": {{\"<step>\": {{...}}}}}}: {e}"));
+    let body: RunBody = match body.is_empty() {
+        true => RunBody::default(),
+        // An object: serde would also take a struct from an array (`[]` as no steps).
+        false => match crate::http::body::parse_json(&body)? {
+            v @ Value::Object(_) => serde_json::from_value(v).map_err(|e| expected(&e))?,
+            _ => return Err(expected(&"the body is a JSON object")),
+        },
     };
     if let Some(steps) = crate::protocols::fixinventory::workflows::steps(&name) {
         if let Some(unknown) = body.steps.keys().find(|k| !steps.contains(&k.as_str())) {

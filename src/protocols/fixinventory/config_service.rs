@@ -10,7 +10,8 @@
 
 use crate::http::{body, ApiError, AppState};
 use crate::store::config_docs::{ConfigDoc, ConfigDocs, ConfigError};
-use axum::extract::{Path, Query, State};
+use crate::http::extract::{Path, Query};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

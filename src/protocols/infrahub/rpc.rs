@@ -18,7 +18,8 @@
 use crate::http::events::{prepare, Data, Envelope};
 use crate::http::{body, ApiError, AppState};
 use crate::router::rpc::{MAX_CORRELATION_ID_BYTES, RESPONSE_PREFIX};
-use axum::extract::{Path, Query, State};
+use crate::http::extract::{Path, Query};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -73,7 +74,8 @@ pub async fn call(
             return Err(ApiError::IdTooLong { field: "meta.correlation_id", limit: MAX_CORRELATION_ID_BYTES })
         }
         Some(id) => id.to_string(),
-        None => uuid::Uuid::now_v7().to_string(),
+        None if meta.get("correlation_id").is_none_or(Value::is_null) => uuid::Uuid::now_v7().to_string(),
+        None => return Err(ApiError::BadRequest("`meta.correlation_id` is a string".into())),
     };
     meta.insert("correlation_id".into(), json!(correlation_id));
     if meta.get("reply_to").is_none_or(Value::is_null) {

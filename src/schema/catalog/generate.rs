@@ -37,6 +37,11 @@ pub fn render(def: &EventDef) -> String {
 
 /// Writes every schema below `out`; returns the paths written.
 pub fn write(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<PathBuf>> {
+    write_each(catalog, out, |_| {})
+}
+
+/// [`write()`], calling `done` with each file written (the CLI shows progress with it).
+pub fn write_each(catalog: &Catalog, out: &Path, mut done: impl FnMut(&Path)) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for def in &catalog.events {
         let path = out.join(def.relative_path());
@@ -44,6 +49,7 @@ pub fn write(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<PathBuf>> {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(&path, render(def))?;
+        done(&path);
         written.push(path);
     }
     for stale in extra_files(catalog, out)? {
@@ -54,9 +60,15 @@ pub fn write(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Compares the files below `out` with what `catalog` generates.
 pub fn check(catalog: &Catalog, out: &Path) -> std::io::Result<Vec<Drift>> {
+    check_each(catalog, out, |_| {})
+}
+
+/// [`check`], calling `done` with each file compared.
+pub fn check_each(catalog: &Catalog, out: &Path, mut done: impl FnMut(&Path)) -> std::io::Result<Vec<Drift>> {
     let mut drift = Vec::new();
     for def in &catalog.events {
         let path = out.join(def.relative_path());
+        done(&path);
         match std::fs::read_to_string(&path) {
             Ok(text) if text == render(def) => {}
             Ok(_) => drift.push(Drift::Changed(path)),
