@@ -41,6 +41,8 @@ ratios L / P (target: L >= 50% of the plain consumer, the faster of P and P-conc
 `--perf` adds one more L drain with `perf record --call-graph dwarf` attached to the router
 (target/bench-amqp/perf-L.data; not in the table). Raw results: target/bench-amqp/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from machine import CLK, children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -63,24 +65,10 @@ TYPE = "infrahub/send.echo.request"
 # processes not ours used more than NOISY cores is taken again, up to RETRIES times.
 NOISY, RETRIES = 0.15, 3
 POLL = 0.01
-CLK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not up after {timeout}s")
 
 
 def session_cpu(sids):
@@ -100,34 +88,12 @@ def session_cpu(sids):
     return out
 
 
-def proc_cpu(pid):
-    """CPU seconds one process used so far (user + system, all threads)."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / CLK
 
 
-def children_cpu():
-    """CPU seconds of the children reaped so far (the publisher, the plain consumer)."""
-    r = os.times()
-    return r.children_user + r.children_system
 
 
-def machine_busy():
-    """Busy CPU seconds of the whole machine so far (all cores; steal not counted)."""
-    f = list(map(int, open("/proc/stat").readline().split()[1:]))
-    return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK
 
 
-def wait_quiet(ours, limit=0.3, max_wait=180):
-    """The machine is shared: waits (up to max_wait s) until what is not ours uses less than
-    `limit` of a core over a second. Answers the seconds waited."""
-    t0 = time.time()
-    while time.time() - t0 < max_wait:
-        a, o = machine_busy(), ours()
-        time.sleep(1)
-        if machine_busy() - a - (ours() - o) < limit:
-            break
-    return time.time() - t0
 
 
 class Broker:
@@ -299,10 +265,10 @@ def main():
                         if time.time() > end:
                             raise RuntimeError(f"{label}: only {m['accepted_total']} of {n} accepted: {m}")
                         time.sleep(POLL)
-                    cpu["t1"], cpu["r1"] = time.time(), proc_cpu(r.pid)
+                    cpu["t1"], cpu["r1"] = time.time(), cpu_s(r.pid)
                     return m
 
-                cpu["r0"] = proc_cpu(r.pid)
+                cpu["r0"] = cpu_s(r.pid)
                 m, res = window(r.pid, run, n)
                 seconds = cpu["t1"] - res.pop("t0")
             finally:

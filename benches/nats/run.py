@@ -37,6 +37,8 @@ event of the router(s), of nats-server and of the load generator (wrk or the pub
 Prints medians over the rounds and the ratios N / P (target: N1 >= 50% of P) and N / L.
 Raw results: target/bench-nats/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from machine import CLK, children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -57,7 +59,6 @@ TYPE = "infrahub/send.echo.request"
 # processes not ours used more than NOISY cores is taken again, up to RETRIES times.
 NOISY, RETRIES = 0.15, 3
 BATCH_SIZE = 100
-CLK = os.sysconf("SC_CLK_TCK")
 
 # The body of benches/http/end_to_end.py (schemas/source/infrahub.md, "Send Echo").
 BODY = {"meta": {"request_id": "01HZX3K9V7Q2M8N4P6R5T0W1YA", "correlation_id": "c0a8-77f1", "priority": 5},
@@ -71,33 +72,12 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_port(port, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not up after {timeout}s")
 
 
-def cpu_s(pid):
-    """CPU seconds a process used so far (user + system, all threads)."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / CLK
 
 
-def children_cpu():
-    """CPU seconds of the children reaped so far (wrk, the publisher; not the servers)."""
-    r = os.times()
-    return r.children_user + r.children_system
 
 
 class Nats:
@@ -145,22 +125,8 @@ class Nats:
         return self.request(f"$JS.API.STREAM.INFO.{stream}")["state"]
 
 
-def machine_busy():
-    """Busy CPU seconds of the whole machine so far (all cores; steal not counted)."""
-    f = list(map(int, open("/proc/stat").readline().split()[1:]))
-    return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK
 
 
-def wait_quiet(ours, limit=0.3, max_wait=180):
-    """The machine is shared: waits (up to max_wait s) until what is not ours uses less than
-    `limit` of a core over a second. Answers the seconds waited."""
-    t0 = time.time()
-    while time.time() - t0 < max_wait:
-        a, o = machine_busy(), ours()
-        time.sleep(1)
-        if machine_busy() - a - (ours() - o) < limit:
-            break
-    return time.time() - t0
 
 
 def metrics(port):

@@ -1,0 +1,53 @@
+"""What the benchmark scripts share about this machine and its processes: free ports, waiting
+for a port, CPU seconds of a process, of reaped children and of the whole machine, and waiting
+until the shared machine is quiet. Imported by benches/nats/run.py and benches/amqp/run.py."""
+import os, socket, time
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not up after {timeout}s")
+
+
+def cpu_s(pid):
+    """CPU seconds one process used so far (user + system, all threads)."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / CLK
+
+
+def children_cpu():
+    """CPU seconds of the children reaped so far (load generators; not the servers)."""
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+def machine_busy():
+    """Busy CPU seconds of the whole machine so far (all cores; steal not counted)."""
+    f = list(map(int, open("/proc/stat").readline().split()[1:]))
+    return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK
+
+
+def wait_quiet(ours, limit=0.3, max_wait=180):
+    """The machine is shared: waits (up to max_wait s) until what is not ours uses less than
+    `limit` of a core over a second. Answers the seconds waited."""
+    t0 = time.time()
+    while time.time() - t0 < max_wait:
+        a, o = machine_busy(), ours()
+        time.sleep(1)
+        if machine_busy() - a - (ours() - o) < limit:
+            break
+    return time.time() - t0
