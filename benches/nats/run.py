@@ -38,7 +38,7 @@ Prints medians over the rounds and the ratios N / P (target: N1 >= 50% of P) and
 Raw results: target/bench-nats/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from machine import CLK, children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
+from machine import children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
