@@ -1,7 +1,7 @@
 """What the benchmark scripts share about this machine and its processes: free ports, waiting
 for a port, CPU seconds of a process, of reaped children and of the whole machine, and waiting
 until the shared machine is quiet. Imported by benches/nats/run.py and benches/amqp/run.py."""
-import os, socket, time
+import json, os, socket, time
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -51,3 +51,16 @@ def wait_quiet(ours, limit=0.3, max_wait=180):
         if machine_busy() - a - (ours() - o) < limit:
             break
     return time.time() - t0
+
+
+def measured(run, arg, noisy, retries, **tags):
+    """`run(arg)`'s result (a dict with `other_cores`: what other processes used meanwhile),
+    taken again up to `retries` times while other processes used more than `noisy` cores;
+    printed as JSON lines, with `tags` and the attempt added."""
+    for attempt in range(retries + 1):
+        r = run(arg) | tags | {"attempt": attempt}
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+        if r["other_cores"] <= noisy:
+            break
+        print(f"  (other processes used {r['other_cores']:.2f} cores meanwhile: measured again)", flush=True)
+    return r

@@ -42,7 +42,7 @@ ratios L / P (target: L >= 50% of the plain consumer, the faster of P and P-conc
 (target/bench-amqp/perf-L.data; not in the table). Raw results: target/bench-amqp/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from machine import CLK, children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
+from machine import CLK, children_cpu, measured, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -298,16 +298,12 @@ def main():
             run(N // 10)
         for rnd in range(ROUNDS):
             for label, run in plan:
-                for attempt in range(RETRIES + 1):
+                def purged_then(n, run=run):
                     left = json.loads(bench("purge").stdout or '{"purged": -1}')["purged"]
                     if left:
                         print(f"  (purged {left} messages left in the queue)", flush=True)
-                    r = run(N) | {"round": rnd, "attempt": attempt}
-                    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
-                    if r["other_cores"] <= NOISY:
-                        break
-                    print(f"  (other processes used {r['other_cores']:.2f} cores meanwhile: measured again)", flush=True)
-                results.append(r)
+                    return run(n)
+                results.append(measured(purged_then, N, NOISY, RETRIES, round=rnd))
         if ARGS.perf:
             OUT.mkdir(parents=True, exist_ok=True)
             r = router_run("L", N, "group", perf=OUT / "perf-L.data")

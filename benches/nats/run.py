@@ -38,7 +38,7 @@ Prints medians over the rounds and the ratios N / P (target: N1 >= 50% of P) and
 Raw results: target/bench-nats/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from machine import children_cpu, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
+from machine import children_cpu, measured, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -272,13 +272,7 @@ def main():
                 run(2)
         for rnd in range(ROUNDS):
             for label, run in plan:
-                for attempt in range(RETRIES + 1):
-                    r = run(DUR) | {"round": rnd, "attempt": attempt}
-                    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
-                    if r["other_cores"] <= NOISY:
-                        break
-                    print(f"  (other processes used {r['other_cores']:.2f} cores meanwhile: measured again)", flush=True)
-                results.append(r)
+                results.append(measured(run, DUR, NOISY, RETRIES, round=rnd))
     finally:
         for p in procs.values():
             try:
