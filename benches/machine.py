@@ -29,6 +29,28 @@ def cpu_s(pid):
     return (int(f[11]) + int(f[12])) / CLK
 
 
+# Thread name prefixes of a router, grouped as the end-to-end benchmark reports them (the
+# kernel keeps 15 bytes of a name: `eventyard-worker-0` reads `eventyard-worke`).
+THREAD_GROUPS = (("eventyard-worke", "workers"), ("tokio-rt-worker", "http"), ("eventyard-log", "log"))
+
+
+def threads_cpu(pid):
+    """CPU seconds a router's threads used so far, by group (`THREAD_GROUPS`, else `other`):
+    which side of the router (plugin workers, the HTTP runtime, the log writer and its
+    syncers) an event's cost is on."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
+        f = stat.rsplit(")", 1)[1].split()
+        out[group] = out.get(group, 0) + (int(f[11]) + int(f[12])) / CLK
+    return out
+
+
 def children_cpu():
     """CPU seconds of the children reaped so far (load generators; not the servers)."""
     r = os.times()

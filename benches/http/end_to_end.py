@@ -21,6 +21,8 @@ accepted events / (wrk start .. all handled), the lag is wrk's end .. all handle
 ingestion rate (accepted / wrk's duration), 503s and events refused as `overloaded` (the
 queue stayed full past pipeline.queue_wait_ms; an NDJSON request answers these per line, so
 wrk does not count them as errors) are shown too.
+Each row also shows the router's CPU per event, in all and by thread group (the plugin
+workers, the HTTP runtime that parses, validates and appends, the log writer and its syncers).
 Prints medians over the rounds and the ratios R/N. Needs wrk (apt-get install -y wrk) and
 `cargo build --release`."""
 import json, os, pathlib, re, shutil, signal, statistics, subprocess, sys, time, urllib.request
@@ -30,6 +32,8 @@ REPO = HERE.parent.parent
 PEERS = REPO.parent / "shared" / "bench" / "peers"
 sys.path.insert(0, str(PEERS))
 import bench  # noqa: E402  (the peers' helpers: wait_port, cpu_times, busy, to_ms)
+sys.path.insert(0, str(HERE.parent))
+from machine import threads_cpu  # noqa: E402
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 PINNED = "--pinned" in sys.argv
@@ -116,7 +120,7 @@ def wrk(port, mode, dur):
 def measure(label, name, mode, dur, pid):
     port = SERVERS[name][0]
     before = metrics(port)
-    cpu0 = cpu_s(pid)
+    cpu0, threads0 = cpu_s(pid), threads_cpu(pid)
     r = wrk(port, mode, dur)
     accepted = metrics(port)["accepted"] - before["accepted"]
     wall = r["end"] - r["start"]
@@ -140,6 +144,10 @@ def measure(label, name, mode, dur, pid):
         res["e2e_eps"] = res["ingest_eps"]
     # The router's own CPU per event (wrk's not counted): less moved by other load than rates.
     res["cpu_us_per_event"] = (cpu_s(pid) - cpu0) * 1e6 / max(1, accepted)
+    # ...and by side: plugin workers, the HTTP runtime (parse, validate, append), the log.
+    threads1 = threads_cpu(pid)
+    for group in ("workers", "http", "log"):
+        res[f"{group}_us"] = (threads1.get(group, 0) - threads0.get(group, 0)) * 1e6 / max(1, accepted)
     print(json.dumps({k: (round(v) if isinstance(v, float) and v > 100 else round(v, 3) if isinstance(v, float) else v)
                       for k, v in res.items()}), flush=True)
     return res
@@ -173,12 +181,13 @@ def main():
         for p in procs.values():
             p.wait(10)
     med = lambda label, key: statistics.median(r[key] for r in results if r["label"] == label and key in r)
-    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7} {'refused':>7} {'cpu us/ev':>9}   (medians of {ROUNDS})")
+    print(f"\n{'label':10} {'events/s':>10} {'ingest/s':>10} {'lag s':>6} {'p99 ms':>7} {'non2xx':>7} {'refused':>7} {'cpu us/ev':>9} {'workers':>7} {'http':>6} {'log':>6}   (medians of {ROUNDS}; the last three: us/event by thread group)")
     for label, name, _ in ROUND:
         lag = f"{med(label, 'lag_s'):6.2f}" if name == "R" else f"{'':6}"
         print(f"{label:10} {med(label, 'e2e_eps'):10,.0f} {med(label, 'ingest_eps'):10,.0f} {lag} "
               f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f} {med(label, 'refused_frac'):7.3f} "
-              f"{med(label, 'cpu_us_per_event'):9.2f}")
+              f"{med(label, 'cpu_us_per_event'):9.2f} {med(label, 'workers_us'):7.2f} {med(label, 'http_us'):6.2f} "
+              f"{med(label, 'log_us'):6.2f}")
     for mode in ("single", "ndjson"):
         print(f"end to end / no route, {mode}: {med(f'R-{mode}', 'e2e_eps') / med(f'N-{mode}', 'e2e_eps'):.0%}")
     out = HERE / "results"
