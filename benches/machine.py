@@ -1,6 +1,6 @@
 """What the benchmark scripts share about this machine and its processes: free ports, waiting
-for a port, CPU seconds of a process, of reaped children and of the whole machine, and waiting
-until the shared machine is quiet. Imported by benches/nats/run.py and benches/amqp/run.py."""
+for a port, CPU seconds of a process (and of its threads by name), of reaped children and of the whole machine, and waiting
+until the shared machine is quiet. Imported by benches/nats/run.py, benches/amqp/run.py and benches/http/end_to_end.py."""
 import json, os, socket, time
 
 CLK = os.sysconf("SC_CLK_TCK")
@@ -23,10 +23,20 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"port {port} not up after {timeout}s")
 
 
+def stat_fields(stat):
+    """The fields of a /proc/.../stat text after the command name (which may hold spaces and
+    parentheses): field 3 of proc(5) is index 0 here."""
+    return stat.rsplit(")", 1)[1].split()
+
+
+def stat_cpu(fields):
+    """CPU seconds (user + system) in `stat_fields`' result."""
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
 def cpu_s(pid):
     """CPU seconds one process used so far (user + system, all threads)."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / CLK
+    return stat_cpu(stat_fields(open(f"/proc/{pid}/stat").read()))
 
 
 # Thread name prefixes of a router, grouped as the end-to-end benchmark reports them (the
@@ -46,8 +56,7 @@ def threads_cpu(pid):
             continue
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         group = next((g for prefix, g in THREAD_GROUPS if name.startswith(prefix)), "other")
-        f = stat.rsplit(")", 1)[1].split()
-        out[group] = out.get(group, 0) + (int(f[11]) + int(f[12])) / CLK
+        out[group] = out.get(group, 0) + stat_cpu(stat_fields(stat))
     return out
 
 

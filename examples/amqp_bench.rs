@@ -25,11 +25,11 @@
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -88,9 +88,10 @@ enum Command {
     },
 }
 
+/// A connection (named as the router names its own, through the same
+/// [`eventyard::amqp::connect`]) and a channel on it.
 async fn connect(url: &str, name: &str) -> Result<(Connection, Channel), Error> {
-    let properties = ConnectionProperties::default().with_connection_name(format!("amqp_bench {name}").into());
-    let connection = Connection::connect(url, properties).await?;
+    let connection = eventyard::amqp::connect(url, &format!("amqp_bench {name}")).await?;
     let channel = connection.create_channel().await?;
     Ok((connection, channel))
 }
@@ -118,8 +119,7 @@ fn round3(x: f64) -> f64 {
 
 async fn publish(url: &str, queue: &str, exchange: &str, count: u64, window: usize) -> Result<(), Error> {
     let (connection, channel) = connect(url, "publish").await?;
-    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-    channel.exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+    eventyard::amqp::declare_exchange(&channel, exchange, "topic").await?;
     declare_queue(&channel, queue).await?;
     channel
         .queue_bind(queue.into(), exchange.into(), "send.*.*".into(), QueueBindOptions::default(), FieldTable::default())

@@ -40,9 +40,9 @@ more than 0.15 cores is taken again (up to 3 times). Prints medians over the rou
 ratios L / P (target: L >= 50% of the plain consumer, the faster of P and P-conc).
 `--perf` adds one more L drain with `perf record --call-graph dwarf` attached to the router
 (target/bench-amqp/perf-L.data; not in the table). Raw results: target/bench-amqp/results.json."""
-import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, pathlib, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from machine import CLK, children_cpu, measured, cpu_s, free_port, machine_busy, wait_port, wait_quiet  # noqa: E402
+from machine import children_cpu, measured, cpu_s, free_port, machine_busy, stat_cpu, stat_fields, wait_port, wait_quiet  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -67,10 +67,6 @@ NOISY, RETRIES = 0.15, 3
 POLL = 0.01
 
 
-
-
-
-
 def session_cpu(sids):
     """CPU seconds used so far by the live processes of each session in `sids` (user + system,
     all threads): a server with its helpers (beam.smp, erl_child_setup, inet_gethost)."""
@@ -79,21 +75,13 @@ def session_cpu(sids):
         if not d.isdigit():
             continue
         try:
-            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            f = stat_fields(open(f"/proc/{d}/stat").read())
         except OSError:
             continue
         sid = int(f[3])
         if sid in out:
-            out[sid] += (int(f[11]) + int(f[12])) / CLK
+            out[sid] += stat_cpu(f)
     return out
-
-
-
-
-
-
-
-
 
 
 class Broker:

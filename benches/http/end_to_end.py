@@ -33,7 +33,7 @@ PEERS = REPO.parent / "shared" / "bench" / "peers"
 sys.path.insert(0, str(PEERS))
 import bench  # noqa: E402  (the peers' helpers: wait_port, cpu_times, busy, to_ms)
 sys.path.insert(0, str(HERE.parent))
-from machine import threads_cpu  # noqa: E402
+from machine import cpu_s, threads_cpu  # noqa: E402
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 PINNED = "--pinned" in sys.argv
@@ -73,12 +73,6 @@ def metrics(port):
     m = re.search(r'^eventyard_events_rejected_total\{error="overloaded"\} (\d+)$', text, re.M)
     out["overloaded"] = int(m.group(1)) if m else 0
     return out
-
-
-def cpu_s(pid):
-    """CPU seconds the router used so far (user + system, all threads)."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handled(m):

@@ -72,14 +72,6 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-
-
-
-
-
-
-
-
 class Nats:
     """The smallest NATS client (stdlib sockets) for the script's JetStream API requests: a
     connection per request (one kept open would go stale while the script waits)."""
@@ -123,10 +115,6 @@ class Nats:
 
     def state(self, stream):
         return self.request(f"$JS.API.STREAM.INFO.{stream}")["state"]
-
-
-
-
 
 
 def metrics(port):
