@@ -62,14 +62,29 @@ install_tools() {
     # The reference Prometheus text parser (prometheus_client, PyPI), which checks `/metrics`.
     venv target/prometheus-venv "import prometheus_client.parser" "prometheus_client==0.26.0"
 }
+# The example plugins the tests load: Rust (the guest workspace, as `support::guest` builds
+# it) and Python, JavaScript and C (each `build.sh` installs its toolchain from a package
+# registry). Idempotent, as the tests' own calls are; here they overlap the router's build,
+# whose link steps leave a core idle, instead of holding up the test run's longest tests.
+# After the tools, not beside them: both may install Debian packages, and apt takes one lock.
+build_guests() {
+    (cd guest-examples/rust && cargo build --release --locked --target wasm32-wasip2 --target-dir target)
+    for lang in python js c; do
+        bash "guest-examples/$lang/build.sh"
+    done
+}
 mkdir -p target
-install_tools > target/install.log 2>&1 &
+{ install_tools > target/install.log 2>&1 && build_guests > target/guests.log 2>&1; } &
 installing=$!
 
 # One build for everything: `cargo test` builds the binary too (with the dev-dependencies'
 # features unified in); a `cargo run` first would build much of the tree a second time.
 cargo test --locked --all-targets --no-run
-wait "$installing" || { cat target/install.log >&2; echo "installing the test tools failed (log above)" >&2; exit 1; }
+wait "$installing" || {
+    cat target/install.log target/guests.log >&2 2>/dev/null
+    echo "installing the test tools or building the example plugins failed (logs above)" >&2
+    exit 1
+}
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
 "${CARGO_TARGET_DIR:-target}/debug/eventyard" schemas generate --check
@@ -78,4 +93,6 @@ wait "$installing" || { cat target/install.log >&2; echo "installing the test to
 # separate dir beside the tests cost more than it saved: 30m45s against the 30-minute budget).
 RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::invalid_html_tags -A rustdoc::private_intra_doc_links" \
     cargo doc --locked --no-deps --lib --document-private-items --quiet
-cargo test --locked --all-targets
+# Four tests at a time on two cores: most of them wait on child processes, brokers and
+# browsers, not on the CPU (two at a time took 537 s, four 386 s).
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked --all-targets

@@ -520,3 +520,73 @@ async fn plugin_metrics_cannot_break_or_bloat_the_scrape() {
     let limited = refused("metric-flood", "series_limit") + refused("metric-flood", "bytes_limit");
     assert_eq!(limited as usize, 5000 - kept);
 }
+
+/// Posts an NDJSON batch of echo requests with these messages; their ids, in order.
+async fn post_echo_batch(s: &Server, messages: &[String]) -> Vec<String> {
+    let body: Vec<String> =
+        messages.iter().map(|m| json!({ "type": "infrahub/send.echo.request", "data": { "message": m } }).to_string()).collect();
+    let res = client()
+        .post(s.url("/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(body.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["accepted"].as_u64(), Some(messages.len() as u64), "{v}");
+    v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Handlers built against `batch-handler` get a waiting run of events in one call. When such
+/// a call fails as a whole (here: one event of the run traps; then: an answer one result
+/// short), every event of the run is handled again alone, so only the bad event fails, and
+/// the other handler of the route answers every event either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_events_is_one_batch_call_and_a_failed_batch_fails_only_its_bad_event() {
+    let mut toml = echo_plugin().replace("handlers = [\"echo\"]", "handlers = [\"echo\", \"picky\", \"short\"]\nretry = { max_attempts = 1 }");
+    toml += &hostile_plugin("picky", "trap-marked", "");
+    toml += &hostile_plugin("short", "batch-short", "");
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let plugins: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
+    let batches = |name: &str| plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["batches"].clone();
+    assert_eq!((batches("echo"), batches("picky")), (json!(true), json!(true)), "{plugins}");
+
+    // One request: its 40 events are queued at once, so the workers take them in runs.
+    let messages: Vec<String> = (0..40).map(|i| if i == 17 { "boom".to_string() } else { format!("m{i}") }).collect();
+    let ids = post_echo_batch(&s, &messages).await;
+    for (i, id) in ids.iter().enumerate() {
+        let status: Value = loop {
+            let v: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+            if v["state"] == "processed" || v["state"] == "dead_lettered" {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let emitted = status["emitted"].as_array().unwrap();
+        assert_eq!(emitted.len(), 1, "echo answered event {i}: {status}");
+        assert_eq!(emitted[0]["plugin"], "echo");
+        let failed = status["failed"].as_array().unwrap();
+        if i == 17 {
+            assert_eq!(status["state"], "dead_lettered", "{status}");
+            assert_eq!((failed.len(), &failed[0]["plugin"], &failed[0]["kind"]), (1, &json!("picky"), &json!("trap")), "{status}");
+        } else {
+            assert_eq!(status["state"], "processed", "event {i}: {status}");
+        }
+    }
+    let letters = dead_letters(&s, "?limit=100", 1).await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["event"]["id"], ids[17].as_str());
+
+    let m = |name: &str, plugin: &str| {
+        let series = format!("eventyard_plugin_{name}{{plugin=\"{plugin}\"}}");
+        let s = &s;
+        async move { metric(s, &series).await.unwrap() }
+    };
+    let echo_batches = m("batch_calls_total", "echo").await;
+    assert!(echo_batches >= 1.0 && echo_batches < 40.0, "runs of more than one event: {echo_batches}");
+    assert_eq!(m("calls_total", "echo").await, 40.0, "one call per event, counted per event");
+    assert_eq!(m("batch_fallbacks_total", "echo").await, 0.0);
+    assert!(m("batch_fallbacks_total", "picky").await >= 1.0, "the run with the marked event fell back");
+    assert_eq!(m("batch_calls_total", "short").await, 0.0, "a short answer is never taken");
+    assert!(m("batch_fallbacks_total", "short").await >= 1.0);
+}

@@ -73,7 +73,7 @@ impl Core {
         );
         self.dead_letters.render_metrics(out);
         type Read = fn(&Plugin) -> u64;
-        let per_plugin: [(&str, &str, &str, Read); 6] = [
+        let per_plugin: [(&str, &str, &str, Read); 8] = [
             ("eventyard_plugin_calls_total", "counter", "Calls made to the plugin.", |p| {
                 p.stats.calls.load(Ordering::Relaxed)
             }),
@@ -82,6 +82,18 @@ impl Core {
                 "counter",
                 "Instances created (warm pool misses, recycling, strict mode).",
                 |p| p.stats.instantiations.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_plugin_batch_calls_total",
+                "counter",
+                "handle-batch calls (a run of events in one call; each event also counts in calls_total).",
+                |p| p.stats.batch_calls.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_plugin_batch_fallbacks_total",
+                "counter",
+                "handle-batch calls that failed as a whole; their events were handled again one by one.",
+                |p| p.stats.batch_fallbacks.load(Ordering::Relaxed),
             ),
             (
                 "eventyard_plugin_output_dropped_bytes_total",

@@ -30,6 +30,12 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+/// The most jobs a worker takes at once. New events among them are processed together, one
+/// call per handler that takes runs (`handle-batch`) for all of them: that is what makes an
+/// NDJSON batch cheap end to end. Bounded because a run's events wait for each other (its
+/// first is finished with its last) and a batch call's deadline grows with its events.
+pub const MAX_RUN: usize = 32;
+
 /// What survives a restart: the event log (with what it recovered), the dead letters.
 pub struct Durable {
     pub log: Arc<dyn EventLog>,
@@ -159,8 +165,9 @@ impl Pipeline {
                 let worker = std::thread::Builder::new()
                     .name(format!("eventyard-worker-{i}"))
                     .spawn(move || {
-                        while let Some(job) = core.queue.pop(|j| matches!(j, Job::Event { reserved: true, .. })) {
-                            core.execute(job);
+                        let reserved = |j: &Job| matches!(j, Job::Event { reserved: true, .. });
+                        while let Some(jobs) = core.queue.pop_run(MAX_RUN, n, reserved) {
+                            core.execute_run(jobs);
                         }
                     })
                     .expect("spawn pipeline worker");
@@ -313,6 +320,50 @@ impl Core {
         self.settle(run, usize::from(pending));
     }
 
+    /// Runs the jobs a worker took together: the new events among them at once (see
+    /// [`MAX_RUN`]), every other job alone.
+    fn execute_run(&self, jobs: Vec<Job>) {
+        let mut events = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Event { event, .. } => events.push(event),
+                other => self.execute(other),
+            }
+        }
+        match events.len() {
+            0 => {}
+            1 => self.execute(Job::Event { event: events.pop().expect("one event"), reserved: false }),
+            _ => self.run_many(events),
+        }
+    }
+
+    /// Processes accepted events together (each finished now, or once its retries are done).
+    /// A panic fails no event here: the events not yet settled are processed again one by one
+    /// ([`Core::execute`]), where it fails its own event alone (the others may emit twice, as
+    /// after a crash).
+    fn run_many(&self, events: Vec<Event>) {
+        let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
+        let settled = std::cell::Cell::new(0);
+        let work = std::panic::AssertUnwindSafe(|| {
+            for root in &roots {
+                self.log.progress(&root.event.id, State::InProgress);
+            }
+            let mut runs: Vec<Run> = roots.iter().map(|r| Run::new(r.clone())).collect();
+            let mut items: Vec<(&Event, &mut Run)> = roots.iter().map(|r| &r.event).zip(runs.iter_mut()).collect();
+            self.process_many(&mut items);
+            for run in runs {
+                self.settle(run, 0);
+                settled.set(settled.get() + 1);
+            }
+        });
+        if std::panic::catch_unwind(work).is_err() {
+            tracing::warn!(events = roots.len() - settled.get(), "a panic while processing a run; its events are processed again one by one");
+            for root in &roots[settled.get()..] {
+                self.execute(Job::Event { event: root.event.clone(), reserved: false });
+            }
+        }
+    }
+
     /// Processes one accepted event; it is finished now, or once its retries are done.
     fn run(&self, root: Arc<RootWork>) {
         self.log.progress(&root.event.id, State::InProgress);
@@ -400,14 +451,7 @@ impl Core {
     fn call_handler(&self, at: (&Route, usize, usize), event: &Event, wit: &Arc<PluginEvent>, attempt: u32, run: &mut Run) {
         let (route, ri, hi) = at;
         match &route.handlers[hi] {
-            RouteHandler::Plugin(plugin) => match plugin.call(wit) {
-                Ok(events) => {
-                    for e in events {
-                        self.emit(plugin.name(), route, event, e, run);
-                    }
-                }
-                Err(fail) => self.handler_failed(event, ri, hi, fail, attempt + 1, run),
-            },
+            RouteHandler::Plugin(plugin) => self.handled(at, event, plugin.call(wit), attempt, run),
             RouteHandler::Sink(sink) => {
                 // Counted before it starts: its answer may be settled on another worker
                 // before this part of the work is.
@@ -425,53 +469,98 @@ impl Core {
         }
     }
 
-    fn process(&self, event: &Event, run: &mut Run) {
-        let routes = self.routes();
-        let matching = routes.iter().enumerate().filter(|(_, r)| !r.disabled && r.matcher.matches(&event.type_name));
-        'routes: for (route_index, route) in matching {
-            if run.root.exhausted() {
-                return;
-            }
-            self.counters.routed.fetch_add(1, Ordering::Relaxed);
-            let mut current = std::borrow::Cow::Borrowed(event);
-            let mut wit = plugin_event(&current);
-            for f in &route.filters {
-                if !self.charge(run, f.name(), route, 1, 0, 0) {
-                    return;
+    /// What handler `at` answered about `event` (`attempt`: calls made before this one): its
+    /// emitted events are routed at once, its failure retried or dead-lettered.
+    fn handled(&self, at: (&Route, usize, usize), event: &Event, answer: Result<Vec<Checked>, Failure>, attempt: u32, run: &mut Run) {
+        let (route, ri, hi) = at;
+        match answer {
+            Ok(events) => {
+                for e in events {
+                    self.emit(route.handlers[hi].name(), route, event, e, run);
                 }
-                match f.call(&wit) {
-                    Ok(Verdict::Keep) => {}
-                    Ok(Verdict::Drop(reason)) => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
-                        run.outcome.dropped.push((f.name().to_string(), reason));
-                        continue 'routes;
-                    }
-                    Ok(Verdict::Replace(r)) => {
-                        match self.replacement(f, &current, &r.type_, &r.data) {
-                            Ok(e) => {
-                                current = std::borrow::Cow::Owned(e);
-                                wit = plugin_event(&current);
-                            }
-                            Err(fail) => {
-                                self.dead_letter(&current, f.name(), route, fail, 1, run);
-                                continue 'routes;
-                            }
-                        }
-                    }
-                    Err(fail) => {
-                        self.dead_letter(&current, f.name(), route, fail, 1, run);
-                        continue 'routes;
-                    }
+            }
+            Err(fail) => self.handler_failed(event, ri, hi, fail, attempt + 1, run),
+        }
+    }
+
+    fn process(&self, event: &Event, run: &mut Run) {
+        self.process_many(&mut [(event, run)]);
+    }
+
+    /// Runs events through their routes. Per route: its filters, per event in order; then
+    /// its handlers, each called once for all the events that reached it when it takes runs
+    /// (`handle-batch`), else once per event. Each event keeps its own order of routes,
+    /// filters and handlers; events are independent of each other.
+    fn process_many(&self, items: &mut [(&Event, &mut Run)]) {
+        let routes = self.routes();
+        for (route_index, route) in routes.iter().enumerate().filter(|(_, r)| !r.disabled) {
+            let mut kept = Vec::new();
+            for (i, (event, run)) in items.iter_mut().enumerate() {
+                let event: &Event = event;
+                if run.root.exhausted() || !route.matcher.matches(&event.type_name) {
+                    continue;
+                }
+                self.counters.routed.fetch_add(1, Ordering::Relaxed);
+                if let Some((current, wit)) = self.filtered(route, event, run) {
+                    kept.push((i, current, wit));
                 }
             }
             for (handler_index, h) in route.handlers.iter().enumerate() {
-                if !self.charge(run, h.name(), route, 1, 0, 0) {
-                    return;
+                // An event past its budget is done with (its later routes see it exhausted).
+                kept.retain(|(i, ..)| self.charge(items[*i].1, h.name(), route, 1, 0, 0));
+                let at = (&**route, route_index, handler_index);
+                match h {
+                    RouteHandler::Plugin(plugin) if kept.len() > 1 && plugin.batches() => {
+                        let wits: Vec<Arc<PluginEvent>> = kept.iter().map(|(_, _, wit)| wit.clone()).collect();
+                        for ((i, current, _), answer) in kept.iter().zip(plugin.call_batch(&wits)) {
+                            self.handled(at, current, answer, 0, items[*i].1);
+                        }
+                    }
+                    _ => {
+                        for (i, current, wit) in &kept {
+                            self.call_handler(at, current, wit, 0, items[*i].1);
+                        }
+                    }
                 }
-                self.call_handler((route, route_index, handler_index), &current, &wit, 0, run);
             }
         }
+    }
+
+    /// `event` through the filters of `route`: what they kept (maybe rewritten) and its
+    /// plugin view, or `None` when one dropped it, failed on it (a dead letter) or its budget
+    /// is spent.
+    fn filtered<'e>(&self, route: &Route, event: &'e Event, run: &mut Run) -> Option<(std::borrow::Cow<'e, Event>, Arc<PluginEvent>)> {
+        let mut current = std::borrow::Cow::Borrowed(event);
+        let mut wit = plugin_event(&current);
+        for f in &route.filters {
+            if !self.charge(run, f.name(), route, 1, 0, 0) {
+                return None;
+            }
+            match f.call(&wit) {
+                Ok(Verdict::Keep) => {}
+                Ok(Verdict::Drop(reason)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(plugin = f.name(), event = %event.id, reason, "dropped by filter");
+                    run.outcome.dropped.push((f.name().to_string(), reason));
+                    return None;
+                }
+                Ok(Verdict::Replace(r)) => match self.replacement(f, &current, &r.type_, &r.data) {
+                    Ok(e) => {
+                        current = std::borrow::Cow::Owned(e);
+                        wit = plugin_event(&current);
+                    }
+                    Err(fail) => {
+                        self.dead_letter(&current, f.name(), route, fail, 1, run);
+                        return None;
+                    }
+                },
+                Err(fail) => {
+                    self.dead_letter(&current, f.name(), route, fail, 1, run);
+                    return None;
+                }
+            }
+        }
+        Some((current, wit))
     }
 
     /// A filter's rewritten event: the same type or one its manifest lists, valid.

@@ -131,6 +131,34 @@ impl<T> JobQueue<T> {
         Some(job)
     }
 
+    /// A run of jobs, waiting for the first: up to `max`, and no more than an even share of
+    /// what waits among `sharers` workers (so one worker does not take a whole batch while
+    /// another idles), in the order single pops would give; `None` once closed.
+    pub fn pop_run(&self, max: usize, sharers: usize, reserved: impl Fn(&T) -> bool) -> Option<Vec<T>> {
+        let mut q = self.inner.lock().expect("queue");
+        loop {
+            if q.closed {
+                return None;
+            }
+            let waiting: usize = q.lanes.iter().map(VecDeque::len).sum();
+            if waiting > 0 {
+                let take = waiting.div_ceil(sharers.max(1)).clamp(1, max.max(1));
+                let mut run = Vec::with_capacity(take);
+                while run.len() < take {
+                    let Some(lane) = q.pick() else { break };
+                    run.push(q.lanes[lane].pop_front().expect("picked lane is non-empty"));
+                }
+                drop(q);
+                let permits = run.iter().filter(|j| reserved(j)).count();
+                if permits > 0 {
+                    self.room.add_permits(permits);
+                }
+                return Some(run);
+            }
+            q = self.ready.wait(q).expect("queue");
+        }
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.room.is_closed()
@@ -206,6 +234,27 @@ mod tests {
         q.reserve(1).unwrap();
         q.close();
         assert_eq!(q.pop(|_| true), None);
+    }
+
+    /// A run is an even share of what waits, in priority order, and gives back the room of
+    /// its reserved jobs.
+    #[test]
+    fn a_run_takes_its_share_in_the_order_of_single_pops() {
+        let q: JobQueue<(u8, i32)> = JobQueue::new(100);
+        q.reserve(10).unwrap();
+        for i in 0..6 {
+            q.push(1, (1, i));
+        }
+        for i in 0..4 {
+            q.push(5, (5, i));
+        }
+        let first = q.pop_run(32, 2, |_| true).unwrap();
+        assert_eq!(first, [(5, 0), (5, 1), (5, 2), (5, 3), (1, 0)], "half of the 10 waiting, highest first");
+        assert_eq!(q.pop_run(2, 2, |_| true).unwrap(), [(1, 1), (1, 2)], "at most `max`");
+        assert_eq!(q.pop_run(32, 1, |_| true).unwrap(), [(1, 3), (1, 4), (1, 5)], "one sharer takes all");
+        q.reserve(10).expect("every taken job gave its room back");
+        q.close();
+        assert_eq!(q.pop_run(32, 2, |_| true), None);
     }
 
     /// A producer waits for room the workers make; past its wait, or asking for more than

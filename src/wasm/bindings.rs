@@ -1,6 +1,6 @@
-//! The one place that runs `bindgen!` over `wit/`. Both worlds share the `types`, `log`,
-//! `metrics` and `config` interfaces; the filter world reuses the handler world's modules
-//! so the host implements each interface once.
+//! The one place that runs `bindgen!` over `wit/`. The worlds share the `types`, `log`,
+//! `metrics` and `config` interfaces (and `emit`, of the two handler worlds); the others
+//! reuse the handler world's modules so the host implements each interface once.
 
 /// World `handler` (imports log, emit, metrics, config; exports `handle`).
 pub mod handler {
@@ -29,3 +29,20 @@ pub mod filter {
 
 pub use handler::eventyard::plugin::types::{Emitted, Event, HandlerError, Verdict};
 pub use handler::eventyard::plugin::{config, emit, log, metrics};
+
+/// World `batch-handler`: a handler that also exports `handle-batch` (a run of events in one
+/// call). A component configured as a `handler` is bound to this world when it exports both.
+pub mod batch_handler {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "batch-handler",
+        imports: { default: trappable },
+        with: {
+            "eventyard:plugin/types": super::handler::eventyard::plugin::types,
+            "eventyard:plugin/log": super::handler::eventyard::plugin::log,
+            "eventyard:plugin/emit": super::handler::eventyard::plugin::emit,
+            "eventyard:plugin/metrics": super::handler::eventyard::plugin::metrics,
+            "eventyard:plugin/config": super::handler::eventyard::plugin::config,
+        },
+    });
+}

@@ -63,9 +63,23 @@ impl PluginContext {
     }
 }
 
-/// The WIT `event` resource as the host sees it: a marker, since the event a call is about
-/// is always the one in [`CallState::event`] (a borrowed handle cannot outlive the call).
+/// The WIT `event` resource as the host sees it: a marker, since the events a call is about
+/// are the ones in [`CallState::events`]; the handle's rep says which (see [`event_rep`]).
 pub struct EventHandle;
+
+/// Bits of an event handle's rep that index [`CallState::events`]; the bits above hold the
+/// call's [`CallState::tag`]. A run is far shorter than this (`pipeline`'s run limit).
+const EVENT_INDEX_BITS: u32 = 16;
+/// The most events one call can be handed.
+pub const MAX_CALL_EVENTS: usize = 1 << EVENT_INDEX_BITS;
+
+/// The rep of the handle of event `index` of the call tagged `tag`. The tag changes with
+/// every call of an instance, so a handle a guest kept from an earlier call (the owned
+/// handles of a batch can be kept) names no event and its getters trap.
+pub fn event_rep(tag: u16, index: usize) -> u32 {
+    debug_assert!(index < MAX_CALL_EVENTS);
+    (u32::from(tag) << EVENT_INDEX_BITS) | index as u32
+}
 
 /// An event prepared for plugins: shared by every plugin of a route, fields handed out
 /// only when a guest asks for them.
@@ -83,8 +97,13 @@ pub struct PluginEvent {
 /// Per-call bookkeeping, reset before each call.
 #[derive(Default)]
 pub struct CallState {
-    /// The event of this call.
-    pub event: Option<Arc<PluginEvent>>,
+    /// The events of this call: one, or a batch's run.
+    pub events: Vec<Arc<PluginEvent>>,
+    /// This call's tag in its events' handles (see [`event_rep`]).
+    pub tag: u16,
+    /// A `handle-batch` call: `emit.send` is refused (an emitted event could not be told
+    /// apart by the event it answers).
+    pub batch: bool,
     /// Events sent through the `emit` import, already checked.
     pub emitted: Vec<Checked>,
     pub emit_count: usize,
@@ -205,42 +224,49 @@ impl WasiView for HostState {
 impl super::bindings::handler::eventyard::plugin::types::Host for HostState {}
 
 impl HostState {
-    fn event(&self) -> wasmtime::Result<&PluginEvent> {
-        self.call.event.as_deref().ok_or_else(|| wasmtime::Error::msg("no event outside a call"))
+    fn event(&self, handle: &Resource<EventHandle>) -> wasmtime::Result<&PluginEvent> {
+        let rep = handle.rep();
+        let index = (rep & (MAX_CALL_EVENTS as u32 - 1)) as usize;
+        let this_call = rep >> EVENT_INDEX_BITS == u32::from(self.call.tag);
+        this_call
+            .then(|| self.call.events.get(index))
+            .flatten()
+            .map(|e| &**e)
+            .ok_or_else(|| wasmtime::Error::msg("an event handle used outside the call it was given to"))
     }
 }
 
 impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState {
-    fn id(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event()?.id.clone())
+    fn id(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&h)?.id.clone())
     }
 
-    fn type_(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event()?.type_name.to_string())
+    fn type_(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&h)?.type_name.to_string())
     }
 
-    fn source(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event()?.source.clone().unwrap_or_else(|| "eventyard".to_string()))
+    fn source(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&h)?.source.clone().unwrap_or_else(|| "eventyard".to_string()))
     }
 
-    fn time(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(crate::event::rfc3339(self.event()?.time))
+    fn time(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(crate::event::rfc3339(self.event(&h)?.time))
     }
 
-    fn priority(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<u8> {
-        Ok(self.event()?.priority)
+    fn priority(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<u8> {
+        Ok(self.event(&h)?.priority)
     }
 
-    fn correlation_id(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
-        Ok(self.event()?.data.correlation_id().map(str::to_string))
+    fn correlation_id(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<Option<String>> {
+        Ok(self.event(&h)?.data.correlation_id().map(str::to_string))
     }
 
     fn attributes(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(Vec::new())
     }
 
-    fn data(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event()?.data.text().to_string())
+    fn data(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
+        Ok(self.event(&h)?.data.text().to_string())
     }
 
     fn drop(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<()> {
@@ -252,6 +278,9 @@ impl emit::Host for HostState {
     fn send(&mut self, event: Emitted) -> wasmtime::Result<Result<(), String>> {
         if !self.plugin.granted(Capability::Emit) {
             return Err(self.deny(Capability::Emit));
+        }
+        if self.call.batch {
+            return Ok(Err("emit.send is not available in handle-batch: return the events instead".into()));
         }
         let plugin = self.plugin.clone();
         match plugin.check_emitted(event, &mut self.call) {

@@ -6,9 +6,9 @@
 //! the old one while new calls use the new one; the old version (and its instances) goes
 //! away with its last call. Name, manifest, breaker and statistics stay with the plugin.
 
-use super::bindings::{filter, handler, Emitted, Verdict};
+use super::bindings::{batch_handler, filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
-use super::host::{CallState, EventHandle, HostState, PluginContext, PluginEvent};
+use super::host::{event_rep, CallState, EventHandle, HostState, PluginContext, PluginEvent};
 use super::link::Grants;
 use super::{Checked, WasmError};
 use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
@@ -26,11 +26,14 @@ use wasmtime::{Store, Trap};
 enum Pre {
     Filter(filter::FilterPre<HostState>),
     Handler(handler::HandlerPre<HostState>),
+    /// A handler that also exports `handle-batch`.
+    BatchHandler(batch_handler::BatchHandlerPre<HostState>),
 }
 
 enum Bound {
     Filter(filter::Filter),
     Handler(handler::Handler),
+    BatchHandler(batch_handler::BatchHandler),
 }
 
 /// An instance kept warm between events.
@@ -77,10 +80,21 @@ impl Handler {
     }
 
     pub fn call(&self, event: &Arc<PluginEvent>) -> Result<Vec<Checked>, Failure> {
-        match self.0.call(event)? {
-            Output::Emitted(events) => Ok(events),
-            Output::Verdict(_) => Err(wrong_world("handler")),
-        }
+        emitted(self.0.call(event))
+    }
+
+    /// Handles a run of events, one result per event in order: in one call when the
+    /// component exports `handle-batch`, else one call each (see [`Plugin::call_batch`]).
+    pub fn call_batch(&self, events: &[Arc<PluginEvent>]) -> Vec<Result<Vec<Checked>, Failure>> {
+        self.0.call_batch(events).into_iter().map(emitted).collect()
+    }
+}
+
+/// A handler's answer.
+fn emitted(r: Result<Output, Failure>) -> Result<Vec<Checked>, Failure> {
+    match r? {
+        Output::Emitted(events) => Ok(events),
+        Output::Verdict(_) => Err(wrong_world("handler")),
     }
 }
 
@@ -141,6 +155,10 @@ pub struct PluginStats {
     pub peak_memory_bytes: AtomicU64,
     /// Fuel the calls used, when the engine meters fuel (some plugin has a budget).
     pub fuel_consumed: AtomicU64,
+    /// `handle-batch` calls that answered (each counted in `calls` once per event).
+    pub batch_calls: AtomicU64,
+    /// `handle-batch` calls that failed as a whole, whose events were handled again alone.
+    pub batch_fallbacks: AtomicU64,
 }
 
 impl Plugin {
@@ -209,6 +227,11 @@ impl Plugin {
         self.ctx.manifest.world
     }
 
+    /// Whether the running version takes runs of events in one call (`handle-batch`).
+    pub fn batches(&self) -> bool {
+        matches!(self.version.load().pre, Pre::BatchHandler(_))
+    }
+
     pub fn breaker_open(&self) -> bool {
         self.breaker.is_open()
     }
@@ -232,35 +255,126 @@ impl Plugin {
             self.stats.latency.observe(start.elapsed().as_secs_f64());
         }
         if let Err(f) = &result {
-            let i = FailureKind::ALL.iter().position(|k| *k == f.kind).expect("every kind is listed");
-            self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
+            self.count_failure(f);
         }
         result
     }
 
+    fn count_failure(&self, f: &Failure) {
+        let i = FailureKind::ALL.iter().position(|k| *k == f.kind).expect("every kind is listed");
+        self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs a handler on a run of events: one result per event, in order. With a component
+    /// that exports `handle-batch` and more than one event, in one call (one entry into the
+    /// sandbox, one warm instance); should that call fail as a whole (a trap, the deadline,
+    /// an answer of the wrong length, or a reload to a version without the export), each
+    /// event is handled again alone, so a bad event fails only itself. Otherwise one call
+    /// per event.
+    pub fn call_batch(&self, events: &[Arc<PluginEvent>]) -> Vec<Result<Output, Failure>> {
+        // An open breaker: the single calls answer `circuit_open`, each counted.
+        if events.len() < 2 || !self.batches() || !self.breaker.allow() {
+            return events.iter().map(|e| self.call(e)).collect();
+        }
+        let start = Instant::now();
+        match self.call_batch_sandboxed(events) {
+            Ok(results) => {
+                let n = results.len() as u64;
+                self.stats.calls.fetch_add(n, Ordering::Relaxed);
+                self.stats.batch_calls.fetch_add(1, Ordering::Relaxed);
+                // One observation per run (its `_count` stays a sample): the share of one event.
+                self.stats.latency.observe(start.elapsed().as_secs_f64() / n as f64);
+                for r in &results {
+                    if self.breaker.record(r.is_ok()) {
+                        tracing::error!(plugin = self.name(), "circuit breaker tripped; calls paused for the cool-down");
+                    }
+                    if let Err(f) = r {
+                        self.count_failure(f);
+                    }
+                }
+                results.into_iter().map(|r| r.map(Output::Emitted)).collect()
+            }
+            Err(whole) => {
+                self.stats.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(plugin = self.name(), kind = whole.kind.as_str(), "a batch call failed; its events are handled one by one");
+                events.iter().map(|e| self.call(e)).collect()
+            }
+        }
+    }
+
     fn call_sandboxed(&self, event: &Arc<PluginEvent>) -> Result<Output, Failure> {
+        // The guest reaches the event through a borrowed handle; the host answers its
+        // getters from `CallState::events`, so no resource table entry is needed.
+        let run = |bound: &Bound, store: &mut Store<HostState>, tag| {
+            let handle = Resource::<EventHandle>::new_borrow(event_rep(tag, 0));
+            match bound {
+                Bound::Filter(f) => f.call_filter(store, handle).map(Raw::Verdict),
+                Bound::Handler(h) => h.call_handle(store, handle).map(Raw::Handled),
+                Bound::BatchHandler(h) => h.call_handle(store, handle).map(Raw::Handled),
+            }
+        };
+        self.in_sandbox(vec![event.clone()], run, |raw, call| self.classify(raw, call))
+    }
+
+    /// One `handle-batch` call; `Err` when it failed as a whole.
+    fn call_batch_sandboxed(&self, events: &[Arc<PluginEvent>]) -> Result<Vec<Result<Vec<Checked>, Failure>>, Failure> {
+        let n = events.len();
+        // Owned handles (see the WIT): the guest drops them, the host's `drop` does nothing.
+        let run = |bound: &Bound, store: &mut Store<HostState>, tag| match bound {
+            Bound::BatchHandler(h) => {
+                let handles: Vec<_> = (0..n).map(|i| Resource::<EventHandle>::new_own(event_rep(tag, i))).collect();
+                h.call_handle_batch(store, &handles)
+            }
+            _ => Err(wasmtime::Error::msg("this version of the plugin has no handle-batch")),
+        };
+        self.in_sandbox(events.to_vec(), run, |raw, mut call| {
+            if let Some(v) = call.violation.take() {
+                return Err(v);
+            }
+            let answers = raw.map_err(|e| classify_error(&e))?;
+            if answers.len() != n {
+                let message = format!("handle-batch answered {} results for {n} events", answers.len());
+                return Err(Failure::new(FailureKind::BadOutput, message));
+            }
+            let answer = |a: Result<Vec<Emitted>, super::bindings::HandlerError>| {
+                // Each event has the per-call emit budget of its own.
+                let mut budget = CallState::default();
+                a.map_err(handler_error)?.into_iter().map(|e| self.ctx.check_emitted(e, &mut budget)).collect()
+            };
+            Ok(answers.into_iter().map(answer).collect())
+        })
+    }
+
+    /// Enters the sandbox once for `events` (one, or a batch's run): a warm instance (or a
+    /// new one) of the current version, the call's state, deadline and fuel (the per-event
+    /// ones times the events), then `run`, then the call's accounting; `finish` turns the
+    /// raw answer into the outcome. The instance goes back to the warm pool unless the
+    /// outcome says it may be in any state (a trap).
+    fn in_sandbox<R, T>(
+        &self,
+        events: Vec<Arc<PluginEvent>>,
+        run: impl FnOnce(&Bound, &mut Store<HostState>, u16) -> wasmtime::Result<R>,
+        finish: impl FnOnce(wasmtime::Result<R>, CallState) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         // This call's version, whatever a reload does meanwhile.
         let version = self.version.load_full();
         let mut warm = match self.take_warm(&version) {
             Some(w) => w,
             None => self.instantiate(&version)?,
         };
+        let n = events.len() as u64;
         let store = &mut warm.store;
         let start_tick = self.ctx.ticks.load(Ordering::Relaxed);
-        store.data_mut().call = CallState { event: Some(event.clone()), start_tick, ..CallState::default() };
-        // The guest reaches the event through this borrowed handle; the host answers its
-        // getters from `CallState::event`, so no resource table entry is needed.
-        let handle = Resource::<EventHandle>::new_borrow(0);
-        store.set_epoch_deadline(self.ctx.deadline_ticks);
-        let fuel = self.ctx.manifest.limits.fuel.unwrap_or(u64::MAX);
+        // Truncated on purpose: the tag only has to differ from the last calls'.
+        let tag = warm.calls as u16;
+        store.data_mut().call = CallState { events, tag, batch: n > 1, start_tick, ..CallState::default() };
+        store.set_epoch_deadline(self.ctx.deadline_ticks.saturating_mul(n));
+        let fuel = self.ctx.manifest.limits.fuel.map_or(u64::MAX, |f| f.saturating_mul(n));
         if self.metered {
             // A fuel-metering engine needs fuel in every store; only budgeted plugins run short.
             store.set_fuel(fuel).map_err(|e| Failure::new(FailureKind::Instantiate, e.to_string()))?;
         }
-        let raw = match &warm.bound {
-            Bound::Filter(f) => f.call_filter(&mut *store, handle).map(Raw::Verdict),
-            Bound::Handler(h) => h.call_handle(&mut *store, handle).map(Raw::Handled),
-        };
+        let raw = run(&warm.bound, &mut *store, tag);
         warm.calls += 1;
         if self.metered {
             let used = fuel - store.get_fuel().unwrap_or(0);
@@ -273,7 +387,7 @@ impl Plugin {
         }
         let stderr_tail = self.drain_output(store);
         let call = std::mem::take(&mut store.data_mut().call);
-        let outcome = self.classify(raw, call).map_err(|mut f| {
+        let outcome = finish(raw, call).map_err(|mut f| {
             let limits = &self.ctx.manifest.limits;
             match f.kind {
                 FailureKind::Deadline => f.message = format!("ran past its deadline of {} ms", limits.deadline_ms),
@@ -308,7 +422,7 @@ impl Plugin {
                 Ok(Output::Verdict(Verdict::Drop(crate::event::text::clean_owned(reason, MAX_PLUGIN_MESSAGE_BYTES))))
             }
             Ok(Raw::Verdict(v)) => Ok(Output::Verdict(v)),
-            Ok(Raw::Handled(Err(he))) => Err(Failure::with_retry(FailureKind::HandlerError, he.message, he.retryable)),
+            Ok(Raw::Handled(Err(he))) => Err(handler_error(he)),
             Ok(Raw::Handled(Ok(list))) => {
                 let mut out = std::mem::take(&mut call.emitted);
                 for e in list {
@@ -331,6 +445,7 @@ impl Plugin {
         let engine = match &version.pre {
             Pre::Filter(p) => p.engine(),
             Pre::Handler(p) => p.engine(),
+            Pre::BatchHandler(p) => p.engine(),
         };
         let mut store = Store::new(engine, HostState::new(self.ctx.clone()));
         store.limiter(|s| &mut s.limits);
@@ -341,6 +456,7 @@ impl Plugin {
         let bound = match &version.pre {
             Pre::Filter(p) => p.instantiate(&mut store).map(Bound::Filter),
             Pre::Handler(p) => p.instantiate(&mut store).map(Bound::Handler),
+            Pre::BatchHandler(p) => p.instantiate(&mut store).map(Bound::BatchHandler),
         }
         .map_err(|e| {
             let f = classify_error(&e);
@@ -387,9 +503,11 @@ impl Version {
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| world_err(world.as_str(), e))?;
         let pre = match world {
             World::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(|e| world_err("filter", e))?),
-            World::Handler => {
-                Pre::Handler(handler::HandlerPre::new(instance_pre).map_err(|e| world_err("handler", e))?)
-            }
+            // A handler that also exports `handle-batch` takes runs of events in one call.
+            World::Handler => match batch_handler::BatchHandlerPre::new(instance_pre.clone()) {
+                Ok(batch) => Pre::BatchHandler(batch),
+                Err(_) => Pre::Handler(handler::HandlerPre::new(instance_pre).map_err(|e| world_err("handler", e))?),
+            },
         };
         Ok(Version {
             pre,
@@ -404,6 +522,11 @@ impl Version {
 fn revision_of(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A handler's own error, as a failure of its event.
+fn handler_error(he: super::bindings::HandlerError) -> Failure {
+    Failure::with_retry(FailureKind::HandlerError, he.message, he.retryable)
 }
 
 enum Raw {

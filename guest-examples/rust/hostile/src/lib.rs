@@ -28,12 +28,17 @@
 //! | `metric-quoted-value` | a label value with quotes, a backslash and a newline (needs `metrics`) | handled; value escaped |
 //! | `metric-flood` | 5000 series with long label values (needs `metrics`) | handled; series past the cap refused and counted |
 //! | `fan-out` | answers every event with `n` (default 4) copies of itself, routed back to it: `n^hop_limit` calls | `root_budget` |
+//! | `trap-marked` | panics on events whose data holds `boom`, answers the others with nothing | `trap` for those alone, also in a run |
+//! | `batch-short` | answers a run of events (`handle-batch`) with one result too few | the run's events handled again one by one |
+//!
+//! It is built against the `batch-handler` world: a run of events comes in one
+//! `handle-batch` call, which handles each event as `handle` would.
 //!
 //! Anything else (or no config) behaves: it emits nothing.
 
 use serde_json::Value;
 
-wit_bindgen::generate!({ path: "../../../wit", world: "handler" });
+wit_bindgen::generate!({ path: "../../../wit", world: "batch-handler" });
 
 use eventyard::plugin::{config, emit, log, metrics};
 
@@ -195,8 +200,18 @@ impl Guest for Hostile {
                 }
                 Ok(Vec::new())
             }
+            "trap-marked" if _event.data().contains("boom") => panic!("hostile plugin panics on a marked event"),
             _ => Ok(Vec::new()),
         }
+    }
+
+    fn handle_batch(events: Vec<Event>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
+        let conf: Value = serde_json::from_str(&config::get()).unwrap_or(Value::Null);
+        let mut answers: Vec<_> = events.iter().map(Self::handle).collect();
+        if conf["mode"] == "batch-short" {
+            answers.pop();
+        }
+        answers
     }
 }
 
