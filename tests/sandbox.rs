@@ -590,3 +590,44 @@ async fn a_run_of_events_is_one_batch_call_and_a_failed_batch_fails_only_its_bad
     assert_eq!(m("batch_calls_total", "short").await, 0.0, "a short answer is never taken");
     assert!(m("batch_fallbacks_total", "short").await >= 1.0);
 }
+
+/// In a batch call `emit.send` answers an error (an event sent there could not be told apart
+/// by the event it answers); alone, the same handler's send goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_send_is_refused_in_a_batch_call_and_works_alone() {
+    let toml = hostile_plugin("sender", "emit-report", "")
+        + "[[route]]\nname = \"collect\"\nmatch = \"fixinventory/collect\"\nhandlers = [\"sender\"]\nretry = { max_attempts = 1 }\n";
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let line = json!({ "type": "fixinventory/collect", "data": { "kind": "event", "message_type": "collect", "data": {} } }).to_string();
+    let res = client()
+        .post(s.url("/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(vec![line; 20].join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    let ids: Vec<String> = v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 20, "{v}");
+    let (mut refused, mut sent) = (0, 0);
+    for id in &ids {
+        assert!(matches!(finished(&s, id).await.as_str(), "processed" | "dead_lettered"));
+        let status: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+        match status["state"].as_str().unwrap() {
+            "processed" => {
+                assert_eq!(status["emitted"][0]["type"], "infrahub/send.echo.request", "{status}");
+                sent += 1;
+            }
+            _ => {
+                let failure = &status["failed"][0];
+                assert_eq!(failure["kind"], "handler_error", "{status}");
+                assert!(failure["message"].as_str().unwrap().contains("emit.send is not available in handle-batch"), "{status}");
+                refused += 1;
+            }
+        }
+    }
+    let batches = metric(&s, "eventyard_plugin_batch_calls_total{plugin=\"sender\"}").await.unwrap();
+    assert!(batches >= 1.0, "20 events queued at once are taken in runs");
+    assert!(refused >= 2, "every event of a run was refused its send: {refused}");
+    assert_eq!(refused + sent, 20);
+}

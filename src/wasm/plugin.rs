@@ -8,7 +8,7 @@
 
 use super::bindings::{batch_handler, filter, handler, Emitted, Verdict};
 use super::engine::{WasmEngine, EPOCH_TICK};
-use super::host::{event_rep, CallState, EventHandle, HostState, PluginContext, PluginEvent};
+use super::host::{event_rep, CallState, MAX_CALL_EVENTS, EventHandle, HostState, PluginContext, PluginEvent};
 use super::link::Grants;
 use super::{Checked, WasmError};
 use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
@@ -272,6 +272,9 @@ impl Plugin {
     /// event is handled again alone, so a bad event fails only itself. Otherwise one call
     /// per event.
     pub fn call_batch(&self, events: &[Arc<PluginEvent>]) -> Vec<Result<Output, Failure>> {
+        if events.len() > MAX_CALL_EVENTS {
+            return events.chunks(MAX_CALL_EVENTS).flat_map(|run| self.call_batch(run)).collect();
+        }
         // An open breaker: the single calls answer `circuit_open`, each counted.
         if events.len() < 2 || !self.batches() || !self.breaker.allow() {
             return events.iter().map(|e| self.call(e)).collect();
@@ -365,7 +368,9 @@ impl Plugin {
         let n = events.len() as u64;
         let store = &mut warm.store;
         let start_tick = self.ctx.ticks.load(Ordering::Relaxed);
-        // Truncated on purpose: the tag only has to differ from the last calls'.
+        // Truncated on purpose: the tag only has to differ from the earlier calls' of this
+        // instance, which it does for 65,536 calls (an instance is recycled after 10,000 by
+        // default, `limits.recycle_after_calls`).
         let tag = warm.calls as u16;
         store.data_mut().call = CallState { events, tag, batch: n > 1, start_tick, ..CallState::default() };
         store.set_epoch_deadline(self.ctx.deadline_ticks.saturating_mul(n));

@@ -30,6 +30,7 @@
 //! | `fan-out` | answers every event with `n` (default 4) copies of itself, routed back to it: `n^hop_limit` calls | `root_budget` |
 //! | `trap-marked` | panics on events whose data holds `boom`, answers the others with nothing | `trap` for those alone, also in a run |
 //! | `batch-short` | answers a run of events (`handle-batch`) with one result too few | the run's events handled again one by one |
+//! | `emit-report` | sends one `send.echo.request` through `emit.send`; fails with the error it answered, if any | alone: handled; in a run: `handler_error` saying `emit.send` is not available there |
 //!
 //! It is built against the `batch-handler` world: a run of events comes in one
 //! `handle-batch` call, which handles each event as `handle` would.
@@ -200,6 +201,10 @@ impl Guest for Hostile {
                 }
                 Ok(Vec::new())
             }
+            "emit-report" => match emit::send(&echo(r#"{"message":"sent"}"#.into())) {
+                Ok(()) => Ok(Vec::new()),
+                Err(e) => Err(refuse(e)),
+            },
             "trap-marked" if _event.data().contains("boom") => panic!("hostile plugin panics on a marked event"),
             _ => Ok(Vec::new()),
         }
