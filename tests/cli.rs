@@ -144,8 +144,11 @@ fn plugin_test_fails_on_traps_and_invalid_output_and_refuses_bad_input() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn plugin_new_scaffolds_projects_that_build_and_pass_plugin_test() {
+/// `eventyard plugin new NAME --lang LANG --world WORLD` makes a project whose `build.sh`
+/// builds a component that `eventyard plugin test` runs on its sample event, answering
+/// `expect`. One test per language, so that the slow builds (componentize-js above all) run
+/// beside each other instead of one after the other.
+fn scaffold_builds_and_passes(name: &str, lang: &str, world: &str, expect: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     // The toolchains the examples' build scripts installed, so the projects build offline-fast.
@@ -155,41 +158,57 @@ fn plugin_new_scaffolds_projects_that_build_and_pass_plugin_test() {
         repo().join("guest-examples/python/target/venv/bin").display(),
         std::env::var("PATH").unwrap()
     );
-    for (name, lang, world, expect) in [
-        ("rust-handler", "rust", "handler", "ok, 0 emitted"),
-        ("py-filter", "python", "filter", ": keep ("),
-        ("js-handler", "js", "handler", "ok, 0 emitted"),
-    ] {
-        let out = eventyard(&["plugin", "new", name, "--lang", lang, "--world", world, "--dir", d], &repo(), None);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let project = dir.path().join(name);
-        for f in ["build.sh", "README.md", "sample-event.json", "wit/eventyard.wit"] {
-            assert!(project.join(f).exists(), "{name}: {f} missing");
-        }
-        let built = Command::new("bash")
-            .arg(project.join("build.sh"))
-            .env("CARGO_TARGET_DIR", repo().join("guest-examples/rust/target"))
-            .env("PATH", &path)
-            .output()
-            .unwrap();
-        assert!(built.status.success(), "{name} does not build:\n{}{}", text(&built.stdout), text(&built.stderr));
-        let wasm = project.join(format!("{name}.wasm"));
-        let sample = project.join("sample-event.json");
-        let out =
-            eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", sample.to_str().unwrap()], &repo(), None);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).contains(expect), "{name}: {}", text(&out.stdout));
-        if world == "handler" {
-            assert!(text(&out.stderr).contains(&format!("{name} got infrahub/send.echo.request")), "{name} logs");
-        }
+    let out = eventyard(&["plugin", "new", name, "--lang", lang, "--world", world, "--dir", d], &repo(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let project = dir.path().join(name);
+    for f in ["build.sh", "README.md", "sample-event.json", "wit/eventyard.wit"] {
+        assert!(project.join(f).exists(), "{name}: {f} missing");
     }
-    // An existing directory, or a name that is not a crate/package name, is refused.
-    let out =
-        eventyard(&["plugin", "new", "rust-handler", "--lang", "rust", "--world", "filter", "--dir", d], &repo(), None);
+    let built = Command::new("bash")
+        .arg(project.join("build.sh"))
+        .env("CARGO_TARGET_DIR", repo().join("guest-examples/rust/target"))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{name} does not build:\n{}{}", text(&built.stdout), text(&built.stderr));
+    let wasm = project.join(format!("{name}.wasm"));
+    let sample = project.join("sample-event.json");
+    let out = eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", sample.to_str().unwrap()], &repo(), None);
+    assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(expect), "{name}: {}", text(&out.stdout));
+    if world == "handler" {
+        assert!(text(&out.stderr).contains(&format!("{name} got infrahub/send.echo.request")), "{name} logs");
+    }
+}
+
+#[test]
+fn plugin_new_scaffolds_a_rust_handler_that_builds_and_passes_plugin_test() {
+    scaffold_builds_and_passes("rust-handler", "rust", "handler", "ok, 0 emitted");
+}
+
+#[test]
+fn plugin_new_scaffolds_a_python_filter_that_builds_and_passes_plugin_test() {
+    scaffold_builds_and_passes("py-filter", "python", "filter", ": keep (");
+}
+
+#[test]
+fn plugin_new_scaffolds_a_javascript_handler_that_builds_and_passes_plugin_test() {
+    scaffold_builds_and_passes("js-handler", "js", "handler", "ok, 0 emitted");
+}
+
+/// An existing directory, or a name that is not a crate/package name, is refused.
+#[test]
+fn plugin_new_refuses_an_existing_directory_and_a_bad_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let new = |name: &str, lang: &str, world: &str| {
+        eventyard(&["plugin", "new", name, "--lang", lang, "--world", world, "--dir", d], &repo(), None)
+    };
+    assert_eq!(new("rust-handler", "rust", "handler").status.code(), Some(0));
+    let out = new("rust-handler", "rust", "filter");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("already exists"));
-    let out = eventyard(&["plugin", "new", "Bad Name", "--lang", "js", "--world", "filter", "--dir", d], &repo(), None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(new("Bad Name", "js", "filter").status.code(), Some(2));
 }
 
 #[test]
