@@ -101,9 +101,6 @@ pub struct CallState {
     pub events: Vec<Arc<PluginEvent>>,
     /// This call's tag in its events' handles (see [`event_rep`]).
     pub tag: u16,
-    /// A `handle-batch` call: `emit.send` is refused (an emitted event could not be told
-    /// apart by the event it answers).
-    pub batch: bool,
     /// Events sent through the `emit` import, already checked.
     pub emitted: Vec<Checked>,
     pub emit_count: usize,
@@ -223,15 +220,25 @@ impl WasiView for HostState {
 
 impl super::bindings::handler::eventyard::plugin::types::Host for HostState {}
 
+impl CallState {
+    /// The event a handle of rep `rep` names in this call; `None` for a handle of another
+    /// call (one a guest kept) or past this call's events.
+    fn event_at(&self, rep: u32) -> Option<&PluginEvent> {
+        let index = (rep & (MAX_CALL_EVENTS as u32 - 1)) as usize;
+        let this_call = rep >> EVENT_INDEX_BITS == u32::from(self.tag);
+        this_call.then(|| self.events.get(index)).flatten().map(|e| &**e)
+    }
+
+    /// A `handle-batch` call (a single call always has one event, a batch call more).
+    fn is_batch(&self) -> bool {
+        self.events.len() > 1
+    }
+}
+
 impl HostState {
     fn event(&self, handle: &Resource<EventHandle>) -> wasmtime::Result<&PluginEvent> {
-        let rep = handle.rep();
-        let index = (rep & (MAX_CALL_EVENTS as u32 - 1)) as usize;
-        let this_call = rep >> EVENT_INDEX_BITS == u32::from(self.call.tag);
-        this_call
-            .then(|| self.call.events.get(index))
-            .flatten()
-            .map(|e| &**e)
+        self.call
+            .event_at(handle.rep())
             .ok_or_else(|| wasmtime::Error::msg("an event handle used outside the call it was given to"))
     }
 }
@@ -279,7 +286,8 @@ impl emit::Host for HostState {
         if !self.plugin.granted(Capability::Emit) {
             return Err(self.deny(Capability::Emit));
         }
-        if self.call.batch {
+        // An event sent here could not be told apart by the event it answers.
+        if self.call.is_batch() {
             return Ok(Err("emit.send is not available in handle-batch: return the events instead".into()));
         }
         let plugin = self.plugin.clone();
@@ -300,5 +308,35 @@ impl emit::Host for HostState {
 impl config::Host for HostState {
     fn get(&mut self) -> wasmtime::Result<String> {
         Ok(self.plugin.config_json.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str) -> Arc<PluginEvent> {
+        Arc::new(PluginEvent {
+            id: id.into(),
+            type_name: "infrahub/send.echo.request".into(),
+            source: None,
+            time: time::OffsetDateTime::UNIX_EPOCH,
+            priority: 3,
+            data: crate::event::Body::from_value(serde_json::json!({ "message": "x" })),
+        })
+    }
+
+    /// A handle names an event of the call it was given in only: one kept from an earlier
+    /// call of the instance (another tag), or past the call's events, names none.
+    #[test]
+    fn a_handle_names_an_event_of_its_own_call_only() {
+        let call = CallState { events: vec![event("a"), event("b")], tag: 7, ..CallState::default() };
+        assert_eq!(call.event_at(event_rep(7, 0)).map(|e| e.id.as_str()), Some("a"));
+        assert_eq!(call.event_at(event_rep(7, 1)).map(|e| e.id.as_str()), Some("b"));
+        assert!(call.event_at(event_rep(7, 2)).is_none(), "past the call's events");
+        assert!(call.event_at(event_rep(6, 0)).is_none(), "a handle of the call before");
+        assert!(call.is_batch());
+        let single = CallState { events: vec![event("c")], tag: 8, ..CallState::default() };
+        assert!(!single.is_batch());
     }
 }

@@ -275,9 +275,10 @@ impl Plugin {
         if events.len() > MAX_CALL_EVENTS {
             return events.chunks(MAX_CALL_EVENTS).flat_map(|run| self.call_batch(run)).collect();
         }
+        let alone = || events.iter().map(|e| self.call(e)).collect();
         // An open breaker: the single calls answer `circuit_open`, each counted.
         if events.len() < 2 || !self.batches() || !self.breaker.allow() {
-            return events.iter().map(|e| self.call(e)).collect();
+            return alone();
         }
         let start = Instant::now();
         match self.call_batch_sandboxed(events) {
@@ -300,7 +301,7 @@ impl Plugin {
             Err(whole) => {
                 self.stats.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(plugin = self.name(), kind = whole.kind.as_str(), "a batch call failed; its events are handled one by one");
-                events.iter().map(|e| self.call(e)).collect()
+                alone()
             }
         }
     }
@@ -372,7 +373,7 @@ impl Plugin {
         // instance, which it does for 65,536 calls (an instance is recycled after 10,000 by
         // default, `limits.recycle_after_calls`).
         let tag = warm.calls as u16;
-        store.data_mut().call = CallState { events, tag, batch: n > 1, start_tick, ..CallState::default() };
+        store.data_mut().call = CallState { events, tag, start_tick, ..CallState::default() };
         store.set_epoch_deadline(self.ctx.deadline_ticks.saturating_mul(n));
         let fuel = self.ctx.manifest.limits.fuel.map_or(u64::MAX, |f| f.saturating_mul(n));
         if self.metered {
