@@ -3,6 +3,8 @@
 # then runs every test. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's start time on stderr, so a slow CI run shows which phase grew.
+phase() { echo "[tests/run.sh $(date -u +%T)] $*" >&2; }
 
 # Rust is the machine's one toolchain; the example plugins need its wasm32-wasip2 target.
 command -v cargo >/dev/null || { echo "cargo is required (rustup)" >&2; exit 2; }
@@ -74,12 +76,15 @@ build_guests() {
     done
 }
 mkdir -p target
-{ install_tools > target/install.log 2>&1 && build_guests > target/guests.log 2>&1; } &
+phase "installing the test tools and building the example plugins (background)"
+{ install_tools > target/install.log 2>&1 && build_guests > target/guests.log 2>&1 && phase "test tools and example plugins ready"; } &
 installing=$!
 
 # One build for everything: `cargo test` builds the binary too (with the dev-dependencies'
 # features unified in); a `cargo run` first would build much of the tree a second time.
+phase "building the router and its tests"
 cargo test --locked --all-targets --no-run
+phase "waiting for the test tools and example plugins"
 wait "$installing" || {
     cat target/install.log target/guests.log >&2 2>/dev/null
     echo "installing the test tools or building the example plugins failed (logs above)" >&2
@@ -87,13 +92,17 @@ wait "$installing" || {
 }
 # The committed schemas must be what the tables generate (the golden test checks it too,
 # this gives the user-facing message first).
+phase "checking the committed schemas"
 "${CARGO_TARGET_DIR:-target}/debug/eventyard" schemas generate --check
 # The API docs (the module map is the architecture): every intra-doc link must resolve. In
 # the same target dir, after the build (it reuses the build scripts and proc-macros). Not
 # beside the build in a separate dir (30m45s in all against the 30-minute budget), nor beside
 # the tests in this one (the tests took 546 s instead of 317, 48 s more in all than this).
+phase "checking the API docs' links"
 RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links -D rustdoc::invalid_html_tags -A rustdoc::private_intra_doc_links" \
     cargo doc --locked --no-deps --lib --document-private-items --quiet
 # Four tests at a time on two cores: most of them wait on child processes, brokers and
 # browsers, not on the CPU (two at a time took 537 s, four 386 s).
+phase "running the tests"
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}" cargo test --locked --all-targets
+phase "done"
