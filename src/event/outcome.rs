@@ -2,6 +2,7 @@
 //! good, which filters dropped it; capped ([`Outcome::bounded`]) before it is kept.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Longest text of an outcome (a failure's message, a drop reason) kept in the log: the
 /// rest is cut at a character boundary and marked. Why: a plugin's error text is the
@@ -67,9 +68,10 @@ pub struct Outcome {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Emission {
-    pub plugin: String,
+    /// Shared with the plugin and the event type (no copy per emitted event).
+    pub plugin: Arc<str>,
     #[serde(rename = "type")]
-    pub type_name: String,
+    pub type_name: Arc<str>,
     pub id: String,
 }
 

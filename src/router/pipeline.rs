@@ -474,9 +474,11 @@ impl Core {
     fn handled(&self, at: (&Route, usize, usize), event: &Event, answer: Result<Vec<Checked>, Failure>, attempt: u32, run: &mut Run) {
         let (route, ri, hi) = at;
         match answer {
+            Ok(events) if events.is_empty() => {}
             Ok(events) => {
+                let from = route.handlers[hi].shared_name();
                 for e in events {
-                    self.emit(route.handlers[hi].name(), route, event, e, run);
+                    self.emit(&from, route, event, e, run);
                 }
             }
             Err(fail) => self.handler_failed(event, ri, hi, fail, attempt + 1, run),
@@ -575,7 +577,7 @@ impl Core {
     }
 
     /// Routes one checked emitted event (of plugin `from`) like any other, one hop further.
-    fn emit(&self, from: &str, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
+    fn emit(&self, from: &Arc<str>, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
@@ -584,11 +586,7 @@ impl Core {
             Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
-        run.outcome.emitted.push(Emission {
-            plugin: from.to_string(),
-            type_name: event.type_name.to_string(),
-            id: event.id.clone(),
-        });
+        run.outcome.emitted.push(Emission { plugin: from.clone(), type_name: event.type_name.clone(), id: event.id.clone() });
         if !routed {
             return;
         }

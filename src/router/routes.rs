@@ -43,6 +43,14 @@ impl RouteHandler {
             RouteHandler::Sink(s) => s.name(),
         }
     }
+
+    /// The name, shared (a plugin's; a sink's is copied: sinks emit nothing).
+    pub fn shared_name(&self) -> Arc<str> {
+        match self {
+            RouteHandler::Plugin(h) => h.ctx.name.clone(),
+            RouteHandler::Sink(s) => s.name().into(),
+        }
+    }
 }
 
 /// Route `i` of the config; `plugins` and `sinks` are the ones it may name.

@@ -123,25 +123,73 @@ struct Board {
     capacity: usize,
 }
 
+/// A [`Status`] as the board keeps it: the id in the slot itself when it is short (a UUID
+/// is), so that finding an entry reads no other memory and a new entry allocates nothing
+/// for it, nor frees anything when it is evicted (on whichever thread evicts it).
 struct Slot {
     key: u64,
-    status: Status,
+    id: SlotId,
+    accepted_at: time::OffsetDateTime,
+    type_name: Arc<str>,
+    priority: u8,
+    state: State,
+}
+
+/// Longest id kept inside a slot: a hyphenated UUID (36 bytes) and a little more.
+const INLINE_ID_BYTES: usize = 39;
+
+enum SlotId {
+    Inline { len: u8, bytes: [u8; INLINE_ID_BYTES] },
+    Heap(Box<str>),
+}
+
+impl SlotId {
+    fn new(id: &str) -> Self {
+        match id.len() {
+            len @ 0..=INLINE_ID_BYTES => {
+                let mut bytes = [0; INLINE_ID_BYTES];
+                bytes[..len].copy_from_slice(id.as_bytes());
+                SlotId::Inline { len: len as u8, bytes }
+            }
+            _ => SlotId::Heap(id.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole, so a whole UTF-8 text.
+            SlotId::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default(),
+            SlotId::Heap(id) => id,
+        }
+    }
+}
+
+impl Slot {
+    fn status(&self) -> Status {
+        Status {
+            accepted_at: self.accepted_at,
+            id: self.id.as_str().into(),
+            type_name: self.type_name.clone(),
+            priority: self.priority,
+            state: self.state.clone(),
+        }
+    }
 }
 
 impl Board {
     fn find(&self, key: u64, id: &str) -> Option<usize> {
         let at = *self.index.get(&key)? as usize;
-        (&*self.slots[at].status.id == id).then_some(at)
+        (self.slots[at].id.as_str() == id).then_some(at)
     }
 
     fn put(&mut self, key: u64, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
         if let Some(i) = self.find(key, id) {
             // Keeps its slot and its acceptance time.
-            let s = &mut self.slots[i].status;
+            let s = &mut self.slots[i];
             (s.type_name, s.priority, s.state) = (type_name, priority, state);
             return;
         }
-        let slot = Slot { key, status: Status { accepted_at: at, id: id.into(), type_name, priority, state } };
+        let slot = Slot { key, id: SlotId::new(id), accepted_at: at, type_name, priority, state };
         let i = self.head;
         if i == self.slots.len() {
             self.slots.push(slot);
@@ -210,7 +258,7 @@ impl StatusBoard {
         let now = time::OffsetDateTime::now_utc();
         let mut b = self.shard(key);
         if let Some(i) = b.find(key, id) {
-            if now - b.slots[i].status.accepted_at < window {
+            if now - b.slots[i].accepted_at < window {
                 return false;
             }
             // Seen before the window: a new event under an old id, with a fresh time and slot.
@@ -233,14 +281,14 @@ impl StatusBoard {
         let key = self.key(id);
         let mut b = self.shard(key);
         if let Some(i) = b.find(key, id) {
-            b.slots[i].status.state = state;
+            b.slots[i].state = state;
         }
     }
 
     pub fn get(&self, id: &str) -> Option<Status> {
         let key = self.key(id);
         let b = self.shard(key);
-        b.find(key, id).map(|i| b.slots[i].status.clone())
+        b.find(key, id).map(|i| b.slots[i].status())
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -418,6 +466,29 @@ mod tests {
         assert_eq!(keys.evicted_early.load(Ordering::Relaxed), 10);
         assert!(matches!(keys.claim(None, None, "0"), Dedup::Fresh(_)), "the oldest was forgotten");
         assert_eq!(keys.claim(None, None, "11"), Dedup::Duplicate(None));
+    }
+
+    /// Ids up to [`INLINE_ID_BYTES`] live in the slot, longer ones on the heap; both read
+    /// back whole, multi-byte characters included, and find only themselves.
+    #[test]
+    fn short_and_long_ids_read_back_whole() {
+        let board = StatusBoard::with_shards(1, 16);
+        let t: Arc<str> = "t/x".into();
+        let uuid = "0192f0c4-6f0e-7cc1-9c4f-2b8d1d0e5a11";
+        let edge = "é".repeat(INLINE_ID_BYTES / 2) + "x";
+        let long = "ü".repeat(100);
+        for id in ["", "a", uuid, edge.as_str(), long.as_str()] {
+            board.insert(id, t.clone(), 2, State::Queued);
+        }
+        for id in ["", "a", uuid, edge.as_str(), long.as_str()] {
+            let s = board.get(id).expect("kept");
+            assert_eq!(&*s.id, id);
+            assert_eq!(s.priority, 2);
+        }
+        assert_eq!(edge.len(), INLINE_ID_BYTES);
+        assert!(matches!(SlotId::new(&edge), SlotId::Inline { .. }));
+        assert!(matches!(SlotId::new(&long), SlotId::Heap(_)));
+        assert!(board.get(&uuid[..35]).is_none(), "a prefix is another id");
     }
 
     #[test]
