@@ -125,6 +125,53 @@ async fn every_event_answered_202_survives_kill_9() {
     drop(router);
 }
 
+/// A second router started on the data directory of a running one is refused with a clear
+/// error and a non-zero exit, before it reads the log (whose newest record it would cut as a
+/// torn tail, and whose segments it would delete as finished); the first goes on serving, and
+/// once it is gone the directory opens again with everything it accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_router_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Router::start(dir.path(), ECHO).await;
+    let accept = |base: String| async move {
+        let res = client()
+            .post(format!("{base}/v1/events/infrahub/send.echo.request"))
+            .json(&json!({ "message": "kept" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    };
+    let before = accept(first.base.clone()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let second = dir.path().join("second.toml");
+    std::fs::write(&second, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{ECHO}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eventyard"))
+        .args(["serve", "--config", second.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let holder = format!("is in use by another eventyard (pid {})", first.child.id());
+    assert!(stderr.contains(&holder), "names the holder: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The first one was not disturbed: it answers and finishes what it takes.
+    let after = accept(first.base.clone()).await;
+    for id in [&before, &after] {
+        assert_eq!(first.finished(id).await["state"], "processed");
+    }
+    Command::new("kill").args(["-TERM", &first.child.id().to_string()]).status().unwrap();
+    assert_eq!(first.child.wait().unwrap().code(), Some(0));
+    let restarted = Router::start(dir.path(), ECHO).await;
+    for id in [&before, &after] {
+        assert_eq!(restarted.finished(id).await["state"], "processed", "kept across the refusal");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_nothing_queued_is_lost() {
     let dir = tempfile::tempdir().unwrap();

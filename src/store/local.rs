@@ -35,6 +35,63 @@ pub struct LocalStore {
     side: Arc<AtomicU64>,
     max_bytes: u64,
     tracking: Mutex<Tracking>,
+    /// The directory's lock, held as long as this store lives (see [`lock_dir`]).
+    _lock: Arc<std::fs::File>,
+}
+
+/// How long opening waits for another holder of the directory to let go: a router being
+/// restarted may still be writing its last group when the new one starts.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the exclusive lock of the log directory (the file `lock` in it, which names the
+/// holder's pid), waiting up to [`LOCK_WAIT`]. Why: nothing else stops two routers from being
+/// started on one `data_dir`, and then each would cut the other's newest records off as a torn
+/// tail at its start and delete the other's unfinished segments. An advisory `flock`, which
+/// the kernel drops with its holder, so a crashed router's lock never stays behind.
+///
+/// Within one process a lock already held for the directory is shared, not waited for: a log
+/// opened again while the last one is still being let go (an app rebuilt in the same process,
+/// as tests do) would otherwise wait on its own process.
+fn lock_dir(dir: &Path) -> Result<Arc<std::fs::File>, StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    /// The locks this process holds, by directory.
+    static HELD: Mutex<Vec<(PathBuf, std::sync::Weak<std::fs::File>)>> = Mutex::new(Vec::new());
+    let path = dir.join("lock");
+    let io = |e| StoreError::io(&path, e);
+    let canonical = dir.canonicalize().map_err(|e| StoreError::io(dir, e))?;
+    let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    held.retain(|(_, lock)| lock.strong_count() > 0);
+    if let Some(lock) = held.iter().find(|(d, _)| *d == canonical).and_then(|(_, lock)| lock.upgrade()) {
+        return Ok(lock);
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::files::FILE_MODE)
+        .open(&path)
+        .map_err(io)?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                let holder = if holder.is_empty() { "unknown".to_string() } else { holder };
+                return Err(StoreError::InUse { path: dir.display().to_string(), holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+    file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).map_err(io)?;
+    let lock = Arc::new(file);
+    held.push((canonical, Arc::downgrade(&lock)));
+    Ok(lock)
 }
 
 /// Which unfinished routed events live in which segment.
@@ -88,6 +145,8 @@ impl LocalStore {
     ) -> Result<(LocalStore, Recovered), StoreError> {
         let dir = &options.dir;
         crate::files::private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+        // Before recovery, which cuts what looks like a torn tail: the holder may be writing it.
+        let lock = lock_dir(dir)?;
         let (recovered, tracking, next, bytes) = recover(dir, routed)?;
         let writer = Writer::open(dir, next, options.durability, options.segment_bytes)?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -105,6 +164,7 @@ impl LocalStore {
             side: Arc::default(),
             max_bytes: options.max_bytes,
             tracking: Mutex::new(tracking),
+            _lock: lock,
         };
         store.compact(&mut store.tracking.lock().expect("tracking"));
         Ok((store, recovered))
@@ -331,6 +391,30 @@ mod tests {
         assert_eq!(t.untrack("a"), Some(5));
         assert_eq!(t.untrack("a"), None, "no longer tracked");
         assert_eq!(t.untrack("b"), Some(7));
+    }
+
+    /// The directory's lock keeps other holders out while a store lives, names its holder,
+    /// is shared by stores of one process, and goes with the last of them.
+    #[test]
+    fn the_directory_is_locked_while_a_store_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LocalOptions {
+            dir: dir.path().to_path_buf(),
+            durability: Durability::Off,
+            segment_bytes: 4096,
+            max_bytes: 1 << 30,
+        };
+        let (a, _) = LocalStore::open(&options, |_| true).unwrap();
+        let (b, _) = LocalStore::open(&options, |_| true).expect("the same process shares its lock");
+        let path = dir.path().join("lock");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), std::process::id().to_string());
+        // Another open file description, as another process would have.
+        let other = std::fs::File::open(&path).unwrap();
+        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        drop(a);
+        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)), "held while a store lives");
+        drop(b);
+        other.try_lock().expect("let go with the last store");
     }
 
     #[tokio::test]

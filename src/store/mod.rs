@@ -65,6 +65,10 @@ pub enum StoreError {
     /// A record larger than the log's reader takes: refused when made, never written.
     #[error("a record of {bytes} bytes is larger than the log's limit of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
+    /// Another router holds the log's directory: two writers would each cut the other's
+    /// records as torn and delete the other's segments as finished.
+    #[error("{path} is in use by another eventyard (pid {holder}); stop it first or give this one another data_dir")]
+    InUse { path: String, holder: String },
 }
 
 impl StoreError {
