@@ -474,7 +474,6 @@ impl Core {
     fn handled(&self, at: (&Route, usize, usize), event: &Event, answer: Result<Vec<Checked>, Failure>, attempt: u32, run: &mut Run) {
         let (route, ri, hi) = at;
         match answer {
-            Ok(events) if events.is_empty() => {}
             Ok(events) => {
                 let from = route.handlers[hi].shared_name();
                 for e in events {

@@ -53,18 +53,28 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// opened again while the last one is still being let go (an app rebuilt in the same process,
 /// as tests do) would otherwise wait on its own process.
 fn lock_dir(dir: &Path) -> Result<Arc<std::fs::File>, StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    /// The locks this process holds, by directory.
+    /// The locks this process holds, by directory (held while waiting: two openers of one
+    /// directory in this process must not both wait for the other process).
     static HELD: Mutex<Vec<(PathBuf, std::sync::Weak<std::fs::File>)>> = Mutex::new(Vec::new());
-    let path = dir.join("lock");
-    let io = |e| StoreError::io(&path, e);
     let canonical = dir.canonicalize().map_err(|e| StoreError::io(dir, e))?;
     let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     held.retain(|(_, lock)| lock.strong_count() > 0);
     if let Some(lock) = held.iter().find(|(d, _)| *d == canonical).and_then(|(_, lock)| lock.upgrade()) {
         return Ok(lock);
     }
+    let lock = Arc::new(flock_within(dir, LOCK_WAIT)?);
+    held.push((canonical, Arc::downgrade(&lock)));
+    Ok(lock)
+}
+
+/// `flock`s `<dir>/lock` (owner-only), waiting up to `wait` for another holder, and writes this
+/// process's pid into it; `InUse`, naming the holder's pid, when it is not let go in time.
+fn flock_within(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, StoreError> {
+    use std::fs::TryLockError;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("lock");
+    let io = |e| StoreError::io(&path, e);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -73,25 +83,23 @@ fn lock_dir(dir: &Path) -> Result<Arc<std::fs::File>, StoreError> {
         .mode(crate::files::FILE_MODE)
         .open(&path)
         .map_err(io)?;
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let deadline = std::time::Instant::now() + wait;
     loop {
         match file.try_lock() {
             Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
+            Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
                 let holder = if holder.is_empty() { "unknown".to_string() } else { holder };
                 return Err(StoreError::InUse { path: dir.display().to_string(), holder });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            Err(TryLockError::Error(e)) => return Err(io(e)),
         }
     }
     file.set_len(0).and_then(|_| write!(file, "{}", std::process::id())).map_err(io)?;
-    let lock = Arc::new(file);
-    held.push((canonical, Arc::downgrade(&lock)));
-    Ok(lock)
+    Ok(file)
 }
 
 /// Which unfinished routed events live in which segment.
@@ -398,12 +406,7 @@ mod tests {
     #[test]
     fn the_directory_is_locked_while_a_store_lives() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LocalOptions {
-            dir: dir.path().to_path_buf(),
-            durability: Durability::Off,
-            segment_bytes: 4096,
-            max_bytes: 1 << 30,
-        };
+        let options = small(dir.path(), Durability::Off);
         let (a, _) = LocalStore::open(&options, |_| true).unwrap();
         let (b, _) = LocalStore::open(&options, |_| true).expect("the same process shares its lock");
         let path = dir.path().join("lock");
@@ -415,17 +418,33 @@ mod tests {
         assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)), "held while a store lives");
         drop(b);
         other.try_lock().expect("let go with the last store");
+        // Opening waits for a holder that lets go within LOCK_WAIT (a restart overlapping the
+        // old process's shutdown)...
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(other);
+        });
+        LocalStore::open(&options, |_| true).expect("taken once the holder let go");
+        release.join().unwrap();
+        // ...and names one that does not.
+        let other = std::fs::File::open(&path).unwrap();
+        other.try_lock().unwrap();
+        std::fs::write(&path, "4242").unwrap();
+        match flock_within(dir.path(), std::time::Duration::from_millis(100)) {
+            Err(StoreError::InUse { holder, .. }) => assert_eq!(holder, "4242"),
+            r => panic!("not refused: {r:?}"),
+        }
+    }
+
+    /// A small log of `durability` in `dir`.
+    fn small(dir: &Path, durability: Durability) -> LocalOptions {
+        LocalOptions { dir: dir.to_path_buf(), durability, segment_bytes: 4096, max_bytes: 1 << 30 }
     }
 
     #[tokio::test]
     async fn an_abandoned_append_pins_nothing_and_is_not_recovered() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LocalOptions {
-            dir: dir.path().to_path_buf(),
-            durability: Durability::Always,
-            segment_bytes: 4096,
-            max_bytes: 1 << 30,
-        };
+        let options = small(dir.path(), Durability::Always);
         {
             let (store, _) = LocalStore::open(&options, |_| true).unwrap();
             // As if the sync of this append had failed after its bytes reached the file.
