@@ -72,14 +72,19 @@ def machine_busy():
     return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK
 
 
-def wait_quiet(ours, limit=0.3, max_wait=180):
+def wait_quiet(ours, limit=0.3, max_wait=180, settle=None):
     """The machine is shared: waits (up to max_wait s) until what is not ours uses less than
-    `limit` of a core over a second. Answers the seconds waited."""
+    `limit` of a core over a second. Given `settle` (CPU seconds of the script's own servers),
+    also until they use less than `limit`: a server still busy with the previous
+    measurement's aftermath (nats-server deleting a purged stream's blocks) would slow the
+    next one and be charged to it. Answers the seconds waited."""
     t0 = time.time()
     while time.time() - t0 < max_wait:
         a, o = machine_busy(), ours()
+        s = settle() if settle else 0.0
         time.sleep(1)
-        if machine_busy() - a - (ours() - o) < limit:
+        others_quiet = machine_busy() - a - (ours() - o) < limit
+        if others_quiet and (settle is None or settle() - s < limit):
             break
     return time.time() - t0
 

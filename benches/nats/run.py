@@ -20,7 +20,8 @@ no plugins and no routes (ingestion only: every event is accepted, stored and fi
        (sync_interval), so this is the like-for-like local row
   N1   store.backend = "nats", stream EYB / prefix eyb, one instance
   N2a, N2b  two instances on stream EYC / prefix eyc (the same nats-server)
-and, per round, back to back (each measurement starts from an empty stream):
+and, per round, back to back (each measurement starts from an empty stream and an idle
+nats-server: a purge leaves it deleting blocks for a while):
   L-single, L-ndjson       wrk -t1 -cC on L (one event per POST / NDJSON batches of 100)
   Loff-single, Loff-ndjson the same on Loff
   N1-single, N1-ndjson     the same on N1
@@ -183,6 +184,7 @@ def main():
         js = Nats(nats_port)
         # CPU seconds of everything this script runs (servers, and wrk / the publisher once reaped).
         ours = lambda: sum(cpu_s(p.pid) for p in procs.values()) + children_cpu() + sum(os.times()[:2])
+        servers = lambda: sum(cpu_s(p.pid) for p in procs.values())
 
         def wrk_cmd(port, mode, conns, dur):
             if mode == "single":
@@ -196,7 +198,7 @@ def main():
             """wrk on each of `names` at once (connections shared out); accepted events / wrk's time."""
             if stream:
                 js.purge(stream)
-            waited = wait_quiet(ours)
+            waited = wait_quiet(ours, settle=servers)
             before = {n: metrics(ports[n]) for n in names}
             cpu0 = {n: cpu_s(procs[n].pid) for n in names + ["nats"]}
             all0, ours0, t0 = machine_busy(), ours(), time.time()
@@ -221,7 +223,7 @@ def main():
 
         def publisher_run(label, mode, dur, warmup=1.0, extra=()):
             js.purge("PLAIN")
-            waited = wait_quiet(ours)
+            waited = wait_quiet(ours, settle=servers)
             cpu0 = cpu_s(procs["nats"].pid)
             all0, ours0, t0 = machine_busy(), ours(), time.time()
             gen0 = children_cpu()

@@ -29,6 +29,15 @@ const QUIET: Duration = Duration::from_millis(500);
 /// wait in the kit (what a stopped instance held goes to the next after it).
 const CLAIM_WAIT: Duration = Duration::from_secs(20);
 
+/// Appends made at once by [`concurrent_appends_each_get_their_own_answer`]: more than one
+/// scheduler round's worth, so that a backend grouping writes groups several; a third of
+/// them are batches of [`LARGE_BATCH`] events.
+const CONCURRENT_APPENDS: usize = 60;
+/// Events of each large batch there: 20 of them are 6,000 events in flight at once, more
+/// than the NATS client lets wait for their acks (5,000), so a backend must keep taking acks
+/// while it sends.
+const LARGE_BATCH: usize = 300;
+
 /// The type of the kit's routed events.
 pub const ROUTED: &str = "kit/routed";
 /// The type of the kit's unrouted events (finished as soon as they are durable).
@@ -43,6 +52,8 @@ pub async fn run<L: EventLog + 'static, F: Future<Output = L>>(open: impl Fn(&Pa
     producer_ids_are_deduplicated_per_producer(&open(dir.path()).await).await;
     let dir = fresh();
     statuses_follow_each_event_to_its_outcome(&open(dir.path()).await).await;
+    let dir = fresh();
+    concurrent_appends_each_get_their_own_answer(&open(dir.path()).await).await;
     let dir = fresh();
     recovery_hands_back_unfinished_events_once_and_remembers_the_rest(&open, dir.path()).await;
 }
@@ -135,6 +146,46 @@ async fn producer_ids_are_deduplicated_per_producer(log: &impl EventLog) {
     let within = log.append(batch(within, Some("token-a"))).await.unwrap();
     assert_eq!(within.ids, ["twice", "twice"], "a duplicate within one batch is answered like the first");
     assert_eq!((within.fresh.len(), within.duplicates), (1, 1));
+}
+
+/// Producers append at once (a backend may group their writes, as the local log's group
+/// commit and the NATS log's group publishing do): each gets its own ids back, and every
+/// routed event is claimed exactly once.
+async fn concurrent_appends_each_get_their_own_answer(log: &impl EventLog) {
+    let appends = (0..CONCURRENT_APPENDS).map(|i| {
+        let events = match i % 3 {
+            0 => vec![event(ROUTED, None)],
+            1 => vec![event(UNROUTED, None)],
+            _ => std::iter::once(event(ROUTED, None)).chain((1..LARGE_BATCH).map(|_| event(UNROUTED, None))).collect(),
+        };
+        let sent: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        async move { (sent, log.append(batch(events, None)).await.expect("an append to a healthy log")) }
+    });
+    let answers = futures_util::future::join_all(appends).await;
+    let mut routed = std::collections::HashSet::new();
+    for (sent, appended) in &answers {
+        assert_eq!(&appended.ids, sent, "each append is answered with its own events' ids, in order");
+        for (e, r) in appended.fresh.iter().zip(&appended.routed) {
+            assert_eq!(*r, &*e.type_name == ROUTED);
+            if *r {
+                routed.insert(e.id.clone());
+            }
+        }
+    }
+    let mut claims = Vec::new();
+    for (_, appended) in &answers {
+        if !log.shared() {
+            claims.extend(claimed(log, Some(appended), 0).await);
+        }
+    }
+    if log.shared() {
+        claims = claimed(log, None, routed.len()).await;
+    }
+    let mut ids: Vec<String> = claims.into_iter().map(|e| e.id).collect();
+    ids.sort();
+    let mut expected: Vec<String> = routed.into_iter().collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every routed event is claimed, once");
 }
 
 async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {

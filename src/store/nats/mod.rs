@@ -23,6 +23,9 @@
 //!   subscribers, RPC callers and waiting workflow steps see events admitted, emitted and
 //!   finished by any instance. These are at-most-once, like a live tail.
 //!
+//! Single-event appends made while the scheduler runs one round of ready tasks are
+//! published together ([`publish`]: one write to the server for many producers' requests).
+//!
 //! Beside the log, in their own modules: shared dead letters ([`letters`]), cluster
 //! leases ([`leases`]), uploaded plugins ([`plugins`]) and who is there ([`instances`]); the config service's documents
 //! live in `<stream>_CONFIG` (`crate::store::config_docs`).
@@ -32,6 +35,7 @@ pub mod instances;
 pub mod leases;
 pub mod letters;
 pub mod plugins;
+mod publish;
 
 pub use config::NatsConfig;
 
@@ -85,6 +89,8 @@ pub struct NatsLog {
 struct Shared {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Appends leave through it (single events grouped per scheduler round).
+    publisher: Arc<publish::Publisher>,
     stream: stream::Stream,
     statuses: kv::Store,
     keys: kv::Store,
@@ -188,6 +194,7 @@ impl NatsLog {
         let log = NatsLog {
             shared: Arc::new(Shared {
                 client,
+                publisher: publish::Publisher::new(js.clone(), tokio::runtime::Handle::current()),
                 js,
                 stream,
                 statuses,
@@ -674,23 +681,17 @@ impl EventLog for NatsLog {
                 return Err(StoreError::TooLarge { bytes, limit: limit.saturating_sub(ENVELOPE_ALLOWANCE) as u64 });
             }
             let (appended, mut undo) = s.claim(batch).await?;
-            let publishes = appended.fresh.iter().zip(&appended.routed).map(|(e, routed)| {
+            let messages = appended.fresh.iter().zip(&appended.routed).map(|(e, routed)| {
                 let level = if *routed { e.priority.clamp(1, LEVELS) } else { 0 };
                 let payload: Bytes = serde_json::to_vec(e).expect("events serialise").into();
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(payload)
                     .message_id(&e.id)
                     .header(INSTANCE_HEADER, s.instance.as_str());
-                let subject = s.subject(level, &e.id);
-                async move {
-                    match s.js.send_publish(subject, publish).await {
-                        Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| nats("append", e)),
-                        Err(e) => Err(nats("append", e)),
-                    }
-                }
+                (s.subject(level, &e.id), publish)
             });
             let mut failed = None;
-            for acked in join_all(publishes).await {
+            for acked in s.publisher.publish_all(messages.collect()).await {
                 match acked {
                     Ok(seq) => undo.published.push(seq),
                     Err(e) => failed = Some(e),
