@@ -5,12 +5,13 @@
 //! the running one next, on the same worker (its LIFO slot): so concurrent single-event
 //! appends (one HTTP request each) left one write each (~0.55 writes to the server per
 //! event) and the server took them a few per read. Here the first one to find the stage
-//! empty spawns a flusher that yields once (tokio runs a yielded task after the tasks
-//! already ready and those the I/O poll makes ready): the requests that arrive meanwhile
-//! stage their messages, and the flusher sends them all in one poll, which the connection
-//! task writes in one `writev` (~0.09 writes per event; the server reads ~11 messages per
-//! read instead of ~4). Both sides spend less CPU per event (`docs/benchmarks.md`, "Group
-//! publishing"), for one scheduler round of latency and a task per group.
+//! empty spawns a flusher that yields once (tokio defers a yielded task until its worker
+//! has run out of queued tasks or does its periodic maintenance): the requests already
+//! queued on that worker, and those the other worker runs meanwhile, stage their messages,
+//! and the flusher sends them together, which the connection task writes in one `writev`
+//! (~0.09 writes per event; the server reads ~11 messages per read instead of ~4). Both
+//! sides spend less CPU per event (`docs/benchmarks.md`, "Group publishing"), for one
+//! scheduler round of latency and a task per group.
 //!
 //! A batch (an NDJSON request) already sends all its messages in one poll: it is published
 //! on the spot, since staging each of its events cost more than it saved.
@@ -59,21 +60,22 @@ impl Publisher {
             stage.len() == 1
         };
         if first {
-            let me = self.clone();
+            let mut flusher = Flusher { publisher: self.clone(), took: false };
             self.runtime.spawn(async move {
                 tokio::task::yield_now().await;
-                me.flush().await;
+                flusher.took = true;
+                flusher.publisher.flush().await;
             });
         }
         answered.await.unwrap_or_else(|_| Err(nats("append", "the publishing task stopped")))
     }
 
     /// Sends everything staged, in order, and answers each as its PubAck comes. Each message
-    /// is one future (send, then await the ack) and all are polled together: the first poll
-    /// sends them all, and a send that must wait (the client allows 5,000 unacknowledged
-    /// publishes) goes on as the acks of the others come in. Sending all before awaiting
-    /// any ack would wait forever for a permit only those unpolled acks give back (as a
-    /// batch's messages are sent the same way).
+    /// is one future (send, then await the ack) and all are polled together: a poll sends as
+    /// many as tokio's task budget allows (~64), and a send that must wait (the client
+    /// allows 5,000 unacknowledged publishes) goes on as the acks of the others come in.
+    /// Sending all before awaiting any ack would wait forever for a permit only those
+    /// unpolled acks give back (a batch's messages are sent the same way).
     async fn flush(&self) {
         let staged = std::mem::take(&mut *self.stage.lock().expect("publish stage"));
         join_all(staged.into_iter().map(|(subject, message, answer)| async move {
@@ -87,6 +89,24 @@ impl Publisher {
         match self.js.send_publish(subject, message).await {
             Ok(ack) => ack.await.map(|a| a.sequence).map_err(|e| nats("append", e)),
             Err(e) => Err(nats("append", e)),
+        }
+    }
+}
+
+/// The flusher's hold on the stage: a flusher dropped before it took the stage (its runtime
+/// shutting down before it ran) empties the stage, so those appends fail instead of waiting
+/// forever, and so does every later one (which would find the stage non-empty and start no
+/// flusher of its own).
+struct Flusher {
+    publisher: Arc<Publisher>,
+    took: bool,
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        if !self.took {
+            // Dropping the answers tells their appenders "the publishing task stopped".
+            drop(std::mem::take(&mut *self.publisher.stage.lock().unwrap_or_else(|e| e.into_inner())));
         }
     }
 }
