@@ -72,7 +72,7 @@ def machine_busy():
     return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK
 
 
-def wait_quiet(ours, limit=0.3, max_wait=180, settle=None):
+def wait_quiet(ours, limit=0.3, max_wait=180, settle=lambda: 0.0):
     """The machine is shared: waits (up to max_wait s) until what is not ours uses less than
     `limit` of a core over a second. Given `settle` (CPU seconds of the script's own servers),
     also until they use less than `limit`: a server still busy with the previous
@@ -81,10 +81,9 @@ def wait_quiet(ours, limit=0.3, max_wait=180, settle=None):
     t0 = time.time()
     while time.time() - t0 < max_wait:
         a, o = machine_busy(), ours()
-        s = settle() if settle else 0.0
+        s = settle()
         time.sleep(1)
-        others_quiet = machine_busy() - a - (ours() - o) < limit
-        if others_quiet and (settle is None or settle() - s < limit):
+        if machine_busy() - a - (ours() - o) < limit and settle() - s < limit:
             break
     return time.time() - t0
 

@@ -2,7 +2,7 @@
 //! middle of a stream from several clients, restarted on the same data directory, and every
 //! event that was answered 202 ends processed (with its handler's effect) or dead-lettered.
 
-use crate::support::{client, guest, post, Server};
+use crate::support::{client, guest, post, post_to, Server};
 use eventyard::config::Config;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -133,16 +133,7 @@ async fn every_event_answered_202_survives_kill_9() {
 async fn a_second_router_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = Router::start(dir.path(), ECHO).await;
-    let accept = |base: String| async move {
-        let res = client()
-            .post(format!("{base}/v1/events/infrahub/send.echo.request"))
-            .json(&json!({ "message": "kept" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
-        res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-    };
+    let accept = |base: String| async move { post_to(&base, "infrahub/send.echo.request", json!({ "message": "kept" })).await };
     let before = accept(first.base.clone()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let second = dir.path().join("second.toml");
@@ -197,14 +188,7 @@ handlers = ["slow"]
     let mut router = Router::start(dir.path(), &slow).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let res = client()
-            .post(format!("{}/v1/events/fixinventory/collect", router.base))
-            .json(&json!({ "kind": "event", "message_type": "collect", "data": {} }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
-        ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+        ids.push(post_to(&router.base, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await);
     }
     Command::new("kill").args(["-TERM", &router.child.id().to_string()]).status().unwrap();
     let status = router.child.wait().unwrap();

@@ -173,15 +173,15 @@ async fn concurrent_appends_each_get_their_own_answer(log: &impl EventLog) {
             }
         }
     }
-    let mut claims = Vec::new();
-    for (_, appended) in &answers {
-        if !log.shared() {
-            claims.extend(claimed(log, Some(appended), 0).await);
+    let claims = if log.shared() {
+        claimed(log, None, routed.len()).await
+    } else {
+        let mut each = Vec::new();
+        for (_, appended) in &answers {
+            each.extend(claimed(log, Some(appended), 0).await);
         }
-    }
-    if log.shared() {
-        claims = claimed(log, None, routed.len()).await;
-    }
+        each
+    };
     let mut ids: Vec<String> = claims.into_iter().map(|e| e.id).collect();
     ids.sort();
     let mut expected: Vec<String> = routed.into_iter().collect();

@@ -195,7 +195,12 @@ pub async fn ws_handshake(s: &Server, path: &str) -> reqwest::Response {
 
 /// Posts one native event; asserts 202 and returns its id.
 pub async fn post(s: &Server, ty: &str, body: Value) -> String {
-    let res = client().post(s.url(&format!("/v1/events/{ty}"))).json(&body).send().await.unwrap();
+    post_to(&s.url(""), ty, body).await
+}
+
+/// [`post`] to a router at `base` (`http://host:port`), such as one run as a child process.
+pub async fn post_to(base: &str, ty: &str, body: Value) -> String {
+    let res = client().post(format!("{base}/v1/events/{ty}")).json(&body).send().await.unwrap();
     assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
     res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
 }

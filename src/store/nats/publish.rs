@@ -110,3 +110,35 @@ impl Drop for Flusher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A flusher that cannot run (its runtime shut down) leaves no append waiting: the one
+    /// that started it and every later one fail.
+    #[test]
+    fn appends_fail_instead_of_waiting_when_the_flusher_cannot_run() {
+        let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let (gone, live) = (runtime(), runtime());
+        let handle = gone.handle().clone();
+        drop(gone);
+        live.block_on(async {
+            // No server: the client keeps trying in the background, nothing is sent.
+            let client = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connect("nats://127.0.0.1:1")
+                .await
+                .expect("a client that connects later");
+            let publisher = Publisher::new(jetstream::new(client), handle);
+            for _ in 0..2 {
+                let message = PublishMessage::build().payload(bytes::Bytes::from_static(b"{}"));
+                let answers = tokio::time::timeout(Duration::from_secs(5), publisher.publish_all(vec![("kit.ev.0.x".into(), message)]))
+                    .await
+                    .expect("answered, not left waiting");
+                assert!(matches!(&answers[..], [Err(_)]), "the append fails: {answers:?}");
+            }
+        });
+    }
+}
