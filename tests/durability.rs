@@ -725,3 +725,45 @@ async fn a_recovered_event_keeps_the_producers_text() {
     assert_eq!(&**back.data.text(), text);
     assert_eq!((back.data.correlation_id(), back.priority), (Some("c-9"), 4));
 }
+
+/// Producers that hang up right after sending (their request futures dropped by the server,
+/// maybe while the event is being written) leave no event half admitted: each id is either
+/// unknown (the request was never read) or finished, never queued for good; and the room it
+/// reserved in the queue comes back (the router still accepts a full queue's worth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_that_hang_up_leave_no_event_half_admitted() {
+    use tokio::io::AsyncWriteExt;
+    // A queue of 8: eight leaked reservations would make every later event wait, then 503.
+    let s = Server::with_config(Config::parse(&format!("{ECHO}\n[pipeline]\nqueue = 8\nqueue_wait_ms = 200\n")).unwrap()).await;
+    let body = json!({ "message": "then gone" }).to_string();
+    const HUNG_UP: usize = 40;
+    for i in 0..HUNG_UP {
+        let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let request = format!(
+            "POST /v1/events/infrahub/send.echo.request HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nidempotency-key: gone-{i}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        drop(conn);
+    }
+    let (mut known, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    for i in 0..HUNG_UP {
+        loop {
+            let res = client().get(s.url(&format!("/v1/events/gone-{i}"))).send().await.unwrap();
+            if res.status() == 404 {
+                break;
+            }
+            let state = res.json::<Value>().await.unwrap()["state"].as_str().unwrap_or_default().to_string();
+            if state == "processed" {
+                known += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "gone-{i} stays {state}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    eprintln!("{known} of {HUNG_UP} requests whose producer hung up were admitted and processed");
+    for _ in 0..16 {
+        post(&s, "infrahub/send.echo.request", json!({ "message": "after" })).await;
+    }
+}

@@ -24,6 +24,9 @@ use crate::schema::{EventType, Rejection, Violation};
 use crate::store::status::State;
 use crate::store::{Appended, Batch, StoreError};
 use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// Who offers events to [`Pipeline::admit`]: what idempotency keys are scoped by, and
 /// whether its response events may answer RPC callers.
@@ -147,16 +150,31 @@ impl Pipeline {
         // shared log hands work out itself (to whichever instance has room): nothing to
         // reserve or queue here.
         let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
-        let shared = self.core.log.shared();
-        let reserve = if shared { 0 } else { routed.iter().filter(|r| **r).count() };
+        let reserve = if self.core.log.shared() { 0 } else { routed.iter().filter(|r| **r).count() };
+        // A producer that hangs up while it waits for room leaves nothing behind.
         if self.core.queue.reserve_within(reserve, self.core.queue_wait).await.is_err() {
             return Err(AcceptError::Overloaded);
         }
+        // From here on the admission is finished even if the producer stops waiting.
+        let core = self.core.clone();
+        let (token, answers) = (producer.token.map(str::to_owned), producer.answers.cloned());
+        Unabandoned::new(async move {
+            let producer = Producer { token: token.as_deref(), answers: answers.as_ref() };
+            core.commit(events, routed, reserve, producer).await
+        })
+        .await
+    }
+}
+
+impl Core {
+    /// The rest of [`Pipeline::admit`] once room is reserved (`reserve`: for how many):
+    /// the append, then the announcements and the queue, or the reservation given back.
+    async fn commit(&self, events: Vec<Event>, routed: Vec<bool>, reserve: usize, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
         let batch = Batch { events, routed, producer: producer.token };
-        let appended = match self.core.log.append(batch).await {
+        let appended = match self.log.append(batch).await {
             Ok(appended) => appended,
             Err(e) => {
-                self.core.queue.release(reserve);
+                self.queue.release(reserve);
                 return Err(match e {
                     StoreError::Full { .. } => AcceptError::Overloaded,
                     other => AcceptError::Store(other),
@@ -164,26 +182,23 @@ impl Pipeline {
             }
         };
         let Appended { ids, fresh, routed, duplicates } = appended;
-        self.core.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+        self.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         let unused = reserve.saturating_sub(routed.iter().filter(|r| **r).count());
         if unused > 0 {
-            self.core.queue.release(unused);
+            self.queue.release(unused);
         }
         for event in &fresh {
-            self.core.announce(event, producer.may_answer(&event.type_name));
+            self.announce(event, producer.may_answer(&event.type_name));
         }
-        if shared {
+        if self.log.shared() {
             return Ok(ids);
         }
         // One lock and one wake-up for the batch (a push per event cost a futex call each).
         let jobs = fresh.into_iter().zip(routed).filter(|(_, routed)| *routed);
-        self.core.queue.push_all(jobs.map(|(event, _)| (event.priority, Job::Event { event, reserved: true })));
+        self.queue.push_all(jobs.map(|(event, _)| (event.priority, Job::Event { event, reserved: true })));
         Ok(ids)
     }
 
-}
-
-impl Core {
     /// Tells who listens that `event` was admitted: live subscribers, and RPC callers when
     /// its producer may answer them.
     pub(super) fn announce(&self, event: &Event, may_answer: bool) {
@@ -233,5 +248,91 @@ impl Core {
         let state = if routed { State::InProgress } else { State::Processed { outcome: Outcome::default() } };
         self.log.track(&event, state);
         Ok((event, routed))
+    }
+}
+
+/// Work that is not given up halfway: polled in place while its caller waits, and moved to a
+/// task of its own when the caller stops waiting (its future dropped: an HTTP client that hung
+/// up, a WebSocket closed, a timeout around the call). An admission dropped during its append
+/// would otherwise leave events written to the log but never queued (processed only after a
+/// restart), queue room reserved for good, and, should the append then fail, claims (an
+/// idempotency key, a status) that nothing gives back. Spawning only on drop keeps the
+/// common path free of a task per request.
+struct Unabandoned<F: Future + Send + 'static>
+where
+    F::Output: Send,
+{
+    work: Option<Pin<Box<F>>>,
+}
+
+impl<F: Future + Send + 'static> Unabandoned<F>
+where
+    F::Output: Send,
+{
+    fn new(work: F) -> Self {
+        Unabandoned { work: Some(Box::pin(work)) }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Unabandoned<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let work = self.work.as_mut().expect("polled after it finished");
+        let out = std::task::ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Unabandoned<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        let Some(work) = self.work.take() else { return };
+        // Outside a runtime (it is shutting down) there is nothing left to run it on; what the
+        // log holds is recovered at the next start.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(work);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::pipeline::tests::{event, pipeline, state};
+    use std::time::{Duration, Instant};
+
+    /// A producer that hangs up while its events are being written (its admission future
+    /// dropped after its first poll) leaves nothing half done: every event is queued and
+    /// processed, and the queue room they reserved comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_admission_dropped_while_it_is_written_is_finished_anyway() {
+        let (pipeline, _dir) = pipeline();
+        let core = pipeline.core();
+        let mut dropped_halfway = 0;
+        for i in 0..20 {
+            let mut admit = Box::pin(pipeline.admit(vec![event(&format!("hung-up-{i}"))], Producer::default()));
+            if futures_util::poll!(admit.as_mut()).is_pending() {
+                dropped_halfway += 1;
+            }
+        }
+        assert!(dropped_halfway > 0, "no admission was still writing after its first poll");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 0..20 {
+            let id = format!("hung-up-{i}");
+            while !matches!(state(core, &id), Some(State::Processed { .. })) {
+                assert!(Instant::now() < deadline, "{id} was never processed: {:?}", state(core, &id));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let capacity = crate::router::config::PipelineConfig::default().queue;
+        assert!(core.queue.reserve(capacity).is_ok(), "every reservation came back");
+        core.queue.close();
     }
 }

@@ -615,14 +615,14 @@ pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::event::pattern::{Matcher, TypePattern};
     use crate::router::retry::RetryPolicy;
     use crate::router::retry::SystemClock;
     use std::time::Duration;
 
-    fn event(id: &str) -> Event {
+    pub(in crate::router) fn event(id: &str) -> Event {
         Event {
             id: id.into(),
             type_name: "infrahub/send.echo.request".into(),
@@ -637,7 +637,7 @@ mod tests {
 
     /// A pipeline with one worker, one route on `infrahub/*` without plugins, and a log in
     /// a temp dir (kept alive by the returned guard).
-    fn pipeline() -> (Pipeline, tempfile::TempDir) {
+    pub(in crate::router) fn pipeline() -> (Pipeline, tempfile::TempDir) {
         let config = PipelineConfig { workers: 1, ..PipelineConfig::default() };
         let catalog = crate::schema::catalog::Catalog::embedded().unwrap();
         let strictness = crate::schema::Strictness::allow_unknown_fields(&[]).unwrap();
@@ -665,7 +665,7 @@ mod tests {
     }
 
     /// An event's state on the local log (whose lookups answer at once).
-    fn state(core: &Core, id: &str) -> Option<State> {
+    pub(in crate::router) fn state(core: &Core, id: &str) -> Option<State> {
         use futures_util::FutureExt;
         core.log.status(id).now_or_never().expect("the local log answers at once").map(|s| s.state)
     }
