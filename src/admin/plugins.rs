@@ -174,11 +174,19 @@ pub async fn upload(
     let (Some(manifest), Some(component)) = (manifest, component) else {
         return Err(bad("send the parts `manifest` (TOML) and `component` (the .wasm)"));
     };
-    let (status, revision, replaced) = install(&state, &admin, &name, &manifest, &component, false).await?;
-    if let Some(shared) = &admin.shared {
-        // The others follow the store; answered only once it is there.
-        shared.put(&name, &manifest, &component).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-    }
+    // Finished even if the client hangs up while the component compiles: a swapped
+    // component is also kept on disk and in the shared store.
+    let (pipeline, plugin) = (state.pipeline.clone(), name.clone());
+    let (status, revision, replaced) = pipeline
+        .finish_anyway(async move {
+            let installed = install(&state, &admin, &plugin, &manifest, &component, false).await?;
+            if let Some(shared) = &admin.shared {
+                // The others follow the store; answered only once it is there.
+                shared.put(&plugin, &manifest, &component).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            }
+            Ok::<_, ApiError>(installed)
+        })
+        .await?;
     Ok((status, Json(json!({ "name": name, "revision": revision, "replaced": replaced }))).into_response())
 }
 
@@ -287,8 +295,10 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
     uninstall(&state, &admin, &name)?;
-    if let Some(shared) = &admin.shared {
-        shared.delete(&name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(shared) = admin.shared.clone() {
+        // Finished even if the client hangs up: the other instances stop running it too.
+        let deleted = state.pipeline.finish_anyway(async move { shared.delete(&name).await });
+        deleted.await.map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -24,9 +24,6 @@ use crate::schema::{EventType, Rejection, Violation};
 use crate::store::status::State;
 use crate::store::{Appended, Batch, StoreError};
 use serde_json::Value;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 /// Who offers events to [`Pipeline::admit`]: what idempotency keys are scoped by, and
 /// whether its response events may answer RPC callers.
@@ -158,7 +155,7 @@ impl Pipeline {
         // From here on the admission is finished even if the producer stops waiting.
         let core = self.core.clone();
         let (token, answers) = (producer.token.map(str::to_owned), producer.answers.cloned());
-        Unabandoned::new(async move {
+        self.finish_anyway(async move {
             let producer = Producer { token: token.as_deref(), answers: answers.as_ref() };
             core.commit(events, routed, reserve, producer).await
         })
@@ -248,57 +245,6 @@ impl Core {
         let state = if routed { State::InProgress } else { State::Processed { outcome: Outcome::default() } };
         self.log.track(&event, state);
         Ok((event, routed))
-    }
-}
-
-/// Work that is not given up halfway: polled in place while its caller waits, and moved to a
-/// task of its own when the caller stops waiting (its future dropped: an HTTP client that hung
-/// up, a WebSocket closed, a timeout around the call). An admission dropped during its append
-/// would otherwise leave events written to the log but never queued (processed only after a
-/// restart), queue room reserved for good, and, should the append then fail, claims (an
-/// idempotency key, a status) that nothing gives back. Spawning only on drop keeps the
-/// common path free of a task per request.
-struct Unabandoned<F: Future + Send + 'static>
-where
-    F::Output: Send,
-{
-    work: Option<Pin<Box<F>>>,
-}
-
-impl<F: Future + Send + 'static> Unabandoned<F>
-where
-    F::Output: Send,
-{
-    fn new(work: F) -> Self {
-        Unabandoned { work: Some(Box::pin(work)) }
-    }
-}
-
-impl<F: Future + Send + 'static> Future for Unabandoned<F>
-where
-    F::Output: Send,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let work = self.work.as_mut().expect("polled after it finished");
-        let out = std::task::ready!(work.as_mut().poll(cx));
-        self.work = None;
-        Poll::Ready(out)
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for Unabandoned<F>
-where
-    F::Output: Send,
-{
-    fn drop(&mut self) {
-        let Some(work) = self.work.take() else { return };
-        // Outside a runtime (it is shutting down) there is nothing left to run it on; what the
-        // log holds is recovered at the next start.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(work);
-        }
     }
 }
 

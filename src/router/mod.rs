@@ -7,7 +7,8 @@
 //! callers of [`rpc`], workflow steps); live subscribers get every accepted event from the
 //! [`bus`]; [`metrics`] renders the core's lines of `/metrics`. On a shared log (several
 //! instances), the log hands each instance its work and tells it what the others did
-//! through the core's `feed`.
+//! through the core's `feed`. Work a door starts and must not leave half done when its caller
+//! goes away ([`detach`]) is finished by the core, which waits for it at a graceful stop.
 //!
 //! The core imports the vocabulary (`crate::event`, `crate::schema`), the durable state
 //! (`crate::store`) and the plugin host (`crate::wasm`); it never imports a door.
@@ -16,6 +17,7 @@ pub mod admit;
 pub mod bus;
 pub mod completion;
 pub mod config;
+pub mod detach;
 mod feed;
 pub mod metrics;
 pub mod pipeline;

@@ -118,6 +118,8 @@ pub struct Core {
     pub(super) retries: Arc<Scheduler>,
     /// Serialises changes of the routes and plugins (readers never wait).
     pub(super) changes: Mutex<()>,
+    /// Work whose callers went away, finished in tasks of its own ([`super::detach`]).
+    detached: tokio_util::task::TaskTracker,
 }
 
 impl Pipeline {
@@ -152,6 +154,7 @@ impl Pipeline {
             log,
             retries: Scheduler::new(clock),
             changes: Mutex::new(()),
+            detached: tokio_util::task::TaskTracker::new(),
         });
         let mut workers = Vec::new();
         // Always: routes can be added while the router runs.
@@ -208,9 +211,24 @@ impl Pipeline {
         self.core.retries.stop();
     }
 
-    /// Graceful stop: workers finish the event they are on and stop; what is still queued
-    /// stays unfinished in the log and is processed at the next start; the log is synced.
+    /// Runs `work` to its end even if the returned future is dropped (see [`super::detach`]):
+    /// for what a door must not leave half done when its caller goes away.
+    pub fn finish_anyway<F>(&self, work: F) -> super::detach::Unabandoned<F>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send,
+    {
+        super::detach::Unabandoned::new(&self.core.detached, work)
+    }
+
+    /// Graceful stop: work whose callers went away is finished first (within
+    /// [`super::detach::DETACHED_WAIT`]); workers finish the event they are on and stop; what
+    /// is still queued stays unfinished in the log and is processed at the next start; the
+    /// log is synced.
     pub async fn shutdown(&self) {
+        if !super::detach::wait_for_detached(&self.core.detached).await {
+            tracing::warn!("stopping with work whose callers went away still running");
+        }
         self.close();
         let workers = std::mem::take(&mut *self.workers.lock().expect("workers"));
         let _ = tokio::task::spawn_blocking(move || {
@@ -690,7 +708,7 @@ pub(super) mod tests {
         let mut first = Run::new(root.clone());
         first.outcome.emitted.push(Emission { plugin: "h1".into(), type_name: "t".into(), id: "c1".into() });
         core.settle(first, 1);
-        assert!(matches!(state(&core, "root"), Some(State::InProgress)), "one retry is left");
+        assert!(matches!(state(core, "root"), Some(State::InProgress)), "one retry is left");
         assert!(watch.finished.try_recv().is_err(), "not finished yet");
 
         let mut last = Run::new(root.clone());
@@ -699,7 +717,7 @@ pub(super) mod tests {
         let finished = watch.finished.try_recv().expect("woken by the last part");
         assert_eq!(finished.outcome.emitted.len(), 1, "the first part's emission is kept");
         assert_eq!(finished.outcome.failed, vec![note("h2")]);
-        match state(&core, "root") {
+        match state(core, "root") {
             Some(State::DeadLettered { outcome }) => assert_eq!(outcome, *finished.outcome),
             other => panic!("a failure makes the event dead-lettered: {other:?}"),
         }
@@ -721,7 +739,7 @@ pub(super) mod tests {
         let task = RetryTask { root: root.clone(), event: e, route: 0, handler: 0, attempt: 1 };
         run.retries.push(task);
         core.settle(run, 0);
-        assert!(matches!(state(&core, "spent"), Some(State::Processed { .. })));
+        assert!(matches!(state(core, "spent"), Some(State::Processed { .. })));
         assert_eq!(core.counters.retries.load(Ordering::Relaxed), 0, "no retry was scheduled");
         core.queue.close();
     }
@@ -738,11 +756,11 @@ pub(super) mod tests {
         core.queue.push(3, Job::Panic(event("boom")));
         core.queue.push(3, Job::Event { event: event("next"), reserved: false });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !matches!(state(&core, "next"), Some(State::Processed { .. })) {
+        while !matches!(state(core, "next"), Some(State::Processed { .. })) {
             assert!(std::time::Instant::now() < deadline, "the next job never ran");
             std::thread::sleep(Duration::from_millis(5));
         }
-        match state(&core, "boom") {
+        match state(core, "boom") {
             Some(State::DeadLettered { outcome }) => {
                 assert_eq!(outcome.failed.len(), 1);
                 assert_eq!(outcome.failed[0].kind, WORKER_PANIC);

@@ -287,16 +287,25 @@ pub fn deadline(start: tokio::time::Instant, timeout: u64) -> tokio::time::Insta
 /// `id`'s entry, made if new and there is room under [`MAX_SUBSCRIBERS`].
 fn actor<'a>(inner: &'a mut Inner, id: &str) -> Result<&'a mut Actor, ActorError> {
     if !inner.actors.contains_key(id) && inner.actors.len() >= MAX_SUBSCRIBERS {
-        return Err(ActorError::TooMany(MAX_SUBSCRIBERS));
+        // Connections that never ran (a WebSocket upgrade that failed: the client left before
+        // the 101) were never disconnected: what is left of them goes before any id is refused.
+        inner.actors.retain(|_, a| !idle(a));
+        if inner.actors.len() >= MAX_SUBSCRIBERS {
+            return Err(ActorError::TooMany(MAX_SUBSCRIBERS));
+        }
     }
     Ok(inner.actors.entry(id.to_string()).or_default())
 }
 
-/// Drops `id` when nothing is left of it (no subscription, connection or pending action), so
-/// ids that connected once or unsubscribed from everything do not count against
-/// [`MAX_SUBSCRIBERS`].
+/// Nothing is left of an actor: no subscription, no pending action, no live connection.
+fn idle(a: &Actor) -> bool {
+    a.subscriptions.is_empty() && a.pending.is_empty() && a.channel.as_ref().is_none_or(|(_, tx)| tx.is_closed())
+}
+
+/// Drops `id` when nothing is left of it ([`idle`]), so ids that connected once or
+/// unsubscribed from everything do not count against [`MAX_SUBSCRIBERS`].
 fn forget_if_idle(inner: &mut Inner, id: &str) {
-    if inner.actors.get(id).is_some_and(|a| a.subscriptions.is_empty() && a.channel.is_none() && a.pending.is_empty()) {
+    if inner.actors.get(id).is_some_and(idle) {
         inner.actors.remove(id);
     }
 }
@@ -367,5 +376,20 @@ mod tests {
         assert!(actors.connect("another").is_err());
         actors.disconnect("one-more", n);
         assert!(actors.get("one-more").is_none(), "a connection without subscriptions leaves nothing behind");
+    }
+
+    /// Connections whose WebSocket never ran (the upgrade failed, so nothing disconnected
+    /// them) do not use up the ids: once the cap is reached they make room.
+    #[test]
+    fn connections_that_never_ran_do_not_use_up_the_ids() {
+        let actors = Actors::open(None).unwrap();
+        for i in 0..MAX_SUBSCRIBERS {
+            // The receiver is dropped with the upgrade callback that held it.
+            let (_, rx, _) = actors.connect(&format!("gone{i}")).unwrap();
+            drop(rx);
+        }
+        let (_n, _live, _) = actors.connect("a-new-one").expect("room made for a new id");
+        assert!(actors.get("gone0").is_none(), "what was left of them is gone");
+        assert!(actors.get("a-new-one").is_some_and(|v| v.connected));
     }
 }

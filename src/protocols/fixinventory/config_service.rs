@@ -54,9 +54,16 @@ pub async fn put(
         return Err(ApiError::BadRequest("a config document is a JSON object".into()));
     }
     let expected = expected_revision(&headers, q);
-    let doc = blocking(&fi, move |docs| docs.put(&id, config, expected.as_deref())).await?;
-    let data = json!({ "kind": "event", "message_type": "config-updated", "data": { "id": doc.id, "revision": doc.revision } });
-    state.emit_internal("fixinventory/config-updated", data, SOURCE).await?;
+    // Finished even if the client hangs up: a written document is announced.
+    let pipeline = state.pipeline.clone();
+    let doc = pipeline
+        .finish_anyway(async move {
+            let doc = blocking(&fi, move |docs| docs.put(&id, config, expected.as_deref())).await?;
+            let data = json!({ "kind": "event", "message_type": "config-updated", "data": { "id": doc.id, "revision": doc.revision } });
+            state.emit_internal("fixinventory/config-updated", data, SOURCE).await?;
+            Ok::<_, ApiError>(doc)
+        })
+        .await?;
     Ok(document(StatusCode::OK, doc))
 }
 
@@ -68,9 +75,15 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers, q);
-    let doc = blocking(&fi, move |docs| docs.delete(&id, expected.as_deref())).await?;
-    let data = json!({ "kind": "event", "message_type": "config-deleted", "data": { "id": doc.id } });
-    state.emit_internal("fixinventory/config-deleted", data, SOURCE).await?;
+    // Finished even if the client hangs up: a deletion is announced.
+    let pipeline = state.pipeline.clone();
+    pipeline
+        .finish_anyway(async move {
+            let doc = blocking(&fi, move |docs| docs.delete(&id, expected.as_deref())).await?;
+            let data = json!({ "kind": "event", "message_type": "config-deleted", "data": { "id": doc.id } });
+            state.emit_internal("fixinventory/config-deleted", data, SOURCE).await
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

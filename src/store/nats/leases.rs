@@ -1,5 +1,5 @@
 //! Leases in the bucket `<stream>_LEASES`: taken by creating the key (only one instance
-//! can), renewed by a compare-and-set every third of [`LEASE_TTL`], released by deleting it
+//! can), renewed by a compare-and-set every third of [`LEASE_TTL`], released by purging it
 //! at its revision. The bucket forgets an entry [`LEASE_TTL`] after its last write, so the
 //! lease of an instance that died lapses by itself.
 
@@ -8,6 +8,8 @@ use crate::store::lease::{Lease, Leases};
 use crate::store::StoreError;
 use async_nats::jetstream::kv;
 use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a lease outlives its holder's last renewal: short enough that a dead holder's
@@ -43,14 +45,23 @@ impl Leases for NatsLeases {
                 }
                 tokio::time::sleep(ACQUIRE_PAUSE).await;
             };
-            let (kv, key, me) = (self.kv.clone(), name.to_string(), self.instance.clone());
+            // The lease's revision now: renewals move it, the release needs it.
+            let held = Arc::new(AtomicU64::new(revision));
+            let (kv, key, me, at) = (self.kv.clone(), name.to_string(), self.instance.clone(), held.clone());
             let renew = self.runtime.spawn(async move {
-                let mut revision = revision;
                 loop {
                     tokio::time::sleep(LEASE_TTL / 3).await;
-                    match kv.update(&key, me.clone().into(), revision).await {
-                        Ok(next) => revision = next,
-                        Err(e) => tracing::error!(lease = %key, error = %e, "cannot renew a lease; another instance may take it"),
+                    match kv.update(&key, me.clone().into(), at.load(Ordering::Acquire)).await {
+                        Ok(next) => at.store(next, Ordering::Release),
+                        // A renewal the server made but answered too late (a timeout, a
+                        // reconnect) left the revision behind: every later one would fail and
+                        // the lease lapse while held. Read back: still ours, at its revision.
+                        Err(e) => match kv.entry(key.clone()).await {
+                            Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() => {
+                                at.store(entry.revision, Ordering::Release)
+                            }
+                            _ => tracing::error!(lease = %key, error = %e, "cannot renew a lease; another instance may take it"),
+                        },
                     }
                 }
             });
@@ -59,9 +70,10 @@ impl Leases for NatsLeases {
             Lease::new(move || {
                 renew.abort();
                 runtime.spawn(async move {
-                    // Whatever revision it is at now: only this instance writes it while held.
-                    if let Err(e) = kv.purge(&key).await {
-                        tracing::warn!(lease = %key, error = %e, "cannot release a lease; it lapses by itself");
+                    // At its revision: a lease that lapsed and was taken by another instance
+                    // stays theirs.
+                    if let Err(e) = kv.purge_expect_revision(&key, Some(held.load(Ordering::Acquire))).await {
+                        tracing::warn!(lease = %key, error = %e, "cannot release a lease (it lapses by itself, or another instance holds it now)");
                     }
                 });
             })

@@ -15,7 +15,8 @@
 //!   events with a producer-given id (whose id must be claimed); in progress and retrying
 //!   are this instance's own (as are emitted events' statuses: their root is the unit);
 //! - **idempotency** (`<stream>_KEYS`): producer, source and id hashed to the first
-//!   event's id, created only if absent, aged out by the bucket after the window;
+//!   event's id (and the claim of the append that made it), created only if absent, aged
+//!   out by the bucket after the window;
 //! - **retries** (`<stream>_RETRY`): a retry handed back ([`EventLog::defer`]) keeps the
 //!   router's note of what is left here, and the event is NAKed with its back-off;
 //! - **what the others did**: every instance subscribes to the event subjects (core NATS,
@@ -150,6 +151,40 @@ fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// An idempotency key's value: the id it stands for, a newline, then the claim of the append
+/// that made it (a UUID per append). The claim tells an append its own key: when the
+/// server stores a key but its answer comes too late (the client's request timeout, a
+/// reconnect), async-nats reads the key back and answers `AlreadyExists`, and the append
+/// would otherwise take its own event for an earlier one and store nothing.
+fn key_value(id: &str, claim: &str) -> Bytes {
+    Bytes::from(format!("{id}\n{claim}"))
+}
+
+/// The id and the claim of a key's value ([`key_value`]); values written before claims
+/// existed are the id alone.
+fn key_parts(value: &[u8]) -> (String, Option<String>) {
+    let value = String::from_utf8_lossy(value);
+    match value.rsplit_once('\n') {
+        Some((id, claim)) if uuid::Uuid::try_parse(claim).is_ok() => (id.to_string(), Some(claim.to_string())),
+        _ => (value.into_owned(), None),
+    }
+}
+
+/// Creates `key` in `bucket` with `value`: `Ok(None)` when this call made it, `Ok(Some(v))`
+/// when it was there with `v` (empty: gone again since). A key whose read-back value is
+/// `mine` was made by this call, its answer lost (see [`key_value`]).
+async fn create(bucket: &kv::Store, key: &str, value: Bytes, mine: impl Fn(&[u8]) -> bool) -> Result<Option<Bytes>, kv::CreateError> {
+    match bucket.create(key, value).await {
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match bucket.get(key).await {
+            Ok(Some(kept)) if mine(&kept) => Ok(None),
+            Ok(Some(kept)) => Ok(Some(kept)),
+            _ => Ok(Some(Bytes::new())),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 fn is_final(state: &State) -> bool {
@@ -388,18 +423,23 @@ impl Shared {
             }
         }
         let events = &batch.events;
+        let claim = uuid::Uuid::now_v7().to_string();
+        let claim = claim.as_str();
         let creates = dedup.iter().enumerate().filter_map(|(i, key)| {
             let key = key.as_ref().filter(|_| duplicate_of[i].is_none())?;
-            Some(async move { (i, self.keys.create(key, Bytes::from(events[i].id.clone())).await) })
+            let mine = move |value: &[u8]| key_parts(value).1.as_deref() == Some(claim);
+            Some(async move { (i, create(&self.keys, key, key_value(&events[i].id, claim), mine).await) })
         });
         let mut earlier: HashMap<usize, String> = HashMap::new();
-        for (i, created) in join_all(creates).await {
-            let key = dedup[i].clone().expect("keyed");
+        let created = join_all(creates).await;
+        // Every key this append made is given back on failure, those made after a failed
+        // one included.
+        undo.keys.extend(created.iter().filter(|(_, c)| matches!(c, Ok(None))).filter_map(|(i, _)| dedup[*i].clone()));
+        for (i, created) in created {
             match created {
-                Ok(_) => undo.keys.push(key),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    let first = self.keys.get(&key).await.ok().flatten();
-                    let first = first.map(|b| String::from_utf8_lossy(&b).into_owned());
+                Ok(None) => {}
+                Ok(Some(value)) => {
+                    let first = Some(key_parts(&value).0).filter(|id| !id.is_empty());
                     earlier.insert(i, first.unwrap_or_else(|| events[i].id.clone()));
                 }
                 Err(e) => {
@@ -417,19 +457,25 @@ impl Shared {
         }
         let claims = fresh.iter().filter(|(_, e, _)| e.keyed).map(|(i, e, routed)| {
             let state = if *routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            let value = serde_json::to_vec(&status_of(e, state)).expect("statuses serialise");
-            async move { (*i, self.statuses.create(id_key(&e.id), value.into()).await) }
+            let value = Bytes::from(serde_json::to_vec(&status_of(e, state)).expect("statuses serialise"));
+            // No read-back here: a status does not name the append that wrote it (the same
+            // event from another producer writes the same bytes). One whose answer was lost
+            // makes this event take a new id, which is safe: the id's entry stays queued.
+            async move { (*i, &e.id, create(&self.statuses, &id_key(&e.id), value, |_: &[u8]| false).await) }
         });
         let mut taken: Vec<usize> = Vec::new();
-        for (i, created) in join_all(claims).await {
+        let mut failed = None;
+        for (i, id, created) in join_all(claims).await {
             match created {
-                Ok(_) => {}
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => taken.push(i),
-                Err(e) => {
-                    self.undo(undo).await;
-                    return Err(nats("claim an event's status", e));
-                }
+                // Given back on failure (below, or should the publish fail).
+                Ok(None) => undo.status_ids.push(id.clone()),
+                Ok(Some(_)) => taken.push(i),
+                Err(e) => failed = Some(e),
             }
+        }
+        if let Some(e) = failed {
+            self.undo(undo).await;
+            return Err(nats("claim an event's status", e));
         }
         let mut index_of = vec![usize::MAX; dedup.len()];
         for (i, e, routed) in &mut fresh {
@@ -437,12 +483,10 @@ impl Shared {
                 // Another producer's event has this id: this one gets its own.
                 let own = uuid::Uuid::now_v7().to_string();
                 if let Some(key) = &dedup[*i] {
-                    let _ = self.keys.put(key, Bytes::from(own.clone())).await;
+                    let _ = self.keys.put(key, key_value(&own, claim)).await;
                 }
                 e.id = own;
                 e.keyed = false;
-            } else if e.keyed {
-                undo.status_ids.push(e.id.clone());
             }
             index_of[*i] = out.fresh.len();
             out.fresh.push(e.clone());
@@ -868,5 +912,17 @@ mod tests {
         assert!(!k.contains("secret"));
         assert_ne!(dedup_key(Some("ab"), Some("c"), "1"), dedup_key(Some("a"), Some("bc"), "1"));
         assert_ne!(dedup_key(None, None, "1"), dedup_key(Some(""), None, "2"));
+    }
+
+    /// A key's value names its id and the append that made it, whatever the id holds; a
+    /// value of the older form (the id alone) is still read as its id.
+    #[test]
+    fn a_key_tells_its_id_and_which_append_made_it() {
+        let claim = uuid::Uuid::now_v7().to_string();
+        for id in ["order-7", "line\nbreak", "ends with\n", ""] {
+            assert_eq!(key_parts(&key_value(id, &claim)), (id.to_string(), Some(claim.clone())), "{id:?}");
+        }
+        assert_eq!(key_parts(b"0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091"), ("0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091".into(), None));
+        assert_eq!(key_parts(b"a\nnot-a-claim"), ("a\nnot-a-claim".into(), None));
     }
 }
