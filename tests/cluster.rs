@@ -601,38 +601,3 @@ async fn an_event_larger_than_a_nats_message_is_refused_with_413_and_nothing_is_
     let small = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&json!({ "message": "x" })).send().await.unwrap();
     assert_eq!(small.status(), 202, "its id was not claimed either");
 }
-
-/// A key left claimed by an append that failed (the server went away before the append
-/// could give it back) does not swallow the producer's retry: once the key is older than
-/// `claim_timeout_ms` and its event is in neither the stream nor the statuses, the retry takes
-/// the key over and its event is stored; afterwards the same id is a duplicate again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_left_by_a_failed_append_does_not_swallow_the_retry() {
-    use eventyard::store::{Batch, EventLog};
-    let server = NatsServer::start();
-    let stream = unique("LEFT");
-    let config = NatsConfig {
-        urls: vec![server.url()],
-        stream: stream.clone(),
-        subject_prefix: stream.clone(),
-        claim_timeout_ms: 300,
-        ..NatsConfig::default()
-    };
-    let log = NatsLog::connect(&config, Duration::from_secs(3600)).await.expect("connect to nats-server");
-    // What such an append leaves behind: the key, naming an event that was never published.
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let keys = js.get_key_value(format!("{stream}_KEYS")).await.unwrap();
-    let key = eventyard::store::nats::dedup_key(None, None, "order-9");
-    keys.put(&key, format!("order-9\n{}", uuid::Uuid::now_v7()).into()).await.unwrap();
-
-    let append = || {
-        let events = vec![conformance::event(conformance::ROUTED, Some("order-9"))];
-        log.append(Batch { events, routed: vec![true], producer: None })
-    };
-    let retry = append().await.expect("the retry is appended");
-    assert_eq!((retry.duplicates, retry.fresh.len()), (0, 1), "not a duplicate of an event never stored");
-    let id = retry.ids[0].clone();
-    assert!(log.status(&id).await.is_some(), "the retry's event is stored");
-    let again = append().await.expect("appended");
-    assert_eq!((again.duplicates, again.ids), (1, vec![id]), "now the same id is a duplicate of a stored event");
-}

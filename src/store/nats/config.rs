@@ -18,12 +18,6 @@ pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
 pub const DEFAULT_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 /// JetStream's own limit on replicas.
 pub const MAX_REPLICAS: usize = 5;
-/// How long an append may take: by then it has published its event or failed (the NATS
-/// client gives each request 5 s, and an append makes a few in a row). An idempotency key
-/// older than this whose event is not in the stream was left by an append that failed and
-/// could not give it back (the server went away meanwhile): the next append of that id takes
-/// it over instead of answering a duplicate of an event never stored.
-pub const DEFAULT_CLAIM_TIMEOUT_MS: u64 = 30_000;
 
 /// `[store.nats]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,8 +48,6 @@ pub struct NatsConfig {
     pub max_ack_pending: i64,
     /// See [`DEFAULT_MAX_AGE_SECS`].
     pub max_age_secs: u64,
-    /// See [`DEFAULT_CLAIM_TIMEOUT_MS`].
-    pub claim_timeout_ms: u64,
 }
 
 impl Default for NatsConfig {
@@ -72,7 +64,6 @@ impl Default for NatsConfig {
             ack_wait_ms: DEFAULT_ACK_WAIT_MS,
             max_ack_pending: DEFAULT_MAX_ACK_PENDING,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
-            claim_timeout_ms: DEFAULT_CLAIM_TIMEOUT_MS,
         }
     }
 }
@@ -100,7 +91,6 @@ impl NatsConfig {
         }
         positive("store.nats.max_ack_pending", self.max_ack_pending.max(0) as u64)?;
         positive("store.nats.max_age_secs", self.max_age_secs)?;
-        positive("store.nats.claim_timeout_ms", self.claim_timeout_ms)?;
         Ok(())
     }
 }
@@ -113,8 +103,7 @@ mod tests {
     fn each_refused_setting_is_named_by_its_key() {
         let ok = NatsConfig::default();
         assert!(ok.check().is_ok());
-        let cases: [(&str, NatsConfig); 7] = [
-            ("store.nats.claim_timeout_ms", NatsConfig { claim_timeout_ms: 0, ..ok.clone() }),
+        let cases: [(&str, NatsConfig); 6] = [
             ("store.nats.urls", NatsConfig { urls: vec![], ..ok.clone() }),
             ("store.nats.stream", NatsConfig { stream: "a.b".into(), ..ok.clone() }),
             ("store.nats.subject_prefix", NatsConfig { subject_prefix: "x>".into(), ..ok.clone() }),

@@ -141,7 +141,7 @@ pub fn id_key(id: &str) -> String {
 
 /// The idempotency key of a producer-given id: its producer's token, the event's source
 /// and the id, hashed (the token is a secret and must not appear in a key).
-pub fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
+fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
     let mut h = sha2::Sha256::new();
     for part in [token.unwrap_or(""), source.unwrap_or(""), id] {
         h.update(part.len().to_le_bytes());
@@ -152,10 +152,6 @@ pub fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String 
         s
     })
 }
-
-/// How often an append that found an idempotency key without its event looks again (the
-/// append holding it is most likely publishing it at that moment).
-const CLAIM_RECHECK: Duration = Duration::from_millis(20);
 
 /// An idempotency key's value: the id it stands for, a newline, then the claim of the append
 /// that made it (a UUID per append). The claim tells an append its own key: when the
@@ -173,6 +169,21 @@ fn key_parts(value: &[u8]) -> (String, Option<String>) {
     match value.rsplit_once('\n') {
         Some((id, claim)) if uuid::Uuid::try_parse(claim).is_ok() => (id.to_string(), Some(claim.to_string())),
         _ => (value.into_owned(), None),
+    }
+}
+
+/// Creates `key` in `bucket` with `value`: `Ok(None)` when this call made it, `Ok(Some(v))`
+/// when it was there with `v` (empty: gone again since). A key whose read-back value is
+/// `mine` was made by this call, its answer lost (see [`key_value`]).
+async fn create(bucket: &kv::Store, key: &str, value: Bytes, mine: impl Fn(&[u8]) -> bool) -> Result<Option<Bytes>, kv::CreateError> {
+    match bucket.create(key, value).await {
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match bucket.get(key).await {
+            Ok(Some(kept)) if mine(&kept) => Ok(None),
+            Ok(Some(kept)) => Ok(Some(kept)),
+            _ => Ok(Some(Bytes::new())),
+        },
+        Err(e) => Err(e),
     }
 }
 
@@ -416,7 +427,8 @@ impl Shared {
         let claim = claim.as_str();
         let creates = dedup.iter().enumerate().filter_map(|(i, key)| {
             let key = key.as_ref().filter(|_| duplicate_of[i].is_none())?;
-            Some(async move { (i, self.claim_key(key, &events[i].id, claim).await) })
+            let mine = move |value: &[u8]| key_parts(value).1.as_deref() == Some(claim);
+            Some(async move { (i, create(&self.keys, key, key_value(&events[i].id, claim), mine).await) })
         });
         let mut earlier: HashMap<usize, String> = HashMap::new();
         let created = join_all(creates).await;
@@ -426,12 +438,13 @@ impl Shared {
         for (i, created) in created {
             match created {
                 Ok(None) => {}
-                Ok(Some(first)) => {
-                    earlier.insert(i, first);
+                Ok(Some(value)) => {
+                    let first = Some(key_parts(&value).0).filter(|id| !id.is_empty());
+                    earlier.insert(i, first.unwrap_or_else(|| events[i].id.clone()));
                 }
                 Err(e) => {
                     self.undo(undo).await;
-                    return Err(e);
+                    return Err(nats("claim an idempotency key", e));
                 }
             }
         }
@@ -445,18 +458,18 @@ impl Shared {
         let claims = fresh.iter().filter(|(_, e, _)| e.keyed).map(|(i, e, routed)| {
             let state = if *routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
             let value = Bytes::from(serde_json::to_vec(&status_of(e, state)).expect("statuses serialise"));
-            // A status does not name the append that wrote it (the same event from another
-            // producer writes the same bytes): one whose answer was lost makes this event take
-            // a new id, which loses nothing (the old id's entry stays queued).
-            async move { (*i, &e.id, self.statuses.create(id_key(&e.id), value).await) }
+            // No read-back here: a status does not name the append that wrote it (the same
+            // event from another producer writes the same bytes). One whose answer was lost
+            // makes this event take a new id, which is safe: the id's entry stays queued.
+            async move { (*i, &e.id, create(&self.statuses, &id_key(&e.id), value, |_: &[u8]| false).await) }
         });
         let mut taken: Vec<usize> = Vec::new();
         let mut failed = None;
         for (i, id, created) in join_all(claims).await {
             match created {
                 // Given back on failure (below, or should the publish fail).
-                Ok(_) => undo.status_ids.push(id.clone()),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => taken.push(i),
+                Ok(None) => undo.status_ids.push(id.clone()),
+                Ok(Some(_)) => taken.push(i),
                 Err(e) => failed = Some(e),
             }
         }
@@ -494,64 +507,6 @@ impl Shared {
             out.ids.push(id);
         }
         Ok((out, undo))
-    }
-
-    /// Claims idempotency key `key` for event `id` (`claim`: this append's, see
-    /// [`key_value`]): `None` when this append holds it now, or the id of the earlier event
-    /// it stands for once that event is stored (a duplicate). A key whose event is not stored
-    /// may belong to an append still under way: it is looked at again until the event is there,
-    /// or until the key is older than `claim_timeout_ms` ([`config::DEFAULT_CLAIM_TIMEOUT_MS`]),
-    /// when it was left by an append that failed and this one takes it over. So no append is
-    /// answered as a duplicate of an event that was never stored.
-    async fn claim_key(&self, key: &str, id: &str, claim: &str) -> Result<Option<String>, StoreError> {
-        let own = key_value(id, claim);
-        let timeout = Duration::from_millis(self.config.claim_timeout_ms);
-        // Bounded, should the server keep answering both "there" and "gone".
-        let give_up = std::time::Instant::now() + 2 * timeout + CLAIM_RECHECK;
-        loop {
-            if std::time::Instant::now() > give_up {
-                return Err(nats("claim an idempotency key", "it stays held by an append that neither stored its event nor gave it up"));
-            }
-            match self.keys.create(key, own.clone()).await {
-                Ok(_) => return Ok(None),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Err(nats("claim an idempotency key", e)),
-            }
-            let entry = self.keys.entry(key).await.map_err(|e| nats("read an idempotency key", e))?;
-            // Given back since by the append that held it: claimed afresh.
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else { continue };
-            let (first, theirs) = key_parts(&entry.value);
-            if theirs.as_deref() == Some(claim) {
-                // This append's own: the server stored the create, its answer was lost.
-                return Ok(None);
-            }
-            let first = if first.is_empty() { id.to_string() } else { first };
-            if self.stored(&first).await {
-                return Ok(Some(first));
-            }
-            // A clock behind the server's makes the key look younger: waited for longer.
-            let age = Duration::try_from(time::OffsetDateTime::now_utc() - entry.created).unwrap_or_default();
-            if age < timeout {
-                tokio::time::sleep(CLAIM_RECHECK).await;
-            } else if self.keys.update(key, own.clone(), entry.revision).await.is_ok() {
-                return Ok(None);
-            }
-            // Else another append took it over first (or the answer was lost): looked at again.
-        }
-    }
-
-    /// Whether event `id` is stored: its message is in the stream, or its final status kept.
-    async fn stored(&self, id: &str) -> bool {
-        self.find_message(id).await.is_some() || self.kv_status(id).await.is_some_and(|s| is_final(&s.state))
-    }
-
-    /// Event `id`'s message in the stream, with its level (0: no route took it).
-    async fn find_message(&self, id: &str) -> Option<(u8, jetstream::message::StreamMessage)> {
-        let lookups = (0..=LEVELS).map(|level| {
-            let subject = self.subject(level, id);
-            async move { (level, self.stream.get_last_raw_message_by_subject(&subject).await) }
-        });
-        join_all(lookups).await.into_iter().find_map(|(level, found)| Some((level, found.ok()?)))
     }
 
     /// Gives back what a failed append claimed (best effort: the server may be gone, and
@@ -843,10 +798,18 @@ impl EventLog for NatsLog {
                 return kept;
             }
             // Accepted, not finished (or taken by no route): its message says what it is.
-            let (level, message) = s.find_message(id).await?;
-            let event: Event = serde_json::from_slice(&message.payload).ok()?;
-            let state = if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
-            Some(status_of(&event, state))
+            let lookups = (0..=LEVELS).map(|level| {
+                let subject = s.subject(level, id);
+                async move { (level, s.stream.get_last_raw_message_by_subject(&subject).await) }
+            });
+            for (level, found) in join_all(lookups).await {
+                if let Ok(message) = found {
+                    let event: Event = serde_json::from_slice(&message.payload).ok()?;
+                    let state = if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
+                    return Some(status_of(&event, state));
+                }
+            }
+            None
         })
     }
 
