@@ -130,6 +130,11 @@ pub async fn serve(
     }
     let served = axum::serve(listener, app.router()).with_graceful_shutdown(shutdown).await;
     background.iter().for_each(tokio::task::JoinHandle::abort);
+    // Until each has stopped: an aborted source hands the admission it was in the middle of
+    // to the core (`router::detach`), which a graceful stop then waits for.
+    for task in background {
+        let _ = task.await;
+    }
     served
 }
 

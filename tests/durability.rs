@@ -763,6 +763,8 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
         }
     }
     eprintln!("{known} of {HUNG_UP} requests whose producer hung up were admitted and processed");
+    // The first eight find room at once: they are admitted while their producers are gone.
+    assert!(known > 0, "no request reached admission: the test showed nothing");
     for _ in 0..16 {
         post(&s, "infrahub/send.echo.request", json!({ "message": "after" })).await;
     }

@@ -60,6 +60,10 @@ where
 {
     fn drop(&mut self) {
         let Some(work) = self.work.take() else { return };
+        // Dropped while unwinding from a panic in its own poll: it cannot be polled again.
+        if std::thread::panicking() {
+            return;
+        }
         // Outside a runtime (it is gone) nothing can run it; what the log holds is recovered
         // at the next start.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -56,27 +56,45 @@ impl Leases for NatsLeases {
                         // A renewal the server made but answered too late (a timeout, a
                         // reconnect) left the revision behind: every later one would fail and
                         // the lease lapse while held. Read back: still ours, at its revision.
-                        Err(e) => match kv.entry(key.clone()).await {
-                            Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() => {
-                                at.store(entry.revision, Ordering::Release)
-                            }
-                            _ => tracing::error!(lease = %key, error = %e, "cannot renew a lease; another instance may take it"),
+                        Err(e) => match still_ours(&kv, &key, &me).await {
+                            Some(revision) => at.store(revision, Ordering::Release),
+                            None => tracing::error!(lease = %key, error = %e, "cannot renew a lease; another instance may take it"),
                         },
                     }
                 }
             });
             let (kv, key) = (self.kv.clone(), name.to_string());
             let runtime = self.runtime.clone();
+            let me = self.instance.clone();
             Lease::new(move || {
                 renew.abort();
                 runtime.spawn(async move {
+                    // A renewal under way when it was aborted may still move the revision.
+                    let _ = renew.await;
                     // At its revision: a lease that lapsed and was taken by another instance
                     // stays theirs.
-                    if let Err(e) = kv.purge_expect_revision(&key, Some(held.load(Ordering::Acquire))).await {
-                        tracing::warn!(lease = %key, error = %e, "cannot release a lease (it lapses by itself, or another instance holds it now)");
+                    let mut at = held.load(Ordering::Acquire);
+                    if kv.purge_expect_revision(&key, Some(at)).await.is_err() {
+                        // A renewal whose answer was lost moved it on: still ours, at that one.
+                        match still_ours(&kv, &key, &me).await {
+                            Some(revision) => at = revision,
+                            None => return tracing::warn!(lease = %key, "cannot release a lease (it lapsed, or another instance holds it now)"),
+                        }
+                        if let Err(e) = kv.purge_expect_revision(&key, Some(at)).await {
+                            tracing::warn!(lease = %key, error = %e, "cannot release a lease; it lapses by itself");
+                        }
                     }
                 });
             })
         })
+    }
+}
+
+/// The revision of lease `key` when it is still held by `me`: a write whose answer was lost
+/// (a timeout, a reconnect) moved it on without this instance learning the new revision.
+async fn still_ours(kv: &kv::Store, key: &str, me: &str) -> Option<u64> {
+    match kv.entry(key.to_string()).await {
+        Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() => Some(entry.revision),
+        _ => None,
     }
 }
