@@ -235,3 +235,48 @@ fn a_perf_map_names_plugin_code_when_asked() {
     assert!(map.lines().any(|l| l.contains("wasm")), "plugin functions are named: {map}");
     assert_eq!(run("0"), None, "no map unless asked");
 }
+
+/// `--batch` hands all the events to `handle-batch` in one call, as the router does with a
+/// run of waiting events, and checks each answer against what `handle` answered; a call that
+/// fails as a whole, or answers that differ, fail the test; a component without the export is
+/// refused.
+#[test]
+fn plugin_test_batch_calls_handle_batch_once_and_compares_it_with_handle() {
+    let echo = repo().join("guest-examples/prebuilt/echo.wasm");
+    let echo = echo.to_str().unwrap();
+    let events: String =
+        (1..=3).map(|i| format!("{{\"type\":\"infrahub/send.echo.request\",\"data\":{{\"message\":\"m{i}\"}}}}\n")).collect();
+    let out = plugin_test(echo, &events, &["--batch"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("handle-batch, 3 events in one call: ok ("), "{s}");
+    assert!(s.contains("  event 3 (infrahub/send.echo.request) in handle-batch: ok, 1 emitted"), "{s}");
+    assert!(s.contains("Reply to: m3") && !s.contains("DIFFERS"), "{s}");
+
+    let out = plugin_test(echo, &events, &["--batch", "--json"]);
+    let reports: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(reports.len(), 3 + 1 + 3, "one per handle call, the batch call, one per event in it");
+    assert_eq!((reports[3]["call"].as_str(), reports[3]["events"].as_u64()), (Some("handle-batch"), Some(3)));
+    assert!(reports[3]["fuel"].as_u64().unwrap() > 0, "{}", reports[3]);
+    assert_eq!(reports[6]["emitted"], reports[2]["emitted"], "the same answer for the same event");
+
+    let hostile = crate::support::guest("hostile");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |mode: &str| {
+        let path = dir.path().join(format!("{mode}.toml"));
+        std::fs::write(&path, format!("world = \"handler\"\nemits = [\"infrahub/send.echo.request\"]\nconfig = {{ mode = \"{mode}\" }}\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let out = plugin_test(&hostile, &events, &["--batch", "--config", &manifest("batch-differs")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("in handle-batch: ok, 1 emitted -- DIFFERS from what handle answered"), "{}", text(&out.stdout));
+    let out = plugin_test(&hostile, &events, &["--batch", "--config", &manifest("batch-short")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("handle-batch, 3 events in one call: FAILED bad_output: handle-batch answered 2 results for 3 events"), "{}", text(&out.stdout));
+
+    let plan = repo().join("guest-examples/prebuilt/cleanup_plan.wasm");
+    let ev = r#"{"type":"fixinventory/cleanup_plan","data":{"kind":"action","message_type":"cleanup_plan","data":{"resources":[]}}}"#;
+    let out = plugin_test(plan.to_str().unwrap(), ev, &["--batch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--batch: the component exports no handle-batch"), "{}", text(&out.stderr));
+}

@@ -13,6 +13,7 @@ use crate::schema::{Registry, Strictness};
 use crate::wasm::bindings::Verdict;
 use crate::wasm::host::CallState;
 use crate::wasm::plugin::Output;
+use crate::wasm::host::MAX_CALL_EVENTS;
 use crate::wasm::{Plugin, WasmEngine, WasmError};
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -42,6 +43,12 @@ pub enum PluginCommand {
         /// One JSON report per event on stdout.
         #[arg(long)]
         json: bool,
+        /// Also hand all the events to `handle-batch` at once (a component built against the
+        /// `batch-handler` world), as the router does with a run of waiting events: one report
+        /// for the call and one per event, each checked against what `handle` answered for
+        /// that event (exit 1 when they differ).
+        #[arg(long)]
+        batch: bool,
     },
     /// Create a ready-to-build plugin project: the WIT, a tiny filter or handler, a build
     /// script and a sample event, in the directory NAME.
@@ -73,8 +80,8 @@ pub enum NewWorld {
 
 pub fn run(command: PluginCommand, when: super::progress::When) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::Test { component, event, config, json } => {
-            test(&component, &event, config.as_deref(), json, when)
+        PluginCommand::Test { component, event, config, json, batch } => {
+            test(&component, &event, config.as_deref(), Report { json, batch }, when)
         }
         PluginCommand::New { name, lang, world, dir } => new(&name, lang, world, &dir),
     }
@@ -159,11 +166,18 @@ fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `plugin test` reports: JSON lines or text; with a `handle-batch` call or without.
+#[derive(Clone, Copy)]
+struct Report {
+    json: bool,
+    batch: bool,
+}
+
 fn test(
     component: &Path,
     events: &Path,
     config: Option<&Path>,
-    json: bool,
+    report_as: Report,
     when: super::progress::When,
 ) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(Registry::from_catalog(&crate::schema::catalog::Catalog::embedded()?, &Strictness::default())?);
@@ -172,31 +186,108 @@ fn test(
     // Fuel metering on, so that every call's fuel can be reported.
     let engine = WasmEngine::new(true, None)?;
     let plugin = load(&engine, component, &bytes, config, &registry)?;
+    if report_as.batch && !plugin.batches() {
+        bail!("{}: --batch: the component exports no handle-batch (build it against the batch-handler world)", component.display());
+    }
+    let print = |progress: &super::progress::Progress, report: &Value| match report_as.json {
+        true => progress.println(report.to_string()),
+        false => progress.println(human(report)),
+    };
     let mut failed = false;
+    // What `handle` answered for each event, for the comparison with `handle-batch`.
+    let mut answered = Vec::with_capacity(events.len());
     let progress = super::progress::Progress::new(when, events.len() as u64, "events");
     for (i, event) in events.iter().enumerate() {
-        let (fuel_before, started) = (plugin.stats.fuel_consumed.load(Ordering::Relaxed), Instant::now());
+        let call = Cost::start(&plugin);
         let result = plugin.call(&crate::router::pipeline::plugin_event(event));
-        let micros = started.elapsed().as_secs_f64() * 1e6;
-        let fuel = plugin.stats.fuel_consumed.load(Ordering::Relaxed) - fuel_before;
-        let peak = plugin.stats.peak_memory_bytes.load(Ordering::Relaxed);
-        let mut report = json!({ "event": i + 1, "type": &*event.type_name, "time_us": (micros * 10.0).round() / 10.0,
-                                 "fuel": fuel, "peak_memory_bytes": peak });
-        match result.map(|out| outcome(&plugin, out)) {
-            Ok(Ok(out)) => report.as_object_mut().expect("object").extend(out),
-            Ok(Err(f)) | Err(f) => {
-                failed = true;
-                report["failure"] = json!({ "kind": f.kind.as_str(), "message": f.message, "retryable": f.retryable });
+        let mut report = json!({ "event": i + 1, "type": &*event.type_name });
+        call.add_to(&plugin, &mut report);
+        failed |= !answer(&plugin, result, &mut report);
+        answered.push(comparable(&report));
+        print(&progress, &report);
+        progress.step(event.type_name.to_string());
+    }
+    if report_as.batch {
+        let wits: Vec<_> = events.iter().map(crate::router::pipeline::plugin_event).collect();
+        for (run, (wits, answered)) in wits.chunks(MAX_CALL_EVENTS).zip(answered.chunks(MAX_CALL_EVENTS)).enumerate() {
+            let first = run * MAX_CALL_EVENTS;
+            let call = Cost::start(&plugin);
+            let answers = plugin.call_batch_once(wits);
+            let mut summary = json!({ "call": "handle-batch", "events": wits.len() });
+            call.add_to(&plugin, &mut summary);
+            let answers = match answers {
+                Ok(answers) => answers,
+                Err(f) => {
+                    failed = true;
+                    summary["failure"] = failure(&f);
+                    print(&progress, &summary);
+                    continue;
+                }
+            };
+            print(&progress, &summary);
+            for (i, (result, by_handle)) in answers.into_iter().zip(answered).enumerate() {
+                let event = &events[first + i];
+                let mut report = json!({ "call": "handle-batch", "event": first + i + 1, "type": &*event.type_name });
+                failed |= !answer(&plugin, result, &mut report);
+                if comparable(&report) != *by_handle {
+                    failed = true;
+                    report["differs_from_handle"] = json!(true);
+                }
+                print(&progress, &report);
             }
         }
-        match json {
-            true => progress.println(report.to_string()),
-            false => progress.println(human(&report)),
-        }
-        progress.step(event.type_name.to_string());
     }
     progress.finish();
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The time, fuel and peak memory of one call, measured from [`Cost::start`].
+struct Cost {
+    fuel: u64,
+    started: Instant,
+}
+
+impl Cost {
+    fn start(plugin: &Plugin) -> Self {
+        Cost { fuel: plugin.stats.fuel_consumed.load(Ordering::Relaxed), started: Instant::now() }
+    }
+
+    fn add_to(self, plugin: &Plugin, report: &mut Value) {
+        let micros = self.started.elapsed().as_secs_f64() * 1e6;
+        report["time_us"] = json!((micros * 10.0).round() / 10.0);
+        report["fuel"] = json!(plugin.stats.fuel_consumed.load(Ordering::Relaxed) - self.fuel);
+        report["peak_memory_bytes"] = json!(plugin.stats.peak_memory_bytes.load(Ordering::Relaxed));
+    }
+}
+
+/// Adds a call's answer for one event to its report; false when it failed.
+fn answer(plugin: &Plugin, result: Result<Output, crate::event::Failure>, report: &mut Value) -> bool {
+    match result.and_then(|out| outcome(plugin, out)) {
+        Ok(out) => {
+            report.as_object_mut().expect("object").extend(out);
+            true
+        }
+        Err(f) => {
+            report["failure"] = failure(&f);
+            false
+        }
+    }
+}
+
+fn failure(f: &crate::event::Failure) -> Value {
+    json!({ "kind": f.kind.as_str(), "message": f.message, "retryable": f.retryable })
+}
+
+/// What two calls for the same event must agree on: the verdict and what was emitted or
+/// replaced, or the kind of failure.
+fn comparable(report: &Value) -> Value {
+    let keep = ["verdict", "reason", "replacement", "emitted"];
+    let mut same: serde_json::Map<String, Value> =
+        keep.iter().filter_map(|k| Some((k.to_string(), report.get(*k)?.clone()))).collect();
+    if let Some(kind) = report.get("failure").and_then(|f| f.get("kind")) {
+        same.insert("failure".into(), kind.clone());
+    }
+    Value::Object(same)
 }
 
 /// The plugin with its manifest (`--config`) or the permissive defaults.
@@ -307,30 +398,40 @@ fn outcome(plugin: &Plugin, out: Output) -> Result<serde_json::Map<String, Value
     Ok(m)
 }
 
-/// The report of one call, for people: one line, and one more per emitted event.
+/// The report of one call, for people: one line, and one more per emitted event. An
+/// event's answer within a `handle-batch` call has no cost of its own (the call's line has).
 fn human(r: &Value) -> String {
-    let head = format!("event {} ({})", r["event"], r["type"].as_str().unwrap_or_default());
-    let cost = format!(
-        "{} µs, fuel {}, peak memory {:.1} MiB",
-        r["time_us"],
-        r["fuel"],
-        r["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-    );
+    let cost = match r.get("time_us") {
+        Some(t) => format!(
+            " ({t} µs, fuel {}, peak memory {:.1} MiB)",
+            r["fuel"],
+            r["peak_memory_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        ),
+        None => String::new(),
+    };
+    let head = match (r.get("call"), r.get("event")) {
+        (Some(_), None) => format!("handle-batch, {} events in one call", r["events"]),
+        (Some(_), Some(n)) => format!("  event {n} ({}) in handle-batch", r["type"].as_str().unwrap_or_default()),
+        (None, _) => format!("event {} ({})", r["event"], r["type"].as_str().unwrap_or_default()),
+    };
+    let differs = match r.get("differs_from_handle") {
+        Some(_) => " -- DIFFERS from what handle answered",
+        None => "",
+    };
     if let Some(f) = r.get("failure") {
-        return format!(
-            "{head}: FAILED {}: {} ({cost})",
-            f["kind"].as_str().unwrap_or_default(),
-            f["message"].as_str().unwrap_or_default()
-        );
+        let (kind, message) = (f["kind"].as_str().unwrap_or_default(), f["message"].as_str().unwrap_or_default());
+        return format!("{head}: FAILED {kind}: {message}{cost}{differs}");
     }
-    match r["verdict"].as_str() {
-        Some("keep") => format!("{head}: keep ({cost})"),
-        Some("drop") => format!("{head}: drop: {} ({cost})", r["reason"].as_str().unwrap_or_default()),
-        Some(_) => format!("{head}: replace with {} (valid) {} ({cost})", r["replacement"]["type"], r["replacement"]["data"]),
-        None => {
-            let list = r["emitted"].as_array().map_or(&[][..], Vec::as_slice);
-            let mut lines = vec![format!("{head}: ok, {} emitted ({cost})", list.len())];
-            lines.extend(list.iter().map(|e| format!("  {} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"])));
+    match (r["verdict"].as_str(), r.get("emitted")) {
+        (Some("keep"), _) => format!("{head}: keep{cost}{differs}"),
+        (Some("drop"), _) => format!("{head}: drop: {}{cost}{differs}", r["reason"].as_str().unwrap_or_default()),
+        (Some(_), _) => format!("{head}: replace with {} (valid) {}{cost}{differs}", r["replacement"]["type"], r["replacement"]["data"]),
+        (None, None) => format!("{head}: ok{cost}"),
+        (None, Some(list)) => {
+            let list = list.as_array().map_or(&[][..], Vec::as_slice);
+            let mut lines = vec![format!("{head}: ok, {} emitted{cost}{differs}", list.len())];
+            let indent = if r.get("call").is_some() { "    " } else { "  " };
+            lines.extend(list.iter().map(|e| format!("{indent}{} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"])));
             lines.join("\n")
         }
     }

@@ -306,6 +306,14 @@ impl Plugin {
         }
     }
 
+    /// One `handle-batch` call on `events` (at most [`super::host::MAX_CALL_EVENTS`]),
+    /// without [`Plugin::call_batch`]'s fallback to single calls: each event's answer, or the
+    /// failure of the call as a whole. For `eventyard plugin test --batch`.
+    pub fn call_batch_once(&self, events: &[Arc<PluginEvent>]) -> Result<Vec<Result<Output, Failure>>, Failure> {
+        let answers = self.call_batch_sandboxed(events)?;
+        Ok(answers.into_iter().map(|r| r.map(Output::Emitted)).collect())
+    }
+
     fn call_sandboxed(&self, event: &Arc<PluginEvent>) -> Result<Output, Failure> {
         // The guest reaches the event through a borrowed handle; the host answers its
         // getters from `CallState::events`, so no resource table entry is needed.

@@ -30,6 +30,7 @@
 //! | `fan-out` | answers every event with `n` (default 4) copies of itself, routed back to it: `n^hop_limit` calls | `root_budget` |
 //! | `trap-marked` | panics on events whose data holds `boom`, answers the others with nothing | `trap` for those alone, also in a run |
 //! | `batch-short` | answers a run of events (`handle-batch`) with one result too few | the run's events handled again one by one |
+//! | `batch-differs` | `handle-batch` emits an event per event, `handle` none | `plugin test --batch` reports the difference (exit 1) |
 //! | `emit-report` | sends one `send.echo.request` through `emit.send`; fails with the error it answered, if any | alone: handled; in a run: `handler_error` saying `emit.send` is not available there |
 //!
 //! It is built against the `batch-handler` world: a run of events comes in one
@@ -212,6 +213,11 @@ impl Guest for Hostile {
 
     fn handle_batch(events: Vec<Event>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
         let conf: Value = serde_json::from_str(&config::get()).unwrap_or(Value::Null);
+        if conf["mode"] == "batch-differs" {
+            // `handle` emits nothing in this mode: the two exports disagree.
+            let one = || Emitted { type_: "infrahub/send.echo.request".into(), data: r#"{"message":"only in a batch"}"#.into() };
+            return events.iter().map(|_| Ok(vec![one()])).collect();
+        }
         let mut answers: Vec<_> = events.iter().map(Self::handle).collect();
         if conf["mode"] == "batch-short" {
             answers.pop();
