@@ -149,6 +149,11 @@ fn plugin_test_fails_on_traps_and_invalid_output_and_refuses_bad_input() {
 /// `expect`. One test per language, so that the slow builds (componentize-js above all) run
 /// beside each other instead of one after the other.
 fn scaffold_builds_and_passes(name: &str, lang: &str, world: &str, expect: &str) {
+    scaffold_builds_and_passes_with(name, lang, world, &[], expect)
+}
+
+/// [`scaffold_builds_and_passes`] with `extra` arguments to `plugin test`.
+fn scaffold_builds_and_passes_with(name: &str, lang: &str, world: &str, extra: &[&str], expect: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     // The toolchains the examples' build scripts installed, so the projects build offline-fast.
@@ -173,10 +178,12 @@ fn scaffold_builds_and_passes(name: &str, lang: &str, world: &str, expect: &str)
     assert!(built.status.success(), "{name} does not build:\n{}{}", text(&built.stdout), text(&built.stderr));
     let wasm = project.join(format!("{name}.wasm"));
     let sample = project.join("sample-event.json");
-    let out = eventyard(&["plugin", "test", wasm.to_str().unwrap(), "--event", sample.to_str().unwrap()], &repo(), None);
+    let mut args = vec!["plugin", "test", wasm.to_str().unwrap(), "--event", sample.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = eventyard(&args, &repo(), None);
     assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains(expect), "{name}: {}", text(&out.stdout));
-    if world == "handler" {
+    if world != "filter" {
         assert!(text(&out.stderr).contains(&format!("{name} got infrahub/send.echo.request")), "{name} logs");
     }
 }
@@ -184,6 +191,18 @@ fn scaffold_builds_and_passes(name: &str, lang: &str, world: &str, expect: &str)
 #[test]
 fn plugin_new_scaffolds_a_rust_handler_that_builds_and_passes_plugin_test() {
     scaffold_builds_and_passes("rust-handler", "rust", "handler", "ok, 0 emitted");
+}
+
+/// A batch handler (Rust only): `plugin test --batch` calls its `handle-batch` and finds it
+/// answering like `handle`; another language is refused with what to use instead.
+#[test]
+fn plugin_new_scaffolds_a_rust_batch_handler_that_builds_and_passes_plugin_test_batch() {
+    scaffold_builds_and_passes_with("rust-batch", "rust", "batch-handler", &["--batch"], "handle-batch, 1 event in one call: ok (");
+    let dir = tempfile::tempdir().unwrap();
+    let out = eventyard(&["plugin", "new", "py-batch", "--lang", "python", "--world", "batch-handler", "--dir", dir.path().to_str().unwrap()], &repo(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--world batch-handler has a Rust template only"), "{}", text(&out.stderr));
+    assert!(!dir.path().join("py-batch").exists(), "nothing is created");
 }
 
 #[test]

@@ -76,6 +76,8 @@ pub enum Lang {
 pub enum NewWorld {
     Filter,
     Handler,
+    /// A handler that also takes runs of events (`handle-batch`); Rust only.
+    BatchHandler,
 }
 
 pub fn run(command: PluginCommand, when: super::progress::When) -> anyhow::Result<ExitCode> {
@@ -94,6 +96,7 @@ mod templates {
     pub const RUST_CARGO: &str = include_str!("templates/rust_Cargo.toml");
     pub const RUST_FILTER: &str = include_str!("templates/rust_filter.rs");
     pub const RUST_HANDLER: &str = include_str!("templates/rust_handler.rs");
+    pub const RUST_BATCH_HANDLER: &str = include_str!("templates/rust_batch_handler.rs");
     pub const RUST_BUILD: &str = include_str!("templates/rust_build.sh");
     pub const PYTHON_FILTER: &str = include_str!("templates/python_filter.py");
     pub const PYTHON_HANDLER: &str = include_str!("templates/python_handler.py");
@@ -118,17 +121,26 @@ fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<Ex
         bail!("{} already exists", root.display());
     }
     use templates::*;
-    let (world_name, route_key) = match world {
-        NewWorld::Filter => ("filter", "filters"),
-        NewWorld::Handler => ("handler", "handlers"),
+    // The world it is built against, and the one its manifest names (a batch handler is
+    // configured as a handler).
+    let (built_as, world_name, route_key) = match world {
+        NewWorld::Filter => ("filter", "filter", "filters"),
+        NewWorld::Handler => ("handler", "handler", "handlers"),
+        NewWorld::BatchHandler => ("batch-handler", "handler", "handlers"),
     };
     let filter = matches!(world, NewWorld::Filter);
+    if matches!(world, NewWorld::BatchHandler) && !matches!(lang, Lang::Rust) {
+        bail!("--world batch-handler has a Rust template only; use --world handler (the router then calls it once per event)");
+    }
     let files: Vec<(&str, &str)> = match lang {
-        Lang::Rust => vec![
-            ("Cargo.toml", RUST_CARGO),
-            ("src/lib.rs", if filter { RUST_FILTER } else { RUST_HANDLER }),
-            ("build.sh", RUST_BUILD),
-        ],
+        Lang::Rust => {
+            let code = match world {
+                NewWorld::Filter => RUST_FILTER,
+                NewWorld::Handler => RUST_HANDLER,
+                NewWorld::BatchHandler => RUST_BATCH_HANDLER,
+            };
+            vec![("Cargo.toml", RUST_CARGO), ("src/lib.rs", code), ("build.sh", RUST_BUILD)]
+        }
         Lang::Python => {
             vec![("app.py", if filter { PYTHON_FILTER } else { PYTHON_HANDLER }), ("build.sh", PYTHON_BUILD)]
         }
@@ -162,7 +174,7 @@ fn new(name: &str, lang: Lang, world: NewWorld, dir: &Path) -> anyhow::Result<Ex
     }
     write("wit/eventyard.wit", WIT)?;
     write("sample-event.json", SAMPLE_EVENT)?;
-    println!("created {} ({lang_name} {world_name}); build it with: bash {}/build.sh", root.display(), root.display());
+    println!("created {} ({lang_name} {built_as}); build it with: bash {}/build.sh", root.display(), root.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -410,7 +422,10 @@ fn human(r: &Value) -> String {
         None => String::new(),
     };
     let head = match (r.get("call"), r.get("event")) {
-        (Some(_), None) => format!("handle-batch, {} events in one call", r["events"]),
+        (Some(_), None) => {
+            let n = r["events"].as_u64().unwrap_or(0);
+            format!("handle-batch, {n} event{} in one call", if n == 1 { "" } else { "s" })
+        }
         (Some(_), Some(n)) => format!("  event {n} ({}) in handle-batch", r["type"].as_str().unwrap_or_default()),
         (None, _) => format!("event {} ({})", r["event"], r["type"].as_str().unwrap_or_default()),
     };
