@@ -601,3 +601,54 @@ async fn an_event_larger_than_a_nats_message_is_refused_with_413_and_nothing_is_
     let small = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&json!({ "message": "x" })).send().await.unwrap();
     assert_eq!(small.status(), 202, "its id was not claimed either");
 }
+
+/// A key left by an append that failed (the server went away before the append could give
+/// it back, with the status it claimed) does not swallow the producer's retries: while young
+/// it may belong to an append still publishing, and a retry is told to try again (never
+/// answered as a duplicate of an event not stored); once older than `claim_timeout_ms` with
+/// its event neither in the stream nor finished, it is cleared, and the next try is stored
+/// with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_by_a_failed_append_is_cleared_and_the_retry_stored() {
+    use eventyard::store::{Batch, EventLog};
+    let server = NatsServer::start();
+    let stream = unique("LEFT");
+    let config = NatsConfig {
+        urls: vec![server.url()],
+        stream: stream.clone(),
+        subject_prefix: stream.clone(),
+        claim_timeout_ms: 1500,
+        ..NatsConfig::default()
+    };
+    let log = NatsLog::connect(&config, Duration::from_secs(3600)).await.expect("connect to nats-server");
+    // What such an append leaves behind: the key, naming an event never published, and the
+    // status it claimed.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let keys = js.get_key_value(format!("{stream}_KEYS")).await.unwrap();
+    let statuses = js.get_key_value(format!("{stream}_STATUS")).await.unwrap();
+    // A routed event, and an unrouted one (whose claimed status already says `processed`).
+    let cases = [("order-9", conformance::ROUTED, "queued"), ("order-10", conformance::UNROUTED, "processed")];
+    for (id, _, state) in cases {
+        let key = eventyard::store::nats::dedup_key(None, None, id);
+        keys.put(&key, format!("{id}\n{}", uuid::Uuid::now_v7()).into()).await.unwrap();
+        statuses.put(id, format!(r#"{{"id":"{id}","state":"{state}"}}"#).into()).await.unwrap();
+    }
+    let append = |id: &str, type_name: &str| {
+        let events = vec![conformance::event(type_name, Some(id))];
+        log.append(Batch { events, routed: vec![type_name == conformance::ROUTED], producer: None })
+    };
+    for (id, type_name, _) in cases {
+        let young = append(id, type_name).await.expect_err("a young key may be an append still publishing: try again");
+        assert!(young.to_string().contains("still under way; try again"), "{id}: {young}");
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    for (id, type_name, _) in cases {
+        let cleared = append(id, type_name).await.expect_err("the left key is cleared and this try refused");
+        assert!(cleared.to_string().contains("left its claim, now cleared; try again"), "{id}: {cleared}");
+        let retry = append(id, type_name).await.expect("the retry is appended");
+        assert_eq!((retry.duplicates, retry.ids.clone()), (0, vec![id.to_string()]), "stored with its own id");
+        assert!(log.status(id).await.is_some(), "and found");
+        let again = append(id, type_name).await.expect("appended");
+        assert_eq!((again.duplicates, again.fresh.len()), (1, 0), "{id}: now a duplicate of a stored event");
+    }
+}

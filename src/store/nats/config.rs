@@ -18,6 +18,14 @@ pub const DEFAULT_MAX_ACK_PENDING: i64 = 10_000;
 pub const DEFAULT_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 /// JetStream's own limit on replicas.
 pub const MAX_REPLICAS: usize = 5;
+/// How long an append normally takes at most (the NATS client gives each request 5 s, and an
+/// append makes a few in a row). An idempotency key older than this whose event is not in the
+/// stream was most likely left by an append that failed and could not give it back (the
+/// server went away meanwhile): it is cleared when met, so that a retry of its id is stored
+/// instead of answered as a duplicate. Not a hard bound: a publish the client sent before a
+/// disconnect can still reach the server after it reconnects; landing more than JetStream's
+/// duplicate window (2 min) after the retry, the event is then stored twice.
+pub const DEFAULT_CLAIM_TIMEOUT_MS: u64 = 30_000;
 
 /// `[store.nats]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +56,8 @@ pub struct NatsConfig {
     pub max_ack_pending: i64,
     /// See [`DEFAULT_MAX_AGE_SECS`].
     pub max_age_secs: u64,
+    /// See [`DEFAULT_CLAIM_TIMEOUT_MS`].
+    pub claim_timeout_ms: u64,
 }
 
 impl Default for NatsConfig {
@@ -64,6 +74,7 @@ impl Default for NatsConfig {
             ack_wait_ms: DEFAULT_ACK_WAIT_MS,
             max_ack_pending: DEFAULT_MAX_ACK_PENDING,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
+            claim_timeout_ms: DEFAULT_CLAIM_TIMEOUT_MS,
         }
     }
 }
@@ -91,6 +102,10 @@ impl NatsConfig {
         }
         positive("store.nats.max_ack_pending", self.max_ack_pending.max(0) as u64)?;
         positive("store.nats.max_age_secs", self.max_age_secs)?;
+        positive("store.nats.claim_timeout_ms", self.claim_timeout_ms)?;
+        if self.claim_timeout_ms >= self.max_age_secs.saturating_mul(1000) {
+            return Err(Invalid::new("store.nats.claim_timeout_ms", "must be shorter than store.nats.max_age_secs"));
+        }
         Ok(())
     }
 }
@@ -103,7 +118,9 @@ mod tests {
     fn each_refused_setting_is_named_by_its_key() {
         let ok = NatsConfig::default();
         assert!(ok.check().is_ok());
-        let cases: [(&str, NatsConfig); 6] = [
+        let cases: [(&str, NatsConfig); 8] = [
+            ("store.nats.claim_timeout_ms", NatsConfig { claim_timeout_ms: 0, ..ok.clone() }),
+            ("store.nats.claim_timeout_ms", NatsConfig { max_age_secs: 30, ..ok.clone() }),
             ("store.nats.urls", NatsConfig { urls: vec![], ..ok.clone() }),
             ("store.nats.stream", NatsConfig { stream: "a.b".into(), ..ok.clone() }),
             ("store.nats.subject_prefix", NatsConfig { subject_prefix: "x>".into(), ..ok.clone() }),

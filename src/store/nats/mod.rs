@@ -141,7 +141,7 @@ pub fn id_key(id: &str) -> String {
 
 /// The idempotency key of a producer-given id: its producer's token, the event's source
 /// and the id, hashed (the token is a secret and must not appear in a key).
-fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
+pub fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
     let mut h = sha2::Sha256::new();
     for part in [token.unwrap_or(""), source.unwrap_or(""), id] {
         h.update(part.len().to_le_bytes());
@@ -152,6 +152,15 @@ fn dedup_key(token: Option<&str>, source: Option<&str>, id: &str) -> String {
         s
     })
 }
+
+/// How long an append waits for the event of an idempotency key another append holds to be
+/// stored (that append is most likely publishing it) before it answers "try again".
+const CLAIM_WAIT: Duration = Duration::from_millis(250);
+/// How often it looks meanwhile.
+const CLAIM_RECHECK: Duration = Duration::from_millis(25);
+/// Keys of other appends looked at at once by one append (a re-sent batch of thousands of
+/// events must not send the server thousands of look-ups at once).
+const CLAIM_LOOKUPS: usize = 64;
 
 /// An idempotency key's value: the id it stands for, a newline, then the claim of the append
 /// that made it (a UUID per append). The claim tells an append its own key: when the
@@ -172,18 +181,36 @@ fn key_parts(value: &[u8]) -> (String, Option<String>) {
     }
 }
 
-/// Creates `key` in `bucket` with `value`: `Ok(None)` when this call made it, `Ok(Some(v))`
-/// when it was there with `v` (empty: gone again since). A key whose read-back value is
-/// `mine` was made by this call, its answer lost (see [`key_value`]).
-async fn create(bucket: &kv::Store, key: &str, value: Bytes, mine: impl Fn(&[u8]) -> bool) -> Result<Option<Bytes>, kv::CreateError> {
+/// What creating a key found.
+enum Created {
+    /// This call made it (or made it and lost the answer: the key names this call's claim).
+    Made,
+    /// Another append's: its entry, `None` when it was given back in the meantime.
+    Theirs(Option<kv::Entry>),
+}
+
+/// Creates `key` in `bucket` with `value`; a key whose read-back value is `mine` was made by
+/// this call, its answer lost (see [`key_value`]).
+async fn create(bucket: &kv::Store, key: &str, value: Bytes, mine: impl Fn(&[u8]) -> bool) -> Result<Created, kv::CreateError> {
     match bucket.create(key, value).await {
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match bucket.get(key).await {
-            Ok(Some(kept)) if mine(&kept) => Ok(None),
-            Ok(Some(kept)) => Ok(Some(kept)),
-            _ => Ok(Some(Bytes::new())),
-        },
+        Ok(_) => Ok(Created::Made),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+            let entry = bucket.entry(key).await.ok().flatten().filter(|e| e.operation == kv::Operation::Put);
+            match entry {
+                Some(e) if mine(&e.value) => Ok(Created::Made),
+                entry => Ok(Created::Theirs(entry)),
+            }
+        }
         Err(e) => Err(e),
+    }
+}
+
+/// The level an event is published at: its priority when a route takes it, else 0.
+fn level_of(event: &Event, routed: bool) -> u8 {
+    if routed {
+        event.priority.clamp(1, LEVELS)
+    } else {
+        0
     }
 }
 
@@ -434,17 +461,35 @@ impl Shared {
         let created = join_all(creates).await;
         // Every key this append made is given back on failure, those made after a failed
         // one included.
-        undo.keys.extend(created.iter().filter(|(_, c)| matches!(c, Ok(None))).filter_map(|(i, _)| dedup[*i].clone()));
+        undo.keys.extend(created.iter().filter(|(_, c)| matches!(c, Ok(Created::Made))).filter_map(|(i, _)| dedup[*i].clone()));
+        let mut theirs = Vec::new();
         for (i, created) in created {
             match created {
-                Ok(None) => {}
-                Ok(Some(value)) => {
-                    let first = Some(key_parts(&value).0).filter(|id| !id.is_empty());
-                    earlier.insert(i, first.unwrap_or_else(|| events[i].id.clone()));
-                }
+                Ok(Created::Made) => {}
+                Ok(Created::Theirs(entry)) => theirs.push((i, entry)),
                 Err(e) => {
                     self.undo(undo).await;
                     return Err(nats("claim an idempotency key", e));
+                }
+            }
+        }
+        // Keys other appends hold: what each stands for, a bounded number looked at at once.
+        let routed = &batch.routed;
+        let firsts = futures_util::stream::iter(theirs.into_iter().map(|(i, entry)| {
+            let key = dedup[i].as_deref().expect("keyed");
+            let level = level_of(&events[i], routed[i]);
+            async move { (i, self.earlier(key, entry, &events[i].id, level).await) }
+        }))
+        .buffer_unordered(CLAIM_LOOKUPS)
+        .collect::<Vec<_>>();
+        for (i, first) in firsts.await {
+            match first {
+                Ok(id) => {
+                    earlier.insert(i, id);
+                }
+                Err(e) => {
+                    self.undo(undo).await;
+                    return Err(e);
                 }
             }
         }
@@ -461,15 +506,15 @@ impl Shared {
             // No read-back here: a status does not name the append that wrote it (the same
             // event from another producer writes the same bytes). One whose answer was lost
             // makes this event take a new id, which is safe: the id's entry stays queued.
-            async move { (*i, &e.id, create(&self.statuses, &id_key(&e.id), value, |_: &[u8]| false).await) }
+            async move { (*i, &e.id, self.statuses.create(id_key(&e.id), value).await) }
         });
         let mut taken: Vec<usize> = Vec::new();
         let mut failed = None;
         for (i, id, created) in join_all(claims).await {
             match created {
                 // Given back on failure (below, or should the publish fail).
-                Ok(None) => undo.status_ids.push(id.clone()),
-                Ok(Some(_)) => taken.push(i),
+                Ok(_) => undo.status_ids.push(id.clone()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => taken.push(i),
                 Err(e) => failed = Some(e),
             }
         }
@@ -507,6 +552,99 @@ impl Shared {
             out.ids.push(id);
         }
         Ok((out, undo))
+    }
+
+    /// The id that idempotency key `key`, made by another append (`entry`), stands for, once
+    /// that event is stored: this append (of event `id`, published at `level`) is its
+    /// duplicate. A duplicate is not answered for an event that is not in the stream, since
+    /// its producer would take it as accepted:
+    /// - while the key is younger than `claim_timeout_ms` its append may still be publishing:
+    ///   this one waits up to [`CLAIM_WAIT`], then fails with a retryable error (503: the
+    ///   producer tries again); so does one whose look-ups the server did not answer;
+    /// - an older key whose event is not in the stream was most likely left by an append that
+    ///   failed and could not give it back (the server went away between its claim and its
+    ///   publish): it is cleared, with the id's status when that is as old, at the revisions
+    ///   seen (a newer claim stays), and this append fails the same way, so the next try is
+    ///   stored;
+    /// - a key older than the stream's `max_age` is answered as a duplicate: its event, if it
+    ///   was stored, has aged out (one left by a failed append is not told apart then).
+    ///
+    /// Assumes the instances' clocks and the server's agree within `claim_timeout_ms`.
+    async fn earlier(&self, key: &str, entry: Option<kv::Entry>, id: &str, level: u8) -> Result<String, StoreError> {
+        let retry = |why: &str| nats("claim an idempotency key", format!("{why}; try again"));
+        let Some(entry) = entry else {
+            return Err(retry("an earlier append of this id could not be read back (it may have just failed)"));
+        };
+        let first = Some(key_parts(&entry.value).0).filter(|first| !first.is_empty()).unwrap_or_else(|| id.to_string());
+        let (claim_timeout, max_age) =
+            (Duration::from_millis(self.config.claim_timeout_ms), Duration::from_secs(self.config.max_age_secs));
+        let age_of = |created: time::OffsetDateTime| Duration::try_from(time::OffsetDateTime::now_utc() - created).unwrap_or_default();
+        let wait_until = std::time::Instant::now() + CLAIM_WAIT;
+        loop {
+            let age = age_of(entry.created);
+            if age >= max_age {
+                return Ok(first);
+            }
+            match self.stored(&first, level).await {
+                Some(true) => return Ok(first),
+                None => return Err(retry("cannot tell whether an earlier append of this id was stored")),
+                Some(false) if age >= claim_timeout => break,
+                Some(false) if std::time::Instant::now() >= wait_until => {
+                    return Err(retry("an earlier append of this id is still under way"));
+                }
+                Some(false) => tokio::time::sleep(CLAIM_RECHECK).await,
+            }
+        }
+        // The status first, and only one as old as the key: a younger one is a newer append's.
+        match self.statuses.entry(id_key(&first)).await {
+            Err(_) => return Err(retry("cannot read the status of an earlier append of this id")),
+            Ok(Some(status)) if status.operation == kv::Operation::Put => {
+                if age_of(status.created) < claim_timeout {
+                    return Err(retry("an earlier append of this id is still under way"));
+                }
+                if self.statuses.purge_expect_revision(id_key(&first), Some(status.revision)).await.is_err() {
+                    return Err(retry("an earlier append of this id left its claim, which could not be cleared yet"));
+                }
+            }
+            Ok(_) => {}
+        }
+        tracing::warn!(event = %first, "an idempotency key left by a failed append: cleared");
+        let _ = self.keys.purge_expect_revision(key, Some(entry.revision)).await;
+        Err(retry("an earlier append of this id failed and left its claim, now cleared"))
+    }
+
+    /// Whether event `id`'s message is in the stream: looked up at `level` (where this
+    /// producer's event would be) first, then at the others; `None` when the server did not
+    /// answer a look-up.
+    async fn stored(&self, id: &str, level: u8) -> Option<bool> {
+        let found = |r: Result<_, stream::LastRawMessageError>| match r {
+            Ok(_) => Some(true),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Some(false),
+            Err(_) => None,
+        };
+        if found(self.stream.get_last_raw_message_by_subject(&self.subject(level, id)).await)? {
+            return Some(true);
+        }
+        let mut stored = Some(false);
+        for (other, r) in self.messages(id).await {
+            if other != level {
+                match found(r) {
+                    Some(true) => return Some(true),
+                    Some(false) => {}
+                    None => stored = None,
+                }
+            }
+        }
+        stored
+    }
+
+    /// Event `id`'s message looked up at every level (0: no route took it), at once.
+    async fn messages(&self, id: &str) -> Vec<(u8, Result<jetstream::message::StreamMessage, stream::LastRawMessageError>)> {
+        let lookups = (0..=LEVELS).map(|level| {
+            let subject = self.subject(level, id);
+            async move { (level, self.stream.get_last_raw_message_by_subject(&subject).await) }
+        });
+        join_all(lookups).await
     }
 
     /// Gives back what a failed append claimed (best effort: the server may be gone, and
@@ -726,7 +864,7 @@ impl EventLog for NatsLog {
             }
             let (appended, mut undo) = s.claim(batch).await?;
             let messages = appended.fresh.iter().zip(&appended.routed).map(|(e, routed)| {
-                let level = if *routed { e.priority.clamp(1, LEVELS) } else { 0 };
+                let level = level_of(e, *routed);
                 let payload: Bytes = serde_json::to_vec(e).expect("events serialise").into();
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(payload)
@@ -798,11 +936,7 @@ impl EventLog for NatsLog {
                 return kept;
             }
             // Accepted, not finished (or taken by no route): its message says what it is.
-            let lookups = (0..=LEVELS).map(|level| {
-                let subject = s.subject(level, id);
-                async move { (level, s.stream.get_last_raw_message_by_subject(&subject).await) }
-            });
-            for (level, found) in join_all(lookups).await {
+            for (level, found) in s.messages(id).await {
                 if let Ok(message) = found {
                     let event: Event = serde_json::from_slice(&message.payload).ok()?;
                     let state = if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
