@@ -11,9 +11,8 @@ use crate::metrics::PluginSamples;
 use crate::event::Event;
 use crate::schema::{Registry, Strictness};
 use crate::wasm::bindings::Verdict;
-use crate::wasm::host::CallState;
+use crate::wasm::host::{CallState, MAX_CALL_EVENTS};
 use crate::wasm::plugin::Output;
-use crate::wasm::host::MAX_CALL_EVENTS;
 use crate::wasm::{Plugin, WasmEngine, WasmError};
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -208,10 +207,11 @@ fn test(
     let mut failed = false;
     // What `handle` answered for each event, for the comparison with `handle-batch`.
     let mut answered = Vec::with_capacity(events.len());
+    let wits: Vec<_> = events.iter().map(crate::router::pipeline::plugin_event).collect();
     let progress = super::progress::Progress::new(when, events.len() as u64, "events");
-    for (i, event) in events.iter().enumerate() {
+    for (i, (event, wit)) in events.iter().zip(&wits).enumerate() {
         let call = Cost::start(&plugin);
-        let result = plugin.call(&crate::router::pipeline::plugin_event(event));
+        let result = plugin.call(wit);
         let mut report = json!({ "event": i + 1, "type": &*event.type_name });
         call.add_to(&plugin, &mut report);
         failed |= !answer(&plugin, result, &mut report);
@@ -220,7 +220,6 @@ fn test(
         progress.step(event.type_name.to_string());
     }
     if report_as.batch {
-        let wits: Vec<_> = events.iter().map(crate::router::pipeline::plugin_event).collect();
         for (run, (wits, answered)) in wits.chunks(MAX_CALL_EVENTS).zip(answered.chunks(MAX_CALL_EVENTS)).enumerate() {
             let first = run * MAX_CALL_EVENTS;
             let call = Cost::start(&plugin);

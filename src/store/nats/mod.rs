@@ -189,15 +189,16 @@ enum Created {
     Theirs(Option<kv::Entry>),
 }
 
-/// Creates `key` in `bucket` with `value`; a key whose read-back value is `mine` was made by
-/// this call, its answer lost (see [`key_value`]).
-async fn create(bucket: &kv::Store, key: &str, value: Bytes, mine: impl Fn(&[u8]) -> bool) -> Result<Created, kv::CreateError> {
-    match bucket.create(key, value).await {
+/// Creates idempotency key `key` in `keys` for event `id` by the append whose claim is
+/// `claim`; a key found naming that claim was made by this call, its answer lost (see
+/// [`key_value`]).
+async fn create_key(keys: &kv::Store, key: &str, id: &str, claim: &str) -> Result<Created, kv::CreateError> {
+    match keys.create(key, key_value(id, claim)).await {
         Ok(_) => Ok(Created::Made),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-            let entry = bucket.entry(key).await.ok().flatten().filter(|e| e.operation == kv::Operation::Put);
+            let entry = keys.entry(key).await.ok().flatten().filter(|e| e.operation == kv::Operation::Put);
             match entry {
-                Some(e) if mine(&e.value) => Ok(Created::Made),
+                Some(e) if key_parts(&e.value).1.as_deref() == Some(claim) => Ok(Created::Made),
                 entry => Ok(Created::Theirs(entry)),
             }
         }
@@ -454,8 +455,7 @@ impl Shared {
         let claim = claim.as_str();
         let creates = dedup.iter().enumerate().filter_map(|(i, key)| {
             let key = key.as_ref().filter(|_| duplicate_of[i].is_none())?;
-            let mine = move |value: &[u8]| key_parts(value).1.as_deref() == Some(claim);
-            Some(async move { (i, create(&self.keys, key, key_value(&events[i].id, claim), mine).await) })
+            Some(async move { (i, create_key(&self.keys, key, &events[i].id, claim).await) })
         });
         let mut earlier: HashMap<usize, String> = HashMap::new();
         let created = join_all(creates).await;
@@ -626,21 +626,23 @@ impl Shared {
             return Some(true);
         }
         let mut stored = Some(false);
-        for (other, r) in self.messages(id).await {
-            if other != level {
-                match found(r) {
-                    Some(true) => return Some(true),
-                    Some(false) => {}
-                    None => stored = None,
-                }
+        for (_, r) in self.messages(id, (0..=LEVELS).filter(|l| *l != level)).await {
+            match found(r) {
+                Some(true) => return Some(true),
+                Some(false) => {}
+                None => stored = None,
             }
         }
         stored
     }
 
-    /// Event `id`'s message looked up at every level (0: no route took it), at once.
-    async fn messages(&self, id: &str) -> Vec<(u8, Result<jetstream::message::StreamMessage, stream::LastRawMessageError>)> {
-        let lookups = (0..=LEVELS).map(|level| {
+    /// Event `id`'s message looked up at `levels` (0: no route took it), at once.
+    async fn messages(
+        &self,
+        id: &str,
+        levels: impl Iterator<Item = u8>,
+    ) -> Vec<(u8, Result<jetstream::message::StreamMessage, stream::LastRawMessageError>)> {
+        let lookups = levels.map(|level| {
             let subject = self.subject(level, id);
             async move { (level, self.stream.get_last_raw_message_by_subject(&subject).await) }
         });
@@ -936,7 +938,7 @@ impl EventLog for NatsLog {
                 return kept;
             }
             // Accepted, not finished (or taken by no route): its message says what it is.
-            for (level, found) in s.messages(id).await {
+            for (level, found) in s.messages(id, 0..=LEVELS).await {
                 if let Ok(message) = found {
                     let event: Event = serde_json::from_slice(&message.payload).ok()?;
                     let state = if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
