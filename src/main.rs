@@ -8,9 +8,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = eventyard::cli::Cli::parse();
+    let runtime = match eventyard::cli::runtime(&cli) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: eventyard::cli::Cli) -> ExitCode {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     if matches!(cli.command, eventyard::cli::Command::Plugin { .. }) {
         // `plugin test` is there to show what the plugin says, whatever RUST_LOG hides.

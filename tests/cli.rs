@@ -1,7 +1,7 @@
 //! `eventyard validate` and friends, as a user runs them.
 
 use crate::support::{eventyard, repo, text};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const ECHO: &str = r#"{"meta":{"priority":5},"message":"ping"}"#;
 
@@ -298,4 +298,31 @@ fn plugin_test_batch_calls_handle_batch_once_and_compares_it_with_handle() {
     let out = plugin_test(plan.to_str().unwrap(), ev, &["--batch"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--batch: the component exports no handle-batch"), "{}", text(&out.stderr));
+}
+
+/// `serve --threads N` sizes the runtime that serves HTTP and the other doors: a router on
+/// one thread takes and processes events as on the default, and says so in `/metrics`; zero
+/// is refused with a message.
+#[tokio::test]
+async fn serve_threads_sizes_the_runtime_of_the_doors() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = crate::durability::Router::start_with(dir.path(), crate::durability::ECHO, &["--threads", "1"], Stdio::inherit()).await;
+    let client = crate::support::client();
+    let res = client
+        .post(format!("{}/v1/events/infrahub/send.echo.request", router.base))
+        .json(&serde_json::json!({"message": "on one thread"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let id = res.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let done = router.finished(&id).await;
+    assert_eq!(done["state"], "processed", "{done}");
+    assert_eq!(done["emitted"].as_array().map(Vec::len), Some(1), "{done}");
+    let metrics = client.get(format!("{}/metrics", router.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "eventyard_runtime_threads 1"), "{metrics}");
+
+    let out = eventyard(&["serve", "--threads", "0"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--threads"), "{}", text(&out.stderr));
 }

@@ -22,11 +22,17 @@ impl Router {
 
     /// [`start`](Self::start) with the router's log (stderr) sent to `log`.
     pub(crate) async fn start_logging_to(dir: &Path, config: &str, log: Stdio) -> Router {
+        Self::start_with(dir, config, &[], log).await
+    }
+
+    /// [`start_logging_to`](Self::start_logging_to) with more arguments for `serve`.
+    pub(crate) async fn start_with(dir: &Path, config: &str, args: &[&str], log: Stdio) -> Router {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let path = dir.join("eventyard.toml");
         std::fs::write(&path, format!("listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\n{config}")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_eventyard"))
             .args(["serve", "--config", path.to_str().unwrap()])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -47,7 +53,7 @@ impl Router {
     }
 
     /// Waits until the event is finished; returns its status.
-    async fn finished(&self, id: &str) -> Value {
+    pub(crate) async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = self.status(id).await;
@@ -67,7 +73,7 @@ impl Drop for Router {
     }
 }
 
-const ECHO: &str = r#"
+pub(crate) const ECHO: &str = r#"
 [[plugin]]
 name = "echo"
 component = "builtin:echo"

@@ -23,7 +23,8 @@ queue stayed full past pipeline.queue_wait_ms; an NDJSON request answers these p
 wrk does not count them as errors) are shown too.
 Each row also shows the router's CPU per event, in all and by thread group (the plugin
 workers, the HTTP runtime that parses, validates and appends, the log writer and its syncers).
-Prints medians over the rounds and the ratios R/N. Needs wrk (apt-get install -y wrk) and
+Prints medians over the rounds and the ratios R/N. $ROWS (e.g. ROWS=R-ndjson) measures only the rows named; $R_CONFIG gives R
+a config file instead of the embedded default; $EVENTYARD another build. Needs wrk (apt-get install -y wrk) and
 `cargo build --release`."""
 import json, os, pathlib, re, shutil, signal, statistics, subprocess, sys, time, urllib.request
 
@@ -53,10 +54,11 @@ BATCH = HERE / "echo.ndjson"
 BATCH.write_text("\n".join(json.dumps({"type": TYPE, "data": body}, separators=(",", ":")) for _ in range(BATCH_SIZE)) + "\n")
 
 SERVERS = {  # name: (port, argv, cwd); the default config keeps its data in <cwd>/eventyard-data
-    "R": (3030, [EY, "serve", "--listen", "127.0.0.1:3030"], WORK / "routed"),
+    "R": (3030, [EY, "serve", "--listen", "127.0.0.1:3030"] + (["--config", os.environ["R_CONFIG"]] if os.environ.get("R_CONFIG") else []), WORK / "routed"),
     "N": (3031, [EY, "serve", "--listen", "127.0.0.1:3031", "--config", str(HERE / "ingest.toml")], REPO),
 }
 ROUND = [("N-single", "N", "single"), ("R-single", "R", "single"), ("N-ndjson", "N", "ndjson"), ("R-ndjson", "R", "ndjson")]
+ROUND = [r for r in ROUND if r[0] in os.environ.get("ROWS", ",".join(r[0] for r in ROUND)).split(",")]
 
 
 def metrics(port):
@@ -182,7 +184,10 @@ def main():
               f"{med(label, 'p99_ms'):7.2f} {med(label, 'non2xx_frac'):7.3f} {med(label, 'refused_frac'):7.3f} "
               f"{med(label, 'cpu_us_per_event'):9.2f} {med(label, 'workers_us'):7.2f} {med(label, 'http_us'):6.2f} "
               f"{med(label, 'log_us'):6.2f}")
+    labels = {label for label, _, _ in ROUND}
     for mode in ("single", "ndjson"):
+        if not {f"R-{mode}", f"N-{mode}"} <= labels:
+            continue
         print(f"end to end / no route, {mode}: {med(f'R-{mode}', 'e2e_eps') / med(f'N-{mode}', 'e2e_eps'):.0%}")
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::fmt::Write;
 use std::sync::Arc;
 
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -21,6 +22,14 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
     state.pipeline.core().render_metrics(&mut text);
+    // Which `serve --threads` the router runs with (tokio's own count, so also when taken
+    // from its default or TOKIO_WORKER_THREADS).
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    let _ = write!(
+        text,
+        "# HELP eventyard_runtime_threads Threads of the runtime serving HTTP and the other doors (serve --threads).\n\
+         # TYPE eventyard_runtime_threads gauge\neventyard_runtime_threads {threads}\n"
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

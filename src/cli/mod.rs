@@ -39,6 +39,12 @@ pub enum Command {
         /// Address to listen on, overriding the config (default 127.0.0.1:7878).
         #[arg(long, short)]
         listen: Option<SocketAddr>,
+        /// Threads of the runtime that serves the doors (HTTP, WebSockets, NATS, AMQP,
+        /// admin); default one per core. Plugins run on their own threads
+        /// (`pipeline.workers`). Fewer when other busy processes share the machine (README
+        /// "Threads").
+        #[arg(long, env = "EVENTYARD_THREADS")]
+        threads: Option<std::num::NonZeroUsize>,
     },
     /// Generate or check the JSON Schemas of the event catalogue.
     Schemas {
@@ -102,10 +108,20 @@ pub enum SchemasCommand {
     },
 }
 
+/// The runtime the command runs on: `serve --threads` sizes it, anything else takes tokio's
+/// default (one thread per core).
+pub fn runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve { threads: Some(n), .. } = &cli.command {
+        builder.worker_threads(n.get());
+    }
+    builder.enable_all().build()
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let when = cli.progress;
     match cli.command {
-        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Serve { config, listen, .. } => serve(config, listen).await,
         Command::Schemas { command: SchemasCommand::Generate { source, out, check } } => {
             schemas_generate(source, out, check, when)
         }

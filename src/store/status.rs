@@ -155,6 +155,14 @@ impl SlotId {
         }
     }
 
+    /// The id's bytes: what a look-up compares (no UTF-8 check on the hot path).
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            SlotId::Inline { len, bytes } => &bytes[..*len as usize],
+            SlotId::Heap(id) => id.as_bytes(),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
             // Copied from a `&str` whole, so a whole UTF-8 text.
@@ -179,7 +187,7 @@ impl Slot {
 impl Board {
     fn find(&self, key: u64, id: &str) -> Option<usize> {
         let at = *self.index.get(&key)? as usize;
-        (self.slots[at].id.as_str() == id).then_some(at)
+        (self.slots[at].id.as_bytes() == id.as_bytes()).then_some(at)
     }
 
     fn put(&mut self, key: u64, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
