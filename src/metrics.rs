@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
 pub struct Metrics {
-    pub accepted: AtomicU64,
     pub rejected: RejectCounters,
     pub subscriber_lagged: AtomicU64,
     /// Parts that add their own lines (the broker sources).
@@ -72,9 +71,6 @@ impl RejectCounters {
 impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# HELP eventyard_events_accepted_total Events that passed validation and were accepted.");
-        let _ = writeln!(s, "# TYPE eventyard_events_accepted_total counter");
-        let _ = writeln!(s, "eventyard_events_accepted_total {}", self.accepted.load(Ordering::Relaxed));
         let _ = writeln!(s, "# HELP eventyard_events_rejected_total Events refused at ingestion, by error code.");
         let _ = writeln!(s, "# TYPE eventyard_events_rejected_total counter");
         for (code, n) in REJECT_CODES.iter().zip(&self.rejected.counts) {

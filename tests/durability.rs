@@ -774,4 +774,7 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
     for _ in 0..16 {
         post(&s, "infrahub/send.echo.request", json!({ "message": "after" })).await;
     }
+    // Admissions finished after their producer left are counted too (at least those seen).
+    let accepted = crate::support::metric(&s, "eventyard_events_accepted_total").await.unwrap() as usize;
+    assert!((known + 16..=HUNG_UP + 16).contains(&accepted), "{accepted} counted accepted, {known} + 16 seen");
 }

@@ -179,6 +179,7 @@ impl Core {
             }
         };
         let Appended { ids, fresh, routed, duplicates } = appended;
+        self.counters.accepted.fetch_add(ids.len() as u64, Ordering::Relaxed);
         self.counters.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         let unused = reserve.saturating_sub(routed.iter().filter(|r| **r).count());
         if unused > 0 {

@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
 pub struct PipelineCounters {
+    /// Events admitted through any door (HTTP, WebSockets, NATS, AMQP, the router's own),
+    /// duplicates included: counted where the admission is written, so also when its
+    /// producer hung up meanwhile (the door never sees the answer then).
+    pub accepted: AtomicU64,
     pub routed: AtomicU64,
     pub dropped: AtomicU64,
     pub emitted: AtomicU64,
@@ -36,6 +40,11 @@ impl Core {
     pub fn render_metrics(&self, out: &mut String) {
         let c = &self.counters;
         for (name, help, v) in [
+            (
+                "eventyard_events_accepted_total",
+                "Events that passed validation and were accepted (any door; duplicates included).",
+                &c.accepted,
+            ),
             ("eventyard_events_routed_total", "Events that entered a route.", &c.routed),
             ("eventyard_events_dropped_total", "Events a filter dropped.", &c.dropped),
             ("eventyard_events_emitted_total", "Events plugins emitted and the router accepted.", &c.emitted),
