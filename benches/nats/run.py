@@ -286,7 +286,11 @@ def main():
               f"{med(label, 'router_us'):7.2f} {med(label, 'nats_us'):6.2f} {med(label, 'loadgen_us'):7.2f} {med(label, 'other_cores'):6.2f}")
     print()
     for n, p in (("N1-single", "P-single"), ("N1-ndjson", "P-batch"), ("N2-single", "P-single"), ("N2-ndjson", "P-batch")):
-        print(f"{n} / {p} = {med(n) / med(p):.0%}")
+        # And per round (each against the publisher of the same round): on these shared cores
+        # a round is fast or slow as a whole, so the spread says how near the edge the median is.
+        of = lambda label: {r["round"]: r["eps"] for r in results if r["label"] == label}
+        rounds = ", ".join(f"{of(n)[k] / of(p)[k]:.0%}" for k in sorted(of(n)) if k in of(p))
+        print(f"{n} / {p} = {med(n) / med(p):.0%}   (per round: {rounds})")
     for n in ("N1-single", "N1-ndjson", "N2-single", "N2-ndjson"):
         mode = n.split("-")[1]
         print(f"{n} / L-{mode} = {med(n) / med('L-' + mode):.0%}   {n} / Loff-{mode} = {med(n) / med('Loff-' + mode):.0%}")
