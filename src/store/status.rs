@@ -164,11 +164,8 @@ impl SlotId {
     }
 
     fn as_str(&self) -> &str {
-        match self {
-            // Copied from a `&str` whole, so a whole UTF-8 text.
-            SlotId::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default(),
-            SlotId::Heap(id) => id,
-        }
+        // Copied from a `&str` whole, so a whole UTF-8 text.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
