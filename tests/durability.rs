@@ -753,6 +753,14 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
         drop(conn);
     }
     let (mut known, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    // The server reads the requests in its own time: wait until it has admitted one (a 404
+    // below means "never read" only once reading has begun).
+    let first_seen = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < first_seen
+        && crate::support::metric(&s, "eventyard_events_accepted_total").await.unwrap_or_default() == 0.0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for i in 0..HUNG_UP {
         loop {
             let res = client().get(s.url(&format!("/v1/events/gone-{i}"))).send().await.unwrap();
