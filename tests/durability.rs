@@ -732,10 +732,16 @@ async fn a_recovered_event_keeps_the_producers_text() {
     assert_eq!((back.data.correlation_id(), back.priority), (Some("c-9"), 4));
 }
 
-/// Producers that hang up right after sending (their request futures dropped by the server,
-/// maybe while the event is being written) leave no event half admitted: each id is either
-/// unknown (the request was never read) or finished, never queued for good; and the room it
-/// reserved in the queue comes back (the router still accepts a full queue's worth).
+/// Producers that hang up before reading their answer (their request futures dropped by the
+/// server, maybe while the event is being written or while it waits for room in the queue)
+/// leave no event half admitted: each id is either unknown (the request was never admitted)
+/// or finished, never queued for good; and the room it reserved in the queue comes back (the
+/// router still accepts a full queue's worth).
+///
+/// The producers hang up together once the router has admitted one of their events: had
+/// they hung up right after sending, a loaded router could read each request with its
+/// end-of-stream and drop it before admission began (hyper ends a connection whose producer
+/// hung up mid-request), and the test would show nothing (CI of `4201e46` and `84a2757`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producers_that_hang_up_leave_no_event_half_admitted() {
     use tokio::io::AsyncWriteExt;
@@ -743,6 +749,7 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
     let s = Server::with_config(Config::parse(&format!("{ECHO}\n[pipeline]\nqueue = 8\nqueue_wait_ms = 200\n")).unwrap()).await;
     let body = json!({ "message": "then gone" }).to_string();
     const HUNG_UP: usize = 40;
+    let mut producers = Vec::new();
     for i in 0..HUNG_UP {
         let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
         let request = format!(
@@ -750,17 +757,18 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
             body.len()
         );
         conn.write_all(request.as_bytes()).await.unwrap();
-        drop(conn);
+        producers.push(conn);
     }
     let (mut known, deadline) = (0, Instant::now() + Duration::from_secs(30));
-    // The server reads the requests in its own time: wait until it has admitted one (a 404
-    // below means "never read" only once reading has begun).
     let first_seen = Instant::now() + Duration::from_secs(10);
     while Instant::now() < first_seen
         && crate::support::metric(&s, "eventyard_events_accepted_total").await.unwrap_or_default() == 0.0
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Every producer hangs up without reading its answer: the rest are being written, waiting
+    // for room in the queue of 8, or not read yet.
+    drop(producers);
     for i in 0..HUNG_UP {
         loop {
             let res = client().get(s.url(&format!("/v1/events/gone-{i}"))).send().await.unwrap();
@@ -777,7 +785,6 @@ async fn producers_that_hang_up_leave_no_event_half_admitted() {
         }
     }
     eprintln!("{known} of {HUNG_UP} requests whose producer hung up were admitted and processed");
-    // The first eight find room at once: they are admitted while their producers are gone.
     assert!(known > 0, "no request reached admission: the test showed nothing");
     for _ in 0..16 {
         post(&s, "infrahub/send.echo.request", json!({ "message": "after" })).await;
