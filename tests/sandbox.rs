@@ -289,7 +289,8 @@ async fn a_producer_facing_a_full_queue_waits_for_room_instead_of_a_503() {
 
 /// Issue 11, item 1: handlers that block in WASI (`std::thread::sleep`; `poll` on a list of
 /// timers, then `block`) end at their deadline with kind `deadline`, and the workers they
-/// held go back to good traffic. Before: 0 of 20 good events answered in 10 s.
+/// held go back to good traffic. Before: 0 of 20 good events answered in 10 s. An event a
+/// worker holds is `in_progress` meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_blocked_in_wasi_end_at_their_deadline_and_free_their_workers() {
     let mut toml = echo_plugin();
@@ -312,6 +313,15 @@ async fn handlers_blocked_in_wasi_end_at_their_deadline_and_free_their_workers()
             if i % 2 == 0 { ("fixinventory/collect", "collect") } else { ("fixinventory/cleanup", "cleanup") };
         sleepers.push(post(&s, ty, json!({ "kind": "event", "message_type": step, "data": {} })).await);
     }
+    // The first sleeper is `in_progress` while a worker holds it (its 200 ms), then ends.
+    let mut states = Vec::new();
+    while states.last().is_none_or(|s| s != "dead_lettered") {
+        let v: Value = client().get(s.url(&format!("/v1/events/{}", sleepers[0]))).send().await.unwrap().json().await.unwrap();
+        states.push(v["state"].as_str().unwrap().to_string());
+        assert!(states.len() < 2_000, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(states.iter().any(|s| s == "in_progress"), "{states:?}");
     let started = Instant::now();
     for i in 0..20 {
         post(&s, "infrahub/send.echo.request", json!({ "message": format!("good-{i}") })).await;

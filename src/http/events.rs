@@ -84,7 +84,7 @@ pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
         res.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static("POST"));
         return Ok(res);
     }
-    match state.pipeline.core().log.status(&id).await {
+    match state.pipeline.core().status(&id).await {
         Some(s) => Ok(axum::Json(s).into_response()),
         None => Err(ApiError::UnknownEvent { id }),
     }

@@ -1,7 +1,8 @@
 //! The core: an accepted event's life from admission to "finished". Every door hands
 //! events to [`Pipeline::admit`] (admission: dedup, back-pressure, the durable append);
 //! [`routes`] say which plugins an event goes through; the [`pipeline`]'s workers take
-//! work from the priority [`queue`] and run filters and handlers; [`settle`] adds up each
+//! work from the priority [`queue`] and run filters and handlers (the events they hold are
+//! `in_progress`: `holding`); [`settle`] adds up each
 //! event's work within its budget, schedules [`retry`]s or makes dead letters, and
 //! finishes the event; whoever waits for an event to finish is told ([`completion`]: RPC
 //! callers of [`rpc`], workflow steps); live subscribers get every accepted event from the
@@ -19,6 +20,7 @@ pub mod completion;
 pub mod config;
 pub mod detach;
 mod feed;
+pub mod holding;
 pub mod metrics;
 pub mod pipeline;
 pub mod queue;

@@ -11,7 +11,7 @@ use super::queue::JobQueue;
 use super::retry::{Clock, RetryTask, Scheduler};
 use super::completion::{Completions, Finished};
 use super::rpc::Waiters;
-use crate::store::status::State;
+use crate::store::status::{State, Status};
 use super::metrics::{PipelineCounters, WORKER_PANIC};
 use super::retry::with_retry_count;
 use super::settle::{RootWork, Run};
@@ -120,6 +120,8 @@ pub struct Core {
     pub(super) changes: Mutex<()>,
     /// Work whose callers went away, finished in tasks of its own ([`super::detach`]).
     detached: tokio_util::task::TaskTracker,
+    /// The events the workers hold now (their `in_progress`, see [`super::holding`]).
+    pub(super) holding: super::holding::Holding,
 }
 
 impl Pipeline {
@@ -137,6 +139,10 @@ impl Pipeline {
         let Settings { pipeline: config, subscriber_buffer } = settings;
         let bus = Bus::new(subscriber_buffer);
         let Durable { log, dead_letters } = durable;
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         let core = Arc::new(Core {
             registry,
             routes: ArcSwap::from_pointee(routes.into_iter().map(Arc::new).collect()),
@@ -155,14 +161,12 @@ impl Pipeline {
             retries: Scheduler::new(clock),
             changes: Mutex::new(()),
             detached: tokio_util::task::TaskTracker::new(),
+            holding: super::holding::Holding::new(workers),
         });
+        let n = workers;
         let mut workers = Vec::new();
         // Always: routes can be added while the router runs.
         {
-            let n = match config.workers {
-                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-                n => n,
-            };
             for i in 0..n {
                 let core = core.clone();
                 let worker = std::thread::Builder::new()
@@ -170,7 +174,7 @@ impl Pipeline {
                     .spawn(move || {
                         let reserved = |j: &Job| matches!(j, Job::Event { reserved: true, .. });
                         while let Some(jobs) = core.queue.pop_run(MAX_RUN, n, reserved) {
-                            core.execute_run(jobs);
+                            core.execute_run(i, jobs);
                         }
                     })
                     .expect("spawn pipeline worker");
@@ -282,6 +286,16 @@ impl Core {
         true
     }
 
+    /// Where event `id` is (`GET /v1/events/{id}`): its log's answer, and `in_progress` for
+    /// an event the log has as queued while a worker holds it (see [`super::holding`]).
+    pub async fn status(&self, id: &str) -> Option<Status> {
+        let mut status = self.log.status(id).await?;
+        if matches!(status.state, State::Queued) && self.holding.holds(id) {
+            status.state = State::InProgress;
+        }
+        Some(status)
+    }
+
     /// Waits until accepted event `id` is finished (processed or dead-lettered) and answers
     /// how; `None` when no accepted event has this id (or its status was forgotten).
     pub async fn finished(&self, id: &str) -> Option<Finished> {
@@ -301,10 +315,11 @@ impl Core {
         self.routes().iter().any(|r| !r.disabled && r.matcher.matches(type_name))
     }
 
-    /// Runs one job. A panic in it (a bug in the router or a host import) fails that job's
-    /// event alone, with a `worker_panic` failure in its status and the log, counted in
-    /// `/metrics`; the worker thread goes on with the next job, so no panic costs a worker.
-    fn execute(&self, job: Job) {
+    /// Runs one job on worker `worker`. A panic in it (a bug in the router or a host import)
+    /// fails that job's event alone, with a `worker_panic` failure in its status and the
+    /// log, counted in `/metrics`; the worker thread goes on with the next job, so no panic
+    /// costs a worker.
+    fn execute(&self, worker: usize, job: Job) {
         let budget = self.root_budget;
         let (root, step) = match job {
             Job::Event { event, .. } => (RootWork::new(event, budget), Step::First),
@@ -317,7 +332,7 @@ impl Core {
         // Retries and deliveries end a pending part of their event's work.
         let pending = matches!(step, Step::Retry(_) | Step::Delivered(_));
         let work = std::panic::AssertUnwindSafe(|| match step {
-            Step::First => self.run(root.clone()),
+            Step::First => self.run(worker, root.clone()),
             Step::Retry(task) => self.retry(task),
             Step::Delivered(d) => self.delivered(d),
             Step::Replay(letter) => self.replay(root.clone(), letter),
@@ -338,20 +353,20 @@ impl Core {
         self.settle(run, usize::from(pending));
     }
 
-    /// Runs the jobs a worker took together: the new events among them at once (see
+    /// Runs the jobs worker `worker` took together: the new events among them at once (see
     /// [`MAX_RUN`]), every other job alone.
-    fn execute_run(&self, jobs: Vec<Job>) {
+    fn execute_run(&self, worker: usize, jobs: Vec<Job>) {
         let mut events = Vec::new();
         for job in jobs {
             match job {
                 Job::Event { event, .. } => events.push(event),
-                other => self.execute(other),
+                other => self.execute(worker, other),
             }
         }
         match events.len() {
             0 => {}
-            1 => self.execute(Job::Event { event: events.pop().expect("one event"), reserved: false }),
-            _ => self.run_many(events),
+            1 => self.execute(worker, Job::Event { event: events.pop().expect("one event"), reserved: false }),
+            _ => self.run_many(worker, events),
         }
     }
 
@@ -359,13 +374,11 @@ impl Core {
     /// A panic fails no event here: the events not yet settled are processed again one by one
     /// ([`Core::execute`]), where it fails its own event alone (the others may emit twice, as
     /// after a crash).
-    fn run_many(&self, events: Vec<Event>) {
+    fn run_many(&self, worker: usize, events: Vec<Event>) {
         let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
         let settled = std::cell::Cell::new(0);
         let work = std::panic::AssertUnwindSafe(|| {
-            for root in &roots {
-                self.log.progress(&root.event.id, State::InProgress);
-            }
+            let _held = self.holding.hold(worker, &roots);
             let mut runs: Vec<Run> = roots.iter().map(|r| Run::new(r.clone())).collect();
             let mut items: Vec<(&Event, &mut Run)> = roots.iter().map(|r| &r.event).zip(runs.iter_mut()).collect();
             self.process_many(&mut items);
@@ -377,14 +390,15 @@ impl Core {
         if std::panic::catch_unwind(work).is_err() {
             tracing::warn!(events = roots.len() - settled.get(), "a panic while processing a run; its events are processed again one by one");
             for root in &roots[settled.get()..] {
-                self.execute(Job::Event { event: root.event.clone(), reserved: false });
+                self.execute(worker, Job::Event { event: root.event.clone(), reserved: false });
             }
         }
     }
 
-    /// Processes one accepted event; it is finished now, or once its retries are done.
-    fn run(&self, root: Arc<RootWork>) {
-        self.log.progress(&root.event.id, State::InProgress);
+    /// Processes one accepted event (held by worker `worker`); it is finished now, or once its
+    /// retries are done.
+    fn run(&self, worker: usize, root: Arc<RootWork>) {
+        let _held = self.holding.hold(worker, std::slice::from_ref(&root));
         let mut run = Run::new(root.clone());
         self.process(&root.event, &mut run);
         self.settle(run, 0);
