@@ -290,7 +290,7 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
             store.append(&events, &vec![true; events.len()]).unwrap().await.unwrap().unwrap();
         }
         for i in 0..50 {
-            store.complete(&event(i), &Outcome::default());
+            store.complete(&[(&event(i), &Outcome::default())]);
         }
         store.flush().await.unwrap();
     }
@@ -307,11 +307,11 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     assert_eq!(pending, expected.iter().map(String::as_str).collect::<Vec<_>>(), "oldest first, none lost");
     // Segments holding only finished events were already deleted in the first run.
     assert!(recovered.finished.len() < 50, "{} finished events still on disk", recovered.finished.len());
-    // Finishing everything lets the writer delete every segment before its current one.
+    // Finishing everything (in one go, as a worker finishes its run) lets the writer delete
+    // every segment before its current one.
     let before = eventyard::store::segment::segments(dir.path()).unwrap().len();
-    for e in &recovered.pending {
-        store.complete(e, &Outcome::default());
-    }
+    let done = Outcome::default();
+    store.complete(&recovered.pending.iter().map(|e| (e, &done)).collect::<Vec<_>>());
     store.flush().await.unwrap();
     let after = eventyard::store::segment::segments(dir.path()).unwrap().len();
     assert!(before > 2 && after == 1, "segments before {before}, after {after}");

@@ -289,8 +289,11 @@ impl Core {
     /// Where event `id` is (`GET /v1/events/{id}`): its log's answer, and `in_progress` for
     /// an event the log has as queued while a worker holds it (see [`super::holding`]).
     pub async fn status(&self, id: &str) -> Option<Status> {
+        // Held first, then the log: a worker that finishes the event in between has written
+        // its final status, so the answer never steps back from `in_progress` to `queued`.
+        let held = self.holding.holds(id);
         let mut status = self.log.status(id).await?;
-        if matches!(status.state, State::Queued) && self.holding.holds(id) {
+        if held && matches!(status.state, State::Queued) {
             status.state = State::InProgress;
         }
         Some(status)
@@ -382,10 +385,13 @@ impl Core {
             let mut runs: Vec<Run> = roots.iter().map(|r| Run::new(r.clone())).collect();
             let mut items: Vec<(&Event, &mut Run)> = roots.iter().map(|r| &r.event).zip(runs.iter_mut()).collect();
             self.process_many(&mut items);
+            // The run's events are finished together: one message to the log's writer.
+            let mut done = Vec::with_capacity(runs.len());
             for run in runs {
-                self.settle(run, 0);
-                settled.set(settled.get() + 1);
+                self.settle_into(run, 0, &mut done);
             }
+            self.finish_logged(done);
+            settled.set(roots.len());
         });
         if std::panic::catch_unwind(work).is_err() {
             tracing::warn!(events = roots.len() - settled.get(), "a panic while processing a run; its events are processed again one by one");
@@ -630,7 +636,7 @@ impl Core {
             failed: run.outcome.failed[before.1..].to_vec(),
             dropped: Vec::new(),
         };
-        self.finish(&event, own, false);
+        self.finish_emitted(&event, own);
     }
 }
 

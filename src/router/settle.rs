@@ -94,13 +94,22 @@ impl Core {
     /// is left, finishes the event (the `done` record in the log, the final status).
     /// `finished_tasks`: retries this work ended.
     pub(super) fn settle(&self, run: Run, finished_tasks: usize) {
+        let mut done = Vec::new();
+        self.settle_into(run, finished_tasks, &mut done);
+        self.finish_logged(done);
+    }
+
+    /// [`settle`](Self::settle), but an accepted event it finishes is added to `done` (with
+    /// its outcome) instead: a worker finishes its run's events together
+    /// ([`finish_logged`](Self::finish_logged)).
+    pub(super) fn settle_into(&self, run: Run, finished_tasks: usize, done: &mut Vec<(Arc<RootWork>, Outcome)>) {
         let Run { root, outcome, mut retries, last_error } = run;
         if root.exhausted() {
             // Past its budget: its retries are not made.
             retries.clear();
         }
         let shared = self.log.shared();
-        let (done, mut alone) = {
+        let (finished, mut alone) = {
             // A panic elsewhere cannot leave this state half-written: it only adds.
             let mut entry = root.settled.lock().unwrap_or_else(PoisonError::into_inner);
             entry.outcome.emitted.extend(outcome.emitted);
@@ -146,8 +155,8 @@ impl Core {
             let due = self.retries.due_in(delay);
             self.retries.schedule_at(task, due);
         }
-        if let Some(outcome) = done {
-            self.finish(&root.event, outcome, true);
+        if let Some(outcome) = finished {
+            done.push((root, outcome));
         }
     }
 
@@ -177,17 +186,34 @@ impl Core {
         Job::Retry(RetryTask { root, event: note.event, route, handler, attempt: note.attempt })
     }
 
-    /// `event` is finished with `outcome`: its final status (with a `done` record when it
-    /// is an event of the log, `logged`), then its watchers (that order: see `completion`).
-    /// The outcome is moved into the status; it is copied only when someone watches.
-    pub(super) fn finish(&self, event: &Event, outcome: Outcome, logged: bool) {
+    /// An emitted event (not in the log) is finished with `outcome`: its final status, then its
+    /// watchers (that order: see `completion`). The outcome is moved into the status; it is
+    /// copied only when someone watches.
+    pub(super) fn finish_emitted(&self, event: &Event, outcome: Outcome) {
         let watched = (self.completions.watching() > 0).then(|| outcome.clone());
-        match logged {
-            true => self.log.complete(event, outcome),
-            false => self.log.progress(&event.id, crate::store::status::finished(outcome)),
-        }
+        self.log.progress(&event.id, crate::store::status::finished(outcome));
         if let Some(outcome) = watched {
             self.completions.finish(&event.id, &outcome);
+        }
+    }
+
+    /// Accepted events (of the log) finished with their outcomes, together: their final
+    /// statuses and `done` records in one go ([`EventLog::complete_many`]), then their
+    /// watchers.
+    ///
+    /// [`EventLog::complete_many`]: crate::store::EventLog::complete_many
+    pub(super) fn finish_logged(&self, done: Vec<(Arc<RootWork>, Outcome)>) {
+        if done.is_empty() {
+            return;
+        }
+        let watched: Vec<(Arc<RootWork>, Outcome)> = match self.completions.watching() > 0 {
+            true => done.iter().map(|(root, outcome)| (root.clone(), outcome.clone())).collect(),
+            false => Vec::new(),
+        };
+        let (roots, outcomes): (Vec<Arc<RootWork>>, Vec<Outcome>) = done.into_iter().unzip();
+        self.log.complete_many(roots.iter().map(|r| &r.event).zip(outcomes).collect());
+        for (root, outcome) in watched {
+            self.completions.finish(&root.event.id, &outcome);
         }
     }
 

@@ -220,28 +220,31 @@ impl LocalStore {
         Ok(rx)
     }
 
-    /// Records that a routed event is finished; not awaited (a crash before it is durable
-    /// only means the event is processed again).
-    pub fn complete(&self, event: &Event, outcome: &Outcome) {
-        let mut frames = Vec::with_capacity(256);
-        // The same record as `Record::Done`, borrowed: no copy of the id or of an outcome
-        // that is within the bounds already (nearly all are).
-        let bounded;
-        let outcome = if outcome.is_bounded() {
-            outcome
-        } else {
-            bounded = outcome.bounded();
-            &bounded
-        };
-        if let Err(e) = segment::frame(&DoneRef { id: &event.id, outcome }, &mut frames) {
-            let done = |outcome| Record::Done { id: event.id.clone(), outcome };
-            // Only a huge id could do this (ids are capped at ingestion): the event is still
-            // finished, its outcome is not kept.
-            tracing::error!(event = %event.id, error = %e, "outcome too large for the log; recorded without it");
-            let _ = segment::frame(&done(Outcome::default()), &mut frames);
+    /// Records that routed events are finished; not awaited (a crash before it is durable
+    /// only means an event is processed again). Several at once (a worker's run): their
+    /// `done` records reach the writer in one message and they are forgotten under one lock.
+    pub fn complete<'a>(&self, done: &[(&'a Event, &'a Outcome)]) {
+        let mut frames = Vec::with_capacity(256 * done.len());
+        for (event, outcome) in done {
+            // The same record as `Record::Done`, borrowed: no copy of the id or of an outcome
+            // that is within the bounds already (nearly all are).
+            let bounded;
+            let outcome = if outcome.is_bounded() {
+                *outcome
+            } else {
+                bounded = outcome.bounded();
+                &bounded
+            };
+            if let Err(e) = segment::frame(&DoneRef { id: &event.id, outcome }, &mut frames) {
+                let done = |outcome| Record::Done { id: event.id.clone(), outcome };
+                // Only a huge id could do this (ids are capped at ingestion): the event is still
+                // finished, its outcome is not kept.
+                tracing::error!(event = %event.id, error = %e, "outcome too large for the log; recorded without it");
+                let _ = segment::frame(&done(Outcome::default()), &mut frames);
+            }
         }
         let _ = self.tx.send(Command::Append { frames, ack: None });
-        self.untrack(std::iter::once(event));
+        self.untrack(done.iter().map(|(event, _)| *event));
     }
 
     /// These events' append failed (their producers got an error): they are not tracked

@@ -119,8 +119,14 @@ impl EventLog for LocalLog {
     }
 
     fn complete(&self, event: &Event, outcome: Outcome) {
-        self.records.complete(event, &outcome);
-        self.statuses.set(&event.id, status::finished(outcome));
+        self.complete_many(vec![(event, outcome)]);
+    }
+
+    fn complete_many(&self, done: Vec<(&Event, Outcome)>) {
+        self.records.complete(&done.iter().map(|(event, outcome)| (*event, outcome)).collect::<Vec<_>>());
+        for (event, outcome) in done {
+            self.statuses.set(&event.id, status::finished(outcome));
+        }
     }
 
     fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Status>> {

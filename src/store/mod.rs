@@ -159,6 +159,14 @@ pub trait EventLog: Send + Sync {
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).
     fn complete(&self, event: &Event, outcome: Outcome);
+    /// Several claimed events finished together (a worker's run of events): the same as
+    /// [`complete`](Self::complete) for each, in one go where the backend can (the local log
+    /// hands their `done` records to its writer in one message).
+    fn complete_many(&self, done: Vec<(&Event, Outcome)>) {
+        for (event, outcome) in done {
+            self.complete(event, outcome);
+        }
+    }
     /// Where an accepted event is, if it was accepted within the status window (a shared
     /// log asks its server: any instance answers for every event).
     fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Status>>;
