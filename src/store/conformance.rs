@@ -198,7 +198,9 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     log.track(&emitted, State::InProgress);
     assert!(matches!(log.status(&emitted.id).await.map(|s| s.state), Some(State::InProgress)), "emitted events are tracked");
     let outcome = Outcome { dropped: vec![("filter".into(), "not today".into())], ..Outcome::default() };
-    log.complete(ok, outcome.clone());
+    let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
+    // Finished together, as a worker finishes its run (one at a time: the recovery case).
+    log.complete_many(vec![(ok, outcome.clone()), (bad, Outcome { failed: vec![failed], ..Outcome::default() })]);
     match log.status(&ok.id).await {
         Some(s) => match s.state {
             State::Processed { outcome: kept } => assert_eq!(kept, outcome, "the outcome is kept"),
@@ -206,8 +208,6 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
         },
         None => panic!("a completed event keeps its status"),
     }
-    let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
-    log.complete(bad, Outcome { failed: vec![failed], ..Outcome::default() });
     assert!(matches!(log.status(&bad.id).await.map(|s| s.state), Some(State::DeadLettered { .. })));
     let s = log.status(&bad.id).await.unwrap();
     assert_eq!((&*s.type_name, s.priority), (ROUTED, 3), "the status names the type and priority");
