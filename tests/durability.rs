@@ -290,7 +290,7 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
             store.append(&events, &vec![true; events.len()]).unwrap().await.unwrap().unwrap();
         }
         for i in 0..50 {
-            store.complete(&[(&event(i), &Outcome::default())]);
+            store.complete(&[(&event(i), Outcome::default())]);
         }
         store.flush().await.unwrap();
     }
@@ -310,8 +310,7 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     // Finishing everything (in one go, as a worker finishes its run) lets the writer delete
     // every segment before its current one.
     let before = eventyard::store::segment::segments(dir.path()).unwrap().len();
-    let done = Outcome::default();
-    store.complete(&recovered.pending.iter().map(|e| (e, &done)).collect::<Vec<_>>());
+    store.complete(&recovered.pending.iter().map(|e| (e, Outcome::default())).collect::<Vec<_>>());
     store.flush().await.unwrap();
     let after = eventyard::store::segment::segments(dir.path()).unwrap().len();
     assert!(before > 2 && after == 1, "segments before {before}, after {after}");

@@ -202,17 +202,16 @@ impl Core {
     /// watchers.
     ///
     /// [`EventLog::complete_many`]: crate::store::EventLog::complete_many
-    pub(super) fn finish_logged(&self, done: Vec<(Arc<RootWork>, Outcome)>) {
+    pub(super) fn finish_logged(&self, mut done: Vec<(Arc<RootWork>, Outcome)>) {
         if done.is_empty() {
             return;
         }
-        let watched: Vec<(Arc<RootWork>, Outcome)> = match self.completions.watching() > 0 {
-            true => done.iter().map(|(root, outcome)| (root.clone(), outcome.clone())).collect(),
+        let watched: Vec<Outcome> = match self.completions.watching() > 0 {
+            true => done.iter().map(|(_, outcome)| outcome.clone()).collect(),
             false => Vec::new(),
         };
-        let (roots, outcomes): (Vec<Arc<RootWork>>, Vec<Outcome>) = done.into_iter().unzip();
-        self.log.complete_many(roots.iter().map(|r| &r.event).zip(outcomes).collect());
-        for (root, outcome) in watched {
+        self.log.complete_many(done.iter_mut().map(|(root, outcome)| (&root.event, std::mem::take(outcome))).collect());
+        for ((root, _), outcome) in done.iter().zip(watched) {
             self.completions.finish(&root.event.id, &outcome);
         }
     }

@@ -223,14 +223,14 @@ impl LocalStore {
     /// Records that routed events are finished; not awaited (a crash before it is durable
     /// only means an event is processed again). Several at once (a worker's run): their
     /// `done` records reach the writer in one message and they are forgotten under one lock.
-    pub fn complete<'a>(&self, done: &[(&'a Event, &'a Outcome)]) {
+    pub fn complete(&self, done: &[(&Event, Outcome)]) {
         let mut frames = Vec::with_capacity(256 * done.len());
         for (event, outcome) in done {
             // The same record as `Record::Done`, borrowed: no copy of the id or of an outcome
             // that is within the bounds already (nearly all are).
             let bounded;
             let outcome = if outcome.is_bounded() {
-                *outcome
+                outcome
             } else {
                 bounded = outcome.bounded();
                 &bounded

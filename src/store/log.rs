@@ -123,7 +123,7 @@ impl EventLog for LocalLog {
     }
 
     fn complete_many(&self, done: Vec<(&Event, Outcome)>) {
-        self.records.complete(&done.iter().map(|(event, outcome)| (*event, outcome)).collect::<Vec<_>>());
+        self.records.complete(&done);
         for (event, outcome) in done {
             self.statuses.set(&event.id, status::finished(outcome));
         }
