@@ -2,7 +2,7 @@
 //! events to [`Pipeline::admit`] (admission: dedup, back-pressure, the durable append);
 //! [`routes`] say which plugins an event goes through; the [`pipeline`]'s workers take
 //! work from the priority [`queue`] and run filters and handlers (the events they hold are
-//! `in_progress`: `holding`); [`settle`] adds up each
+//! `in_progress`: [`holding`]); [`settle`] adds up each
 //! event's work within its budget, schedules [`retry`]s or makes dead letters, and
 //! finishes the event; whoever waits for an event to finish is told ([`completion`]: RPC
 //! callers of [`rpc`], workflow steps); live subscribers get every accepted event from the

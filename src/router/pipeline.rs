@@ -139,7 +139,7 @@ impl Pipeline {
         let Settings { pipeline: config, subscriber_buffer } = settings;
         let bus = Bus::new(subscriber_buffer);
         let Durable { log, dead_letters } = durable;
-        let workers = match config.workers {
+        let n = match config.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
@@ -161,9 +161,8 @@ impl Pipeline {
             retries: Scheduler::new(clock),
             changes: Mutex::new(()),
             detached: tokio_util::task::TaskTracker::new(),
-            holding: super::holding::Holding::new(workers),
+            holding: super::holding::Holding::new(n),
         });
-        let n = workers;
         let mut workers = Vec::new();
         // Always: routes can be added while the router runs.
         {
@@ -374,12 +373,11 @@ impl Core {
     }
 
     /// Processes accepted events together (each finished now, or once its retries are done).
-    /// A panic fails no event here: the events not yet settled are processed again one by one
+    /// A panic fails no event here: the run's events are processed again one by one
     /// ([`Core::execute`]), where it fails its own event alone (the others may emit twice, as
     /// after a crash).
     fn run_many(&self, worker: usize, events: Vec<Event>) {
         let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
-        let settled = std::cell::Cell::new(0);
         let work = std::panic::AssertUnwindSafe(|| {
             let _held = self.holding.hold(worker, &roots);
             let mut runs: Vec<Run> = roots.iter().map(|r| Run::new(r.clone())).collect();
@@ -391,11 +389,10 @@ impl Core {
                 self.settle_into(run, 0, &mut done);
             }
             self.finish_logged(done);
-            settled.set(roots.len());
         });
         if std::panic::catch_unwind(work).is_err() {
-            tracing::warn!(events = roots.len() - settled.get(), "a panic while processing a run; its events are processed again one by one");
-            for root in &roots[settled.get()..] {
+            tracing::warn!(events = roots.len(), "a panic while processing a run; its events are processed again one by one");
+            for root in &roots {
                 self.execute(worker, Job::Event { event: root.event.clone(), reserved: false });
             }
         }
