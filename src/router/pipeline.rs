@@ -741,6 +741,30 @@ pub(super) mod tests {
         core.queue.close();
     }
 
+    /// `GET /v1/events/{id}` through the core: an event the log has as queued is
+    /// `in_progress` while a worker holds it, queued again once no worker does, and an event
+    /// finished while still held answers its final status (the hold never masks it).
+    #[tokio::test]
+    async fn a_held_event_is_in_progress_and_its_final_status_wins() {
+        let (pipeline, _dir) = pipeline();
+        let core = pipeline.core();
+        core.queue.close();
+        let (held, waiting) = (event("held"), event("waiting"));
+        for e in [&held, &waiting] {
+            core.log.track(e, State::Queued);
+        }
+        let root = RootWork::new(held, RootBudget::default());
+        let hold = core.holding.hold(0, std::slice::from_ref(&root));
+        let state = |id: &'static str| async move { core.status(id).await.map(|s| s.state) };
+        assert!(matches!(state("held").await, Some(State::InProgress)));
+        assert!(matches!(state("waiting").await, Some(State::Queued)), "only the held event");
+        core.finish_logged(vec![(root.clone(), Outcome::default())]);
+        assert!(matches!(state("held").await, Some(State::Processed { .. })), "finished while held");
+        drop(hold);
+        assert!(matches!(state("held").await, Some(State::Processed { .. })));
+        assert!(core.status("unknown").await.is_none());
+    }
+
     /// Past its budget an event's pending retries are dropped: settling finishes it at once.
     #[tokio::test]
     async fn an_exhausted_event_drops_its_retries_and_is_finished() {
