@@ -13,9 +13,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use eventyard::config::Config;
+use eventyard::event::{Body, Event};
 use eventyard::metrics::PluginSamples;
 use eventyard::router::pipeline::plugin_event;
-use eventyard::event::{Body, Event};
 use eventyard::schema::Registry;
 use eventyard::wasm::plugin::Output;
 use eventyard::wasm::{builtin, Plugin, WasmEngine};

@@ -107,7 +107,8 @@ async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), Error> {
 /// CPU seconds this process used so far (user + system, all threads).
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime, in clock ticks (100 per second on Linux).
     (ticks(11) + ticks(12)) / 100.0
@@ -122,7 +123,13 @@ async fn publish(url: &str, queue: &str, exchange: &str, count: u64, window: usi
     eventyard::amqp::declare_exchange(&channel, exchange, "topic").await?;
     declare_queue(&channel, queue).await?;
     channel
-        .queue_bind(queue.into(), exchange.into(), "send.*.*".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "send.*.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     let started = Instant::now();
@@ -137,7 +144,11 @@ async fn publish(url: &str, queue: &str, exchange: &str, count: u64, window: usi
                 .with_content_type("application/json".into())
                 .with_message_id(id.as_str().into());
             let options = BasicPublishOptions::default();
-            confirms.push(channel.basic_publish(exchange.into(), ROUTING_KEY.into(), options, BODY.as_bytes(), properties).await?);
+            confirms.push(
+                channel
+                    .basic_publish(exchange.into(), ROUTING_KEY.into(), options, BODY.as_bytes(), properties)
+                    .await?,
+            );
         }
         for confirm in confirms {
             if !confirm.await?.is_ack() {
@@ -225,8 +236,12 @@ async fn purge(url: &str, queue: &str) -> Result<(), Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     match Cli::parse().command {
-        Command::Publish { url, queue, exchange, count, window } => publish(&url, &queue, &exchange, count, window).await,
-        Command::Consume { url, queue, count, prefetch, concurrency } => consume(&url, &queue, count, prefetch, concurrency).await,
+        Command::Publish { url, queue, exchange, count, window } => {
+            publish(&url, &queue, &exchange, count, window).await
+        }
+        Command::Consume { url, queue, count, prefetch, concurrency } => {
+            consume(&url, &queue, count, prefetch, concurrency).await
+        }
         Command::Purge { url, queue } => purge(&url, &queue).await,
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::admin::{self, PluginAdmin};
 use crate::config::{Config, DurabilityMode, BUILTIN_PREFIX};
-use crate::http::{self, AppState, Auth, AuthError, ApiError};
+use crate::http::{self, ApiError, AppState, Auth, AuthError};
 use crate::metrics::{Metrics, PluginSamples};
 use crate::protocols::fixinventory::actors::{ActorError, Actors};
 use crate::protocols::fixinventory::workflows::Workflows;
@@ -15,20 +15,20 @@ use crate::protocols::infrahub;
 use crate::router::pipeline::Durable;
 use crate::router::retry::{Clock, SystemClock};
 use crate::router::{routes, Pipeline, Route, Sink};
-use crate::sinks::amqp::{AmqpSink, SinksMetrics};
 use crate::schema::catalog::Catalog;
 use crate::schema::{Registry, SchemaError, Strictness};
 use crate::settings::Invalid;
-use crate::store::config_docs::{ConfigDocs, ConfigError};
-use crate::store::dead_letters::DeadLetters;
-use crate::store::local::LocalOptions;
-use crate::store::config::Backend;
-use crate::store::lease::Leases;
+use crate::sinks::amqp::{AmqpSink, SinksMetrics};
 use crate::sources::amqp::{AmqpSource, SourcesMetrics};
 use crate::sources::nats::NatsSource;
+use crate::store::config::Backend;
+use crate::store::config_docs::{ConfigDocs, ConfigError};
+use crate::store::dead_letters::DeadLetters;
+use crate::store::lease::Leases;
+use crate::store::local::LocalOptions;
+use crate::store::nats::instances::Instances;
 use crate::store::nats::leases::NatsLeases;
 use crate::store::nats::plugins::SharedPlugins;
-use crate::store::nats::instances::Instances;
 use crate::store::{Durability, EventLog, LocalLog, NatsLog, StoreError};
 use crate::wasm::{builtin, Plugin, WasmEngine, WasmError};
 use std::future::Future;
@@ -170,7 +170,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         let (plugins, engine) = load_plugins(config, &registry, &samples)?;
         (plugins, Some(engine))
     };
-    let amqp_sinks: Vec<Arc<AmqpSink>> = config.sinks.amqp.iter().map(|s| Arc::new(AmqpSink::new(s.resolve()))).collect();
+    let amqp_sinks: Vec<Arc<AmqpSink>> =
+        config.sinks.amqp.iter().map(|s| Arc::new(AmqpSink::new(s.resolve()))).collect();
     let sinks: Vec<Arc<dyn Sink>> = amqp_sinks.iter().map(|s| s.clone() as Arc<dyn Sink>).collect();
     let routes: Vec<Route> = config
         .routes
@@ -190,14 +191,13 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     };
     let window = Duration::from_secs(config.ingest.idempotency_window_secs);
     let routed = |e: &crate::event::Event| routes.iter().any(|r| r.matcher.matches(&e.type_name));
-    let Stores { log, dead_letters, configs, leases, plugins: shared_plugins, instances } = open_stores(config, &options, window, routed).await?;
+    let Stores { log, dead_letters, configs, leases, plugins: shared_plugins, instances } =
+        open_stores(config, &options, window, routed).await?;
     let durable = Durable { log, dead_letters };
     let actors = Actors::open(Some(options.dir.join("subscribers.json")))?;
     let auth = Auth::open(&config.auth, &options.dir)?;
-    let settings = crate::router::pipeline::Settings {
-        pipeline: &config.pipeline,
-        subscriber_buffer: config.subscribers.buffer,
-    };
+    let settings =
+        crate::router::pipeline::Settings { pipeline: &config.pipeline, subscriber_buffer: config.subscribers.buffer };
     let pipeline = Pipeline::with_routes(settings, registry.clone(), plugins, routes, samples, durable, clock);
     let http = Arc::new(AppState {
         registry,
@@ -224,12 +224,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         true => Some(Arc::new(NatsSource::open(&config.store.nats).await?)),
         false => None,
     };
-    let amqp_sources: Vec<Arc<AmqpSource>> = config
-        .sources
-        .amqp
-        .iter()
-        .map(|s| Arc::new(AmqpSource::new(s.resolve(), &options_dir(config))))
-        .collect();
+    let amqp_sources: Vec<Arc<AmqpSource>> =
+        config.sources.amqp.iter().map(|s| Arc::new(AmqpSource::new(s.resolve(), &options_dir(config)))).collect();
     http.metrics.register(Arc::new(SourcesMetrics(amqp_sources.clone())));
     http.metrics.register(Arc::new(SinksMetrics(amqp_sinks)));
     Ok(App { http, fixinventory, plugins, nats_source, amqp_sources, instances })

@@ -57,7 +57,8 @@ fn infrahub_source(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infrahub_client_with_aio_pika_gets_the_echo_handlers_answers_by_priority_and_correlation_id() {
     let broker = Broker::start();
-    let s = Server::with_config(Config::parse(&format!("{ECHO_ROUTE}{}", infrahub_source(&broker.url()))).unwrap()).await;
+    let s =
+        Server::with_config(Config::parse(&format!("{ECHO_ROUTE}{}", infrahub_source(&broker.url()))).unwrap()).await;
     at_least(&s, r#"eventyard_amqp_connected{source="infrahub"}"#, 1.0).await;
     let script = r#"
 import asyncio, json, sys, uuid
@@ -99,8 +100,13 @@ asyncio.run(main(sys.argv[1]))
         assert_eq!(answer["body"]["meta"]["correlation_id"], corr, "{answer}");
         assert!(answer["body"].to_string().contains(&format!("ping {priority}")), "the echo of the request: {answer}");
         // The request is an event with the message's id and its AMQP priority.
-        let status: Value = client().get(s.url(&format!("/v1/events/{corr}"))).send().await.unwrap().json().await.unwrap();
-        assert_eq!((status["type"].as_str(), status["priority"].as_u64()), (Some("infrahub/send.echo.request"), Some(priority)), "{status}");
+        let status: Value =
+            client().get(s.url(&format!("/v1/events/{corr}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (status["type"].as_str(), status["priority"].as_u64()),
+            (Some("infrahub/send.echo.request"), Some(priority)),
+            "{status}"
+        );
     }
     assert_eq!(metric(&s, r#"eventyard_amqp_replies_total{source="infrahub"}"#).await, 3.0);
 }
@@ -194,7 +200,8 @@ queue = "idem-events"
         assert!(Instant::now() < deadline, "the run's messages never all arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (accepted, rejected) = (metric(&s, &series("accepted_total")).await, metric(&s, &series("rejected_total")).await);
+    let (accepted, rejected) =
+        (metric(&s, &series("accepted_total")).await, metric(&s, &series("rejected_total")).await);
     eprintln!("idem run: {seen} messages, {accepted} routed Idem events, {rejected} rejected records");
     assert!(seen >= 10.0, "a two-state run publishes a score of events: {seen}");
     assert_eq!(accepted + rejected, seen, "every message ends as an event or a rejected record");
@@ -234,9 +241,16 @@ async fn publish_through_restarts(url: String, n: usize, stop_after: Duration) -
         while i < n {
             let id = format!("amqp-{i}");
             let body = json!({ "meta": {}, "message": id.clone() }).to_string();
-            let props = BasicProperties::default().with_delivery_mode(2).with_message_id(id.as_str().into()).with_priority(3);
+            let props =
+                BasicProperties::default().with_delivery_mode(2).with_message_id(id.as_str().into()).with_priority(3);
             let sent = ch
-                .basic_publish("infrahub.events".into(), "send.echo.request".into(), BasicPublishOptions::default(), body.as_bytes(), props)
+                .basic_publish(
+                    "infrahub.events".into(),
+                    "send.echo.request".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props,
+                )
                 .await;
             match sent {
                 Ok(confirm) => match confirm.await {
@@ -257,7 +271,8 @@ async fn publish_through_restarts(url: String, n: usize, stop_after: Duration) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_reconnects_after_a_broker_kill_9_and_loses_nothing_the_broker_confirmed() {
     let mut broker = Broker::start();
-    let s = Server::with_config(Config::parse(&format!("{ECHO_ROUTE}{}", infrahub_source(&broker.url()))).unwrap()).await;
+    let s =
+        Server::with_config(Config::parse(&format!("{ECHO_ROUTE}{}", infrahub_source(&broker.url()))).unwrap()).await;
     at_least(&s, r#"eventyard_amqp_connected{source="infrahub"}"#, 1.0).await;
     let producer = tokio::spawn(publish_through_restarts(broker.url(), 400, Duration::from_secs(120)));
     at_least(&s, r#"eventyard_amqp_accepted_total{source="infrahub"}"#, 50.0).await;
@@ -312,7 +327,9 @@ async fn bound_queue(url: &str) -> lapin::Channel {
     let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
     let ch = connection.create_channel().await.unwrap();
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare("eventyard.out".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+    ch.exchange_declare("eventyard.out".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default())
+        .await
+        .unwrap();
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     ch.queue_declare("out".into(), durable, FieldTable::default()).await.unwrap();
     ch.queue_bind("out".into(), "eventyard.out".into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
@@ -328,12 +345,16 @@ async fn bound_queue(url: &str) -> lapin::Channel {
 async fn take(ch: &lapin::Channel, ids: &[&str]) -> Vec<lapin::message::Delivery> {
     let mut got: Vec<lapin::message::Delivery> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let id_of = |m: &lapin::message::Delivery| m.properties.message_id().as_ref().map(|v| v.to_string()).unwrap_or_default();
+    let id_of =
+        |m: &lapin::message::Delivery| m.properties.message_id().as_ref().map(|v| v.to_string()).unwrap_or_default();
     while !ids.iter().all(|id| got.iter().any(|m| id_of(m) == *id)) {
         assert!(Instant::now() < deadline, "only {} of {ids:?} arrived", got.len());
         let options = lapin::options::BasicGetOptions { no_ack: true };
         match ch.basic_get("out".into(), options).await.unwrap() {
-            Some(m) if ids.contains(&id_of(&m.delivery).as_str()) && !got.iter().any(|g| id_of(g) == id_of(&m.delivery)) => {
+            Some(m)
+                if ids.contains(&id_of(&m.delivery).as_str())
+                    && !got.iter().any(|g| id_of(g) == id_of(&m.delivery)) =>
+            {
                 got.push(m.delivery)
             }
             Some(_) => {}
@@ -344,8 +365,13 @@ async fn take(ch: &lapin::Channel, ids: &[&str]) -> Vec<lapin::message::Delivery
 }
 
 async fn state_of(s: &Server, id: &str) -> Value {
-    let status = || async { client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json::<Value>().await.unwrap() };
-    eventually(&format!("{id} finished"), || async { matches!(status().await["state"].as_str(), Some("processed" | "dead_lettered")) }).await;
+    let status = || async {
+        client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    eventually(&format!("{id} finished"), || async {
+        matches!(status().await["state"].as_str(), Some("processed" | "dead_lettered"))
+    })
+    .await;
     status().await
 }
 
@@ -419,7 +445,11 @@ retry = {{ max_attempts = 2, base_ms = 50, max_ms = 100 }}
     let lost = post(&s, "infrahub/refresh.registry.branches", json!({}), 3).await;
     let status = state_of(&s, &lost).await;
     assert_eq!(status["state"], "dead_lettered", "{status}");
-    assert_eq!((status["failed"][0]["kind"].as_str(), status["failed"][0]["attempts"].as_u64()), (Some("sink_refused"), Some(2)), "{status}");
+    assert_eq!(
+        (status["failed"][0]["kind"].as_str(), status["failed"][0]["attempts"].as_u64()),
+        (Some("sink_refused"), Some(2)),
+        "{status}"
+    );
 
     // The broker down: each attempt fails at once, the route retries, then a dead letter.
     broker.kill9();
@@ -427,7 +457,11 @@ retry = {{ max_attempts = 2, base_ms = 50, max_ms = 100 }}
     let status = state_of(&s, &late).await;
     assert_eq!(status["state"], "dead_lettered", "{status}");
     let failure = &status["failed"][0];
-    assert_eq!((failure["plugin"].as_str(), failure["kind"].as_str(), failure["attempts"].as_u64()), (Some("out"), Some("sink_unavailable"), Some(3)), "{status}");
+    assert_eq!(
+        (failure["plugin"].as_str(), failure["kind"].as_str(), failure["attempts"].as_u64()),
+        (Some("out"), Some("sink_unavailable"), Some(3)),
+        "{status}"
+    );
     assert_eq!(metric(&s, r#"eventyard_amqp_sink_connected{sink="out"}"#).await, 0.0);
 
     // Back: the letter replayed is delivered (and leaves the list).
@@ -438,16 +472,25 @@ retry = {{ max_attempts = 2, base_ms = 50, max_ms = 100 }}
     .await
     .unwrap();
     let letters: Value = client().get(s.url("/v1/dead-letters?plugin=out")).send().await.unwrap().json().await.unwrap();
-    let letter = letters["dead_letters"].as_array().unwrap().iter().find(|l| l["event"]["id"] == late.as_str()).unwrap().clone();
-    let res = client().post(s.url(&format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap()))).send().await.unwrap();
+    let letter =
+        letters["dead_letters"].as_array().unwrap().iter().find(|l| l["event"]["id"] == late.as_str()).unwrap().clone();
+    let res = client()
+        .post(s.url(&format!("/v1/dead-letters/{}/replay", letter["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     let consumer = bound_queue(&broker.url()).await;
     take(&consumer, &[late.as_str()]).await;
     eventually("the replayed letter leaves the list", || async {
-        let list: Value = client().get(s.url("/v1/dead-letters?plugin=out")).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            client().get(s.url("/v1/dead-letters?plugin=out")).send().await.unwrap().json().await.unwrap();
         list["dead_letters"].as_array().is_some_and(|l| l.iter().all(|x| x["event"]["id"] != late.as_str()))
     })
     .await;
-    assert!(metric(&s, r#"eventyard_amqp_sink_connects_total{sink="out"}"#).await >= 2.0, "connected again after the restart");
+    assert!(
+        metric(&s, r#"eventyard_amqp_sink_connects_total{sink="out"}"#).await >= 2.0,
+        "connected again after the restart"
+    );
     broker.kill9();
 }

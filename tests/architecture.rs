@@ -21,8 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["app"],
     &["cli"],
 ];
-const SIDEWAYS: &[(&str, &str)] =
-    &[("protocols", "http"), ("admin", "http"), ("sources", "amqp"), ("sinks", "amqp")];
+const SIDEWAYS: &[(&str, &str)] = &[("protocols", "http"), ("admin", "http"), ("sources", "amqp"), ("sinks", "amqp")];
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
@@ -73,7 +72,8 @@ fn every_module_imports_only_from_layers_below_it() {
             if target == module {
                 continue;
             }
-            let theirs = layer_of(&target).unwrap_or_else(|| panic!("{}: crate::{target} is in no layer", rel.display()));
+            let theirs =
+                layer_of(&target).unwrap_or_else(|| panic!("{}: crate::{target} is in no layer", rel.display()));
             let allowed = theirs < mine || SIDEWAYS.contains(&(module.as_str(), target.as_str()));
             if !allowed {
                 wrong.entry(rel.display().to_string()).or_insert_with(Vec::new).push(format!("crate::{target}"));

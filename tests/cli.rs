@@ -197,9 +197,29 @@ fn plugin_new_scaffolds_a_rust_handler_that_builds_and_passes_plugin_test() {
 /// answering like `handle`; another language is refused with what to use instead.
 #[test]
 fn plugin_new_scaffolds_a_rust_batch_handler_that_builds_and_passes_plugin_test_batch() {
-    scaffold_builds_and_passes_with("rust-batch", "rust", "batch-handler", &["--batch"], "handle-batch, 1 event in one call: ok (");
+    scaffold_builds_and_passes_with(
+        "rust-batch",
+        "rust",
+        "batch-handler",
+        &["--batch"],
+        "handle-batch, 1 event in one call: ok (",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let out = eventyard(&["plugin", "new", "py-batch", "--lang", "python", "--world", "batch-handler", "--dir", dir.path().to_str().unwrap()], &repo(), None);
+    let out = eventyard(
+        &[
+            "plugin",
+            "new",
+            "py-batch",
+            "--lang",
+            "python",
+            "--world",
+            "batch-handler",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &repo(),
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--world batch-handler has a Rust template only"), "{}", text(&out.stderr));
     assert!(!dir.path().join("py-batch").exists(), "nothing is created");
@@ -263,8 +283,9 @@ fn a_perf_map_names_plugin_code_when_asked() {
 fn plugin_test_batch_calls_handle_batch_once_and_compares_it_with_handle() {
     let echo = repo().join("guest-examples/prebuilt/echo.wasm");
     let echo = echo.to_str().unwrap();
-    let events: String =
-        (1..=3).map(|i| format!("{{\"type\":\"infrahub/send.echo.request\",\"data\":{{\"message\":\"m{i}\"}}}}\n")).collect();
+    let events: String = (1..=3)
+        .map(|i| format!("{{\"type\":\"infrahub/send.echo.request\",\"data\":{{\"message\":\"m{i}\"}}}}\n"))
+        .collect();
     let out = plugin_test(echo, &events, &["--batch"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
@@ -283,15 +304,31 @@ fn plugin_test_batch_calls_handle_batch_once_and_compares_it_with_handle() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = |mode: &str| {
         let path = dir.path().join(format!("{mode}.toml"));
-        std::fs::write(&path, format!("world = \"handler\"\nemits = [\"infrahub/send.echo.request\"]\nconfig = {{ mode = \"{mode}\" }}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "world = \"handler\"\nemits = [\"infrahub/send.echo.request\"]\nconfig = {{ mode = \"{mode}\" }}\n"
+            ),
+        )
+        .unwrap();
         path.to_str().unwrap().to_string()
     };
     let out = plugin_test(&hostile, &events, &["--batch", "--config", &manifest("batch-differs")]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("in handle-batch: ok, 1 emitted -- DIFFERS from what handle answered"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("in handle-batch: ok, 1 emitted -- DIFFERS from what handle answered"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = plugin_test(&hostile, &events, &["--batch", "--config", &manifest("batch-short")]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("handle-batch, 3 events in one call: FAILED bad_output: handle-batch answered 2 results for 3 events"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(
+            "handle-batch, 3 events in one call: FAILED bad_output: handle-batch answered 2 results for 3 events"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
 
     let plan = repo().join("guest-examples/prebuilt/cleanup_plan.wasm");
     let ev = r#"{"type":"fixinventory/cleanup_plan","data":{"kind":"action","message_type":"cleanup_plan","data":{"resources":[]}}}"#;
@@ -306,7 +343,13 @@ fn plugin_test_batch_calls_handle_batch_once_and_compares_it_with_handle() {
 #[tokio::test]
 async fn serve_threads_sizes_the_runtime_of_the_doors() {
     let dir = tempfile::tempdir().unwrap();
-    let router = crate::durability::Router::start_with(dir.path(), crate::durability::ECHO, &["--threads", "1"], Stdio::inherit()).await;
+    let router = crate::durability::Router::start_with(
+        dir.path(),
+        crate::durability::ECHO,
+        &["--threads", "1"],
+        Stdio::inherit(),
+    )
+    .await;
     let client = crate::support::client();
     let res = client
         .post(format!("{}/v1/events/infrahub/send.echo.request", router.base))

@@ -299,7 +299,8 @@ async fn a_dead_letter_made_on_one_instance_is_listed_and_replayed_on_another() 
     let server = NatsServer::start();
     let cluster = Cluster::with_routes(2, &server.url(), &crate::durability::boom(&guest("hostile"), "trap")).await;
     let (a, b) = (&cluster.routers[0].base, &cluster.routers[1].base);
-    let res = client().post(format!("{a}/v1/events/{ECHO_TYPE}")).json(&json!({ "message": "m" })).send().await.unwrap();
+    let res =
+        client().post(format!("{a}/v1/events/{ECHO_TYPE}")).json(&json!({ "message": "m" })).send().await.unwrap();
     let event = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     assert_eq!(finished(b, &event).await["state"], "dead_lettered");
     eventually("the letter is listed by both instances", || async {
@@ -351,7 +352,8 @@ async fn runs_of_one_workflow_on_two_instances_never_overlap() {
     let mut tasks = Vec::new();
     for r in &cluster.routers {
         // A subscriber that never answers holds each run's step for 1 s.
-        let res = client().post(format!("{}/subscriber/slow/pre_generate_metrics?timeout=1", r.base)).send().await.unwrap();
+        let res =
+            client().post(format!("{}/subscriber/slow/pre_generate_metrics?timeout=1", r.base)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     }
     for r in &cluster.routers {
@@ -372,7 +374,9 @@ async fn runs_of_one_workflow_on_two_instances_never_overlap() {
             assert!(Instant::now() < deadline, "task {id} never ended: {t}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let at = |k: &str| time::OffsetDateTime::parse(t[k].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let at = |k: &str| {
+            time::OffsetDateTime::parse(t[k].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap()
+        };
         spans.push((at("started_at"), at("finished_at")));
     }
     spans.sort();
@@ -408,7 +412,8 @@ async fn a_nats_py_producer_publishes_straight_to_the_stream_and_invalid_message
     let server = NatsServer::start();
     let routes = format!("{}\n[sources.nats]\nenabled = true\n", echo());
     let cluster = Cluster::with_routes(2, &server.url(), &routes).await;
-    let prefix = cluster.config.lines().find_map(|l| l.strip_prefix("subject_prefix = ")).unwrap().trim_matches('"').to_string();
+    let prefix =
+        cluster.config.lines().find_map(|l| l.strip_prefix("subject_prefix = ")).unwrap().trim_matches('"').to_string();
     let stream = prefix.clone();
     let messages = json!([
         { "subject": format!("{prefix}.in.{ECHO_TYPE}"), "headers": { "ce-id": "py-1" }, "body": r#"{"message": "from python"}"# },
@@ -473,7 +478,8 @@ async fn every_instance_takes_higher_priorities_first_without_starving_the_rest(
     use eventyard::store::{Batch, EventLog};
     let server = NatsServer::start();
     let name = unique("P");
-    let config = NatsConfig { urls: vec![server.url()], stream: name.clone(), subject_prefix: name, ..NatsConfig::default() };
+    let config =
+        NatsConfig { urls: vec![server.url()], stream: name.clone(), subject_prefix: name, ..NatsConfig::default() };
     let window = Duration::from_secs(60);
     let producer = NatsLog::connect(&config, window).await.unwrap();
     // A backlog: low-priority events first, then high-priority ones.
@@ -484,18 +490,25 @@ async fn every_instance_takes_higher_priorities_first_without_starving_the_rest(
         let routed = vec![true; events.len()];
         producer.append(Batch { events, routed, producer: None }).await.unwrap();
     }
-    let instances = [NatsLog::connect(&config, window).await.unwrap(), NatsLog::connect(&config, window).await.unwrap()];
+    let instances =
+        [NatsLog::connect(&config, window).await.unwrap(), NatsLog::connect(&config, window).await.unwrap()];
     let orders = [Arc::new(Order::default()), Arc::new(Order::default())];
     for (log, order) in instances.iter().zip(&orders) {
         log.attach(order.clone());
     }
-    eventually("all 200 handed out", || async { orders.iter().map(|o| o.0.lock().unwrap().len()).sum::<usize>() == 200 }).await;
+    eventually("all 200 handed out", || async {
+        orders.iter().map(|o| o.0.lock().unwrap().len()).sum::<usize>() == 200
+    })
+    .await;
     for order in &orders {
         let order = order.0.lock().unwrap().clone();
         assert!(order.len() >= 20, "both instances take work: {order:?}");
         let first = &order[..order.len() / 2];
         let high = first.iter().filter(|p| **p == 5).count();
-        assert!(high * 10 >= first.len() * 7, "the first half of what an instance takes is mostly priority 5: {order:?}");
+        assert!(
+            high * 10 >= first.len() * 7,
+            "the first half of what an instance takes is mostly priority 5: {order:?}"
+        );
         let last_high = order.iter().rposition(|p| *p == 5).unwrap();
         assert!(order[..last_high].contains(&1), "low priorities are served while high ones wait: {order:?}");
     }
@@ -526,7 +539,12 @@ retry = {{ max_attempts = 4, base_ms = 300, max_ms = 300 }}
     let mut ids = Vec::new();
     for i in 0..10 {
         let base = &cluster.routers[i % 2].base;
-        let res = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).json(&json!({ "meta": {}, "message": format!("m{i}") })).send().await.unwrap();
+        let res = client()
+            .post(format!("{base}/v1/events/{ECHO_TYPE}"))
+            .json(&json!({ "meta": {}, "message": format!("m{i}") }))
+            .send()
+            .await
+            .unwrap();
         ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
@@ -554,7 +572,8 @@ async fn a_plugin_uploaded_on_one_instance_is_routed_by_all_and_deleted_from_all
     let form = reqwest::multipart::Form::new()
         .text("manifest", manifest)
         .part("component", reqwest::multipart::Part::bytes(echo).file_name("plugin.wasm"));
-    let res = client().put(format!("{}/v1/plugins/echo-up", cluster.routers[0].base)).multipart(form).send().await.unwrap();
+    let res =
+        client().put(format!("{}/v1/plugins/echo-up", cluster.routers[0].base)).multipart(form).send().await.unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let has_plugin = |base: String| async move {
         let list: Value = client().get(format!("{base}/v1/plugins")).send().await.unwrap().json().await.unwrap();
@@ -570,7 +589,12 @@ async fn a_plugin_uploaded_on_one_instance_is_routed_by_all_and_deleted_from_all
     }
     for r in &cluster.routers {
         // Posted to each: routed by the uploaded plugin wherever it is processed.
-        let res = client().post(format!("{}/v1/events/{ECHO_TYPE}", r.base)).json(&json!({ "message": "up" })).send().await.unwrap();
+        let res = client()
+            .post(format!("{}/v1/events/{ECHO_TYPE}", r.base))
+            .json(&json!({ "message": "up" }))
+            .send()
+            .await
+            .unwrap();
         let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
         let s = finished(&r.base, &id).await;
         assert_eq!(s["emitted"].as_array().unwrap().len(), 1, "{s}");
@@ -593,12 +617,24 @@ async fn an_event_larger_than_a_nats_message_is_refused_with_413_and_nothing_is_
     let cluster = Cluster::with_routes(1, &server.url(), "[ingest]\nmax_body_bytes = 4000000\n").await;
     let base = &cluster.routers[0].base;
     let big = json!({ "message": "x".repeat(1_100_000) });
-    let res = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&big).send().await.unwrap();
+    let res = client()
+        .post(format!("{base}/v1/events/{ECHO_TYPE}"))
+        .header("Idempotency-Key", "big-1")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 413);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large", "{body}");
     assert_eq!(client().get(format!("{base}/v1/events/big-1")).send().await.unwrap().status(), 404, "nothing kept");
-    let small = client().post(format!("{base}/v1/events/{ECHO_TYPE}")).header("Idempotency-Key", "big-1").json(&json!({ "message": "x" })).send().await.unwrap();
+    let small = client()
+        .post(format!("{base}/v1/events/{ECHO_TYPE}"))
+        .header("Idempotency-Key", "big-1")
+        .json(&json!({ "message": "x" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(small.status(), 202, "its id was not claimed either");
 }
 

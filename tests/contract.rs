@@ -71,8 +71,11 @@ async fn each_event_type_has_its_ingestion_path_with_its_schema() {
         let component = schema.as_str().unwrap_or_else(|| panic!("{name}: no body schema")).rsplit('/').next().unwrap();
         let served: Value =
             client().get(s.url(&format!("/v1/schemas/{name}"))).send().await.unwrap().json().await.unwrap();
-        assert_eq!(doc["components"]["schemas"][component]["properties"].as_object().map(|p| p.len()),
-                   served["properties"].as_object().map(|p| p.len()), "{name}");
+        assert_eq!(
+            doc["components"]["schemas"][component]["properties"].as_object().map(|p| p.len()),
+            served["properties"].as_object().map(|p| p.len()),
+            "{name}"
+        );
         for status in ["202", "400", "401", "403", "413", "415"] {
             assert!(op["responses"][status].is_object(), "{name}: {status} undocumented");
         }
@@ -82,14 +85,20 @@ async fn each_event_type_has_its_ingestion_path_with_its_schema() {
         for (method, op) in item.as_object().unwrap() {
             for (status, r) in op["responses"].as_object().unwrap() {
                 if status.starts_with('4') || status.starts_with('5') {
-                    assert_eq!(r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error", "{method} {path} {status}");
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                        "{method} {path} {status}"
+                    );
                     assert!(r["x-error-codes"].as_str().is_some_and(|c| !c.is_empty()), "{method} {path} {status}");
                 }
             }
         }
     }
     // Every link (the stateful phase follows them) names an operation of the document.
-    let ids: BTreeSet<&str> = doc["paths"].as_object().unwrap().values()
+    let ids: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
         .flat_map(|item| item.as_object().unwrap().values().map(|op| op["operationId"].as_str().unwrap()))
         .collect();
     for op in doc["paths"].as_object().unwrap().values().flat_map(|i| i.as_object().unwrap().values()) {
@@ -119,7 +128,11 @@ async fn every_error_is_json_with_a_stable_code() {
     let c = client();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         // A query string that does not deserialise: it used to be axum's text/plain.
-        (c.post(s.url("/v1/rpc/infrahub/send.echo.request?timeout=soon")).json(&serde_json::json!({})), 400, "invalid_query"),
+        (
+            c.post(s.url("/v1/rpc/infrahub/send.echo.request?timeout=soon")).json(&serde_json::json!({})),
+            400,
+            "invalid_query",
+        ),
         (c.get(s.url("/v1/dead-letters?since=yesterday")), 400, "invalid_query"),
         (c.get(s.url("/v1/dead-letters?colour=red")), 400, "invalid_query"),
         (c.post(s.url("/subscriber/w1/collect?timeout=-1")), 400, "invalid_query"),
@@ -133,8 +146,13 @@ async fn every_error_is_json_with_a_stable_code() {
         // An upload that is not multipart.
         (c.put(s.url("/v1/plugins/p")).body("x"), 400, "bad_request"),
         // A CloudEvent attribute of the wrong JSON type.
-        (c.post(s.url("/v1/events")).header("content-type", "application/cloudevents+json").body(
-            r#"{"specversion":"1.0","id":"1","source":"s","type":"idem/idem-status","time":{},"data":{}}"#), 400, "invalid_cloudevent"),
+        (
+            c.post(s.url("/v1/events"))
+                .header("content-type", "application/cloudevents+json")
+                .body(r#"{"specversion":"1.0","id":"1","source":"s","type":"idem/idem-status","time":{},"data":{}}"#),
+            400,
+            "invalid_cloudevent",
+        ),
     ];
     for (request, status, code) in cases {
         let (got, error, ct, _) = answer(request.send().await.unwrap()).await;
@@ -180,7 +198,8 @@ fn schemathesis_finds_nothing() {
     /// checked with the very schema they document. The coverage phase is most of the time
     /// (about a minute for the remaining 35 operations on two cores); the full run
     /// (`bash scripts/schemathesis.sh`) takes every path.
-    const SAMPLED: &str = r"^/v1/(events|rpc)/(?!idem/idem-state$|infrahub/send\.echo\.request$|fixinventory/cleanup_plan$)[a-z]+/";
+    const SAMPLED: &str =
+        r"^/v1/(events|rpc)/(?!idem/idem-state$|infrahub/send\.echo\.request$|fixinventory/cleanup_plan$)[a-z]+/";
     let out = std::process::Command::new("bash")
         .arg(repo().join("scripts/schemathesis.sh"))
         .args(["--max-examples", EXAMPLES, "--seed", "1", "--exclude-path-regex", SAMPLED])

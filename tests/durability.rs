@@ -139,7 +139,8 @@ async fn every_event_answered_202_survives_kill_9() {
 async fn a_second_router_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = Router::start(dir.path(), ECHO).await;
-    let accept = |base: String| async move { post_to(&base, "infrahub/send.echo.request", json!({ "message": "kept" })).await };
+    let accept =
+        |base: String| async move { post_to(&base, "infrahub/send.echo.request", json!({ "message": "kept" })).await };
     let before = accept(first.base.clone()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let second = dir.path().join("second.toml");
@@ -194,7 +195,14 @@ handlers = ["slow"]
     let mut router = Router::start(dir.path(), &slow).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
-        ids.push(post_to(&router.base, "fixinventory/collect", json!({ "kind": "event", "message_type": "collect", "data": {} })).await);
+        ids.push(
+            post_to(
+                &router.base,
+                "fixinventory/collect",
+                json!({ "kind": "event", "message_type": "collect", "data": {} }),
+            )
+            .await,
+        );
     }
     Command::new("kill").args(["-TERM", &router.child.id().to_string()]).status().unwrap();
     let status = router.child.wait().unwrap();
@@ -272,8 +280,8 @@ fn event(i: usize) -> eventyard::event::Event {
 
 #[tokio::test]
 async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
-    use eventyard::store::local::LocalOptions;
     use eventyard::event::Outcome;
+    use eventyard::store::local::LocalOptions;
     use eventyard::store::{Durability, LocalStore};
     let dir = tempfile::tempdir().unwrap();
     let options = LocalOptions {
@@ -745,7 +753,9 @@ async fn a_recovered_event_keeps_the_producers_text() {
 async fn producers_that_hang_up_leave_no_event_half_admitted() {
     use tokio::io::AsyncWriteExt;
     // A queue of 8: eight leaked reservations would make every later event wait, then 503.
-    let s = Server::with_config(Config::parse(&format!("{ECHO}\n[pipeline]\nqueue = 8\nqueue_wait_ms = 200\n")).unwrap()).await;
+    let s =
+        Server::with_config(Config::parse(&format!("{ECHO}\n[pipeline]\nqueue = 8\nqueue_wait_ms = 200\n")).unwrap())
+            .await;
     let body = json!({ "message": "then gone" }).to_string();
     const HUNG_UP: usize = 40;
     let mut producers = Vec::new();

@@ -63,7 +63,8 @@ async fn dead_letters_replay_wait_follows_the_attempts_to_their_end() {
     assert_eq!(crate::support::dead_letters(&s, "", 3).await.len(), 3);
     let server = format!("http://{}", s.addr);
     let out = tokio::task::spawn_blocking(move || {
-        let args = ["dead-letters", "replay", "--server", &server, "--plugin", "boom", "--wait", "--progress", "always"];
+        let args =
+            ["dead-letters", "replay", "--server", &server, "--plugin", "boom", "--wait", "--progress", "always"];
         eventyard(&args, &repo(), None)
     })
     .await

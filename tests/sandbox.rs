@@ -277,10 +277,7 @@ async fn a_producer_facing_a_full_queue_waits_for_room_instead_of_a_503() {
     let queued = client().post(&url).json(&collect).send().await.unwrap();
     assert_eq!(queued.status(), 202, "the queue's one place");
     // Two more: each waits for the worker to take the one before it (300 ms each).
-    let (a, b) = tokio::join!(
-        client().post(&url).json(&collect).send(),
-        client().post(&url).json(&collect).send()
-    );
+    let (a, b) = tokio::join!(client().post(&url).json(&collect).send(), client().post(&url).json(&collect).send());
     assert_eq!((a.unwrap().status().as_u16(), b.unwrap().status().as_u16()), (202, 202), "held, then accepted");
     let refused = metric(&s, r#"eventyard_events_rejected_total{error="overloaded"}"#).await;
     assert_eq!(refused.unwrap_or(0.0), 0.0, "none refused");
@@ -316,7 +313,8 @@ async fn handlers_blocked_in_wasi_end_at_their_deadline_and_free_their_workers()
     // The first sleeper is `in_progress` while a worker holds it (its 200 ms), then ends.
     let mut states = Vec::new();
     while states.last().is_none_or(|s| s != "dead_lettered") {
-        let v: Value = client().get(s.url(&format!("/v1/events/{}", sleepers[0]))).send().await.unwrap().json().await.unwrap();
+        let v: Value =
+            client().get(s.url(&format!("/v1/events/{}", sleepers[0]))).send().await.unwrap().json().await.unwrap();
         states.push(v["state"].as_str().unwrap().to_string());
         assert!(states.len() < 2_000, "{states:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -431,8 +429,8 @@ async fn a_huge_error_message_is_capped_and_cleaned_and_router_memory_stays_boun
 /// capped and cleaned; what was dropped is counted.
 #[tokio::test]
 async fn a_log_flood_is_capped_per_call_and_counted() {
-    use eventyard::wasm::link::{MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
     use eventyard::event::text::MAX_PLUGIN_MESSAGE_BYTES;
+    use eventyard::wasm::link::{MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
     let toml = hostile_plugin_with("flood", "log-flood", r#"["log"]"#, "limits = { deadline_ms = 10_000 }")
         + "[[route]]\nmatch = \"fixinventory/collect\"\nhandlers = [\"flood\"]\n";
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;
@@ -536,8 +534,10 @@ async fn plugin_metrics_cannot_break_or_bloat_the_scrape() {
 
 /// Posts an NDJSON batch of echo requests with these messages; their ids, in order.
 async fn post_echo_batch(s: &Server, messages: &[String]) -> Vec<String> {
-    let body: Vec<String> =
-        messages.iter().map(|m| json!({ "type": "infrahub/send.echo.request", "data": { "message": m } }).to_string()).collect();
+    let body: Vec<String> = messages
+        .iter()
+        .map(|m| json!({ "type": "infrahub/send.echo.request", "data": { "message": m } }).to_string())
+        .collect();
     let res = client()
         .post(s.url("/v1/events"))
         .header("content-type", "application/x-ndjson")
@@ -556,12 +556,15 @@ async fn post_echo_batch(s: &Server, messages: &[String]) -> Vec<String> {
 /// the other handler of the route answers every event either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_events_is_one_batch_call_and_a_failed_batch_fails_only_its_bad_event() {
-    let mut toml = echo_plugin().replace("handlers = [\"echo\"]", "handlers = [\"echo\", \"picky\", \"short\"]\nretry = { max_attempts = 1 }");
+    let mut toml = echo_plugin()
+        .replace("handlers = [\"echo\"]", "handlers = [\"echo\", \"picky\", \"short\"]\nretry = { max_attempts = 1 }");
     toml += &hostile_plugin("picky", "trap-marked", "");
     toml += &hostile_plugin("short", "batch-short", "");
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;
     let plugins: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
-    let batches = |name: &str| plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["batches"].clone();
+    let batches = |name: &str| {
+        plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["batches"].clone()
+    };
     assert_eq!((batches("echo"), batches("picky")), (json!(true), json!(true)), "{plugins}");
 
     // One request: its 40 events are queued at once, so the workers take them in runs.
@@ -581,7 +584,11 @@ async fn a_run_of_events_is_one_batch_call_and_a_failed_batch_fails_only_its_bad
         let failed = status["failed"].as_array().unwrap();
         if i == 17 {
             assert_eq!(status["state"], "dead_lettered", "{status}");
-            assert_eq!((failed.len(), &failed[0]["plugin"], &failed[0]["kind"]), (1, &json!("picky"), &json!("trap")), "{status}");
+            assert_eq!(
+                (failed.len(), &failed[0]["plugin"], &failed[0]["kind"]),
+                (1, &json!("picky"), &json!("trap")),
+                "{status}"
+            );
         } else {
             assert_eq!(status["state"], "processed", "event {i}: {status}");
         }
@@ -611,7 +618,9 @@ async fn emit_send_is_refused_in_a_batch_call_and_works_alone() {
     let toml = hostile_plugin("sender", "emit-report", "")
         + "[[route]]\nname = \"collect\"\nmatch = \"fixinventory/collect\"\nhandlers = [\"sender\"]\nretry = { max_attempts = 1 }\n";
     let s = Server::with_config(Config::parse(&toml).unwrap()).await;
-    let line = json!({ "type": "fixinventory/collect", "data": { "kind": "event", "message_type": "collect", "data": {} } }).to_string();
+    let line =
+        json!({ "type": "fixinventory/collect", "data": { "kind": "event", "message_type": "collect", "data": {} } })
+            .to_string();
     let res = client()
         .post(s.url("/v1/events"))
         .header("content-type", "application/x-ndjson")
@@ -620,12 +629,14 @@ async fn emit_send_is_refused_in_a_batch_call_and_works_alone() {
         .await
         .unwrap();
     let v: Value = res.json().await.unwrap();
-    let ids: Vec<String> = v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> =
+        v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 20, "{v}");
     let (mut refused, mut sent) = (0, 0);
     for id in &ids {
         assert!(matches!(finished(&s, id).await.as_str(), "processed" | "dead_lettered"));
-        let status: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+        let status: Value =
+            client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
         match status["state"].as_str().unwrap() {
             "processed" => {
                 assert_eq!(status["emitted"][0]["type"], "infrahub/send.echo.request", "{status}");
@@ -634,7 +645,10 @@ async fn emit_send_is_refused_in_a_batch_call_and_works_alone() {
             _ => {
                 let failure = &status["failed"][0];
                 assert_eq!(failure["kind"], "handler_error", "{status}");
-                assert!(failure["message"].as_str().unwrap().contains("emit.send is not available in handle-batch"), "{status}");
+                assert!(
+                    failure["message"].as_str().unwrap().contains("emit.send is not available in handle-batch"),
+                    "{status}"
+                );
                 refused += 1;
             }
         }

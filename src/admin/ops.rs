@@ -1,10 +1,10 @@
 //! Operational endpoints: dead letters, health, Prometheus metrics (the OpenAPI description
 //! is built from every door's list by `crate::app`; see `crate::http::openapi`).
 
+use crate::http::extract::{Path, Query};
 use crate::http::ApiError;
 use crate::http::AppState;
 use crate::store::dead_letters::{self, DeadLetters};
-use crate::http::extract::{Path, Query};
 use axum::extract::State;
 use axum::http::header;
 use axum::http::StatusCode;

@@ -4,17 +4,17 @@
 //! not fit its world is refused and the running version stays. A reload emits
 //! `fixinventory/config-updated` with `id` = `plugin:<name>` and the new revision.
 
-use crate::http::{ApiError, AppState};
 use crate::event::FailureKind;
+use crate::http::extract::{Multipart, Path};
+use crate::http::{ApiError, AppState};
 use crate::store::nats::plugins::{Change, SharedPlugins};
 use crate::wasm::Plugin;
-use futures_util::StreamExt;
-use crate::http::extract::{Multipart, Path};
 use axum::extract::State;
-use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -227,8 +227,8 @@ async fn install(
         }
         return Ok((StatusCode::OK, swapped, true));
     }
-    let (plugin_config, route_configs) =
-        crate::router::routes::parse_upload(name, manifest, &wasm_path).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (plugin_config, route_configs) = crate::router::routes::parse_upload(name, manifest, &wasm_path)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     for t in &plugin_config.emits {
         state.registry.get(t).map_err(|_| bad(&format!("manifest.emits: unknown event type `{t}`")))?;
     }

@@ -113,7 +113,9 @@ pub fn run(server: &str, token: Option<&str>, command: DeadLetterCommand, when: 
         DeadLetterCommand::List(s) => ("GET", format!("{base}{}", s.query())),
         DeadLetterCommand::Show { id } => ("GET", format!("{base}/{}", urlencode(id))),
         DeadLetterCommand::Replay { id: Some(id), .. } => ("POST", format!("{base}/{}/replay", urlencode(id))),
-        DeadLetterCommand::Replay { id: None, selection, .. } => ("POST", format!("{base}/replay{}", selection.query())),
+        DeadLetterCommand::Replay { id: None, selection, .. } => {
+            ("POST", format!("{base}/replay{}", selection.query()))
+        }
         DeadLetterCommand::Purge { id: Some(id), .. } => ("DELETE", format!("{base}/{}", urlencode(id))),
         DeadLetterCommand::Purge { id: None, selection, all } => {
             if selection.is_empty() && !all {
@@ -168,7 +170,13 @@ impl Api<'_> {
 
 /// `replay --wait`: notes which letters are replayed, replays them, then follows the list
 /// until none of them is left.
-fn replay_and_wait(api: &Api, base: &str, id: Option<&str>, selection: &Selection, when: When) -> anyhow::Result<ExitCode> {
+fn replay_and_wait(
+    api: &Api,
+    base: &str,
+    id: Option<&str>,
+    selection: &Selection,
+    when: When,
+) -> anyhow::Result<ExitCode> {
     let (list, replay) = match id {
         Some(id) => (format!("{base}/{}", urlencode(id)), format!("{base}/{}/replay", urlencode(id))),
         None => (format!("{base}{}", selection.query()), format!("{base}/replay{}", selection.query())),

@@ -8,8 +8,8 @@ pub mod dead_letters;
 pub mod plugin;
 pub mod progress;
 
-use crate::schema::catalog::{generate, Catalog};
 use crate::config::Config;
+use crate::schema::catalog::{generate, Catalog};
 use crate::schema::{Registry, SchemaError, Strictness};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -135,7 +135,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::task::spawn_blocking(move || crate::cli::dead_letters::run(&server, token.as_deref(), command, when))
                 .await?
         }
-        Command::Plugin { command } => tokio::task::spawn_blocking(move || crate::cli::plugin::run(command, when)).await?,
+        Command::Plugin { command } => {
+            tokio::task::spawn_blocking(move || crate::cli::plugin::run(command, when)).await?
+        }
         Command::Validate { type_name, file, source, allow_unknown_fields, json } => {
             validate(&type_name, &file, source.as_ref(), allow_unknown_fields, json)
         }
@@ -180,7 +182,8 @@ fn catalog(source: Option<&PathBuf>) -> anyhow::Result<Catalog> {
 
 fn schemas_generate(source: PathBuf, out: PathBuf, check: bool, when: progress::When) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::from_dir(&source)?;
-    let progress = progress::Progress::new(when, catalog.events.len() as u64, if check { "checking" } else { "writing" });
+    let progress =
+        progress::Progress::new(when, catalog.events.len() as u64, if check { "checking" } else { "writing" });
     let step = |path: &std::path::Path| progress.step(path.display().to_string());
     if check {
         let drift = generate::check_each(&catalog, &out, step).with_context(|| format!("reading {}", out.display()))?;

@@ -7,8 +7,8 @@
 //! `src/cli/templates/` (the WIT is the router's own, embedded).
 
 use crate::config::{Capability, PluginConfig, World};
-use crate::metrics::PluginSamples;
 use crate::event::Event;
+use crate::metrics::PluginSamples;
 use crate::schema::{Registry, Strictness};
 use crate::wasm::bindings::Verdict;
 use crate::wasm::host::{CallState, MAX_CALL_EVENTS};
@@ -191,14 +191,18 @@ fn test(
     report_as: Report,
     when: super::progress::When,
 ) -> anyhow::Result<ExitCode> {
-    let registry = Arc::new(Registry::from_catalog(&crate::schema::catalog::Catalog::embedded()?, &Strictness::default())?);
+    let registry =
+        Arc::new(Registry::from_catalog(&crate::schema::catalog::Catalog::embedded()?, &Strictness::default())?);
     let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
     let events = read_events(events, &registry)?;
     // Fuel metering on, so that every call's fuel can be reported.
     let engine = WasmEngine::new(true, None)?;
     let plugin = load(&engine, component, &bytes, config, &registry)?;
     if report_as.batch && !plugin.batches() {
-        bail!("{}: --batch: the component exports no handle-batch (build it against the batch-handler world)", component.display());
+        bail!(
+            "{}: --batch: the component exports no handle-batch (build it against the batch-handler world)",
+            component.display()
+        );
     }
     let print = |progress: &super::progress::Progress, report: &Value| match report_as.json {
         true => progress.println(report.to_string()),
@@ -439,13 +443,19 @@ fn human(r: &Value) -> String {
     match (r["verdict"].as_str(), r.get("emitted")) {
         (Some("keep"), _) => format!("{head}: keep{cost}{differs}"),
         (Some("drop"), _) => format!("{head}: drop: {}{cost}{differs}", r["reason"].as_str().unwrap_or_default()),
-        (Some(_), _) => format!("{head}: replace with {} (valid) {}{cost}{differs}", r["replacement"]["type"], r["replacement"]["data"]),
+        (Some(_), _) => format!(
+            "{head}: replace with {} (valid) {}{cost}{differs}",
+            r["replacement"]["type"], r["replacement"]["data"]
+        ),
         (None, None) => format!("{head}: ok{cost}"),
         (None, Some(list)) => {
             let list = list.as_array().map_or(&[][..], Vec::as_slice);
             let mut lines = vec![format!("{head}: ok, {} emitted{cost}{differs}", list.len())];
             let indent = if r.get("call").is_some() { "    " } else { "  " };
-            lines.extend(list.iter().map(|e| format!("{indent}{} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"])));
+            lines.extend(
+                list.iter()
+                    .map(|e| format!("{indent}{} (valid): {}", e["type"].as_str().unwrap_or_default(), e["data"])),
+            );
             lines.join("\n")
         }
     }

@@ -124,8 +124,14 @@ mod tests {
 
     #[test]
     fn plain_names_match_as_their_globs_do() {
-        let types = ["infrahub/send.echo.request", "infrahub/response/send.echo.request", "idem/idem-state", "idem-state", "x"];
-        let lists = ["infrahub/send.echo.request", "idem-state, x", "infrahub/response/send.echo.request,idem/idem-state", "send.echo.request"];
+        let types =
+            ["infrahub/send.echo.request", "infrahub/response/send.echo.request", "idem/idem-state", "idem-state", "x"];
+        let lists = [
+            "infrahub/send.echo.request",
+            "idem-state, x",
+            "infrahub/response/send.echo.request,idem/idem-state",
+            "send.echo.request",
+        ];
         for patterns in lists {
             let p = TypePattern::parse(patterns).unwrap();
             assert!(p.literals.is_some(), "{patterns}");

@@ -16,8 +16,8 @@
 //! of them and its globs decide which messages it may send (or it is the
 //! `fixinventory_token`, which may send Fix Inventory's messages), exactly as over HTTP.
 
-use super::{ApiError, AppState};
 use super::config::AuthConfig;
+use super::{ApiError, AppState};
 use crate::event::pattern::TypePattern;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;

@@ -104,7 +104,8 @@ fn structured(state: &AppState, event: Value) -> Result<Event, ApiError> {
 /// A JSON number that is a whole non-negative number, written `3` or `3.0` (JSON, and JSON
 /// Schema's `integer`, do not tell them apart).
 fn whole(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f)).map(|f| f as u64))
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f)).map(|f| f as u64))
 }
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.

@@ -1,11 +1,11 @@
 //! `POST /v1/events/{type}`: one event in its native documented form.
 
+use super::extract::Path;
 use super::{body, ApiError, AppState};
 use crate::event::Event;
-use crate::schema::EventType;
 pub use crate::router::admit::{Data, Envelope};
+use crate::schema::EventType;
 use axum::body::Body;
-use super::extract::Path;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -7,9 +7,9 @@
 //! and the rejections become [`ApiError`] here, in one place; handlers only import these.
 
 use super::ApiError;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::multipart::MultipartRejection;
 use axum::extract::{FromRequest, FromRequestParts};
 
 /// `axum::extract::Query`, refusing a bad query string with 400 `invalid_query`.

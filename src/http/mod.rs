@@ -28,14 +28,14 @@ pub use cloudevents::{MAX_DETAILED_ERRORS, MAX_ERROR_DETAIL_BYTES, MAX_ERROR_MES
 pub use error::ApiError;
 pub use subscribe::StreamSlots;
 
-use config::IngestConfig;
-use crate::metrics::Metrics;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::router::Pipeline;
 use crate::schema::Registry;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::http::Method;
+use config::IngestConfig;
 use openapi::{shape, Guard, Operation};
 use serde_json::json;
 use std::sync::Arc;
@@ -161,8 +161,18 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
         .map(|t| {
             let op = Operation::post(format!("/v1/events/{t}"), format!("Ingest one `{t}` event in its native form"))
                 .template("/v1/events/{type}")
-                .header("Idempotency-Key", false, shape::id(events::MAX_IDEMPOTENCY_KEY), "the event's id; a retry with the same key is answered like the first")
-                .header("Priority", false, json!({ "type": "integer", "minimum": 1, "maximum": 5 }), "1 (lowest) to 5, before the event's own `meta.priority`")
+                .header(
+                    "Idempotency-Key",
+                    false,
+                    shape::id(events::MAX_IDEMPOTENCY_KEY),
+                    "the event's id; a retry with the same key is answered like the first",
+                )
+                .header(
+                    "Priority",
+                    false,
+                    json!({ "type": "integer", "minimum": 1, "maximum": 5 }),
+                    "1 (lowest) to 5, before the event's own `meta.priority`",
+                )
                 .body([("application/json", openapi::event_schema(t))])
                 .ok(202, "accepted: written to the log before this answer", shape::accepted())
                 .link(202, Method::GET, "/v1/events/{id}", &[("id", "$response.body#/id")])
@@ -185,13 +195,20 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
             .fails(413, "too_many_items"),
     ));
     ops.push(
-        Operation::get("/v1/events/{id}", "Where an accepted event is: queued, in_progress, retrying, processed or dead_lettered")
-            .path_param("id", json!({ "type": "string" }))
-            .ok(200, "the event's status", shape::object(&["id", "state"]))
-            .fails(404, "unknown_event")
-            .fails(405, "method_not_allowed (the id is an event type's name: that path takes POST)"),
+        Operation::get(
+            "/v1/events/{id}",
+            "Where an accepted event is: queued, in_progress, retrying, processed or dead_lettered",
+        )
+        .path_param("id", json!({ "type": "string" }))
+        .ok(200, "the event's status", shape::object(&["id", "state"]))
+        .fails(404, "unknown_event")
+        .fails(405, "method_not_allowed (the id is an event type's name: that path takes POST)"),
     );
-    ops.push(Operation::get("/v1/schemas", "Every event type with its description and priority").ok(200, "event types", shape::object(&["count", "types"])));
+    ops.push(Operation::get("/v1/schemas", "Every event type with its description and priority").ok(
+        200,
+        "event types",
+        shape::object(&["count", "types"]),
+    ));
     ops.push(
         Operation::get("/v1/schemas/{type}", "The JSON Schema (draft 2020-12) of one event type")
             .path_param("type", shape::one_of(types.iter().copied()))

@@ -134,7 +134,8 @@ impl Operation {
     }
 
     fn body_with<'a>(mut self, required: bool, media: impl IntoIterator<Item = (&'a str, Value)>) -> Self {
-        let content: Map<String, Value> = media.into_iter().map(|(m, s)| (m.to_string(), json!({ "schema": s }))).collect();
+        let content: Map<String, Value> =
+            media.into_iter().map(|(m, s)| (m.to_string(), json!({ "schema": s }))).collect();
         self.body = Some(json!({ "required": required, "content": content }));
         self
     }
@@ -224,8 +225,7 @@ impl Operation {
 
 /// `post_v1_events_idem_idem-state`: unique per method and path, stable across builds.
 fn operation_id(method: &Method, path: &str) -> String {
-    let words: String =
-        path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let words: String = path.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     format!("{}{}", method.as_str().to_ascii_lowercase(), words.trim_end_matches('_'))
 }
 
@@ -303,7 +303,12 @@ pub mod shape {
         op.header("Connection", true, json!({ "type": "string", "enum": ["Upgrade", "upgrade"] }), "")
             .header("Upgrade", true, json!({ "type": "string", "enum": ["websocket"] }), "")
             .header("Sec-WebSocket-Version", true, json!({ "type": "string", "enum": ["13"] }), "")
-            .header("Sec-WebSocket-Key", true, json!({ "type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$" }), "16 random bytes, base64")
+            .header(
+                "Sec-WebSocket-Key",
+                true,
+                json!({ "type": "string", "pattern": "^[A-Za-z0-9+/]{21}[AQgw]==$" }),
+                "16 random bytes, base64",
+            )
             .answers(101, "switching to WebSocket", None)
             .fails(426, "websocket_required")
     }
@@ -417,7 +422,11 @@ mod tests {
         let ops = vec![
             Operation::post("/v1/events/idem/idem-state", "one type").template("/v1/events/{type}"),
             Operation::get("/v1/events/{id}", "status").path_param("id", json!({ "type": "string" })),
-            Operation::get("/v1/dead-letters", "list").guard(Guard::Admin).query("limit", json!({ "type": "integer" }), ""),
+            Operation::get("/v1/dead-letters", "list").guard(Guard::Admin).query(
+                "limit",
+                json!({ "type": "integer" }),
+                "",
+            ),
         ];
         document(&registry, ops)
     }
@@ -454,9 +463,12 @@ mod tests {
 
     #[test]
     fn a_link_names_its_target_operation() {
-        let op = Operation::post("/v1/events/idem/idem-state", "x")
-            .ok(202, "accepted", shape::accepted())
-            .link(202, Method::GET, "/v1/events/{id}", &[("id", "$response.body#/id")]);
+        let op = Operation::post("/v1/events/idem/idem-state", "x").ok(202, "accepted", shape::accepted()).link(
+            202,
+            Method::GET,
+            "/v1/events/{id}",
+            &[("id", "$response.body#/id")],
+        );
         let link = &op.responses["202"]["links"]["get_v1_events__id"];
         assert_eq!(link["operationId"], "get_v1_events__id");
         assert_eq!(link["parameters"]["id"], "$response.body#/id");

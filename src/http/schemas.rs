@@ -1,7 +1,7 @@
 //! `GET /v1/schemas` and `GET /v1/schemas/{type}`.
 
-use super::{ApiError, AppState};
 use super::extract::Path;
+use super::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

@@ -13,10 +13,10 @@
 //! [`crate::event::pattern::MAX_PATTERN_LEN`] bytes and regexes compile
 //! within explicit size limits ([`compile_regex`]).
 
-use super::{ApiError, AppState};
-use crate::router::bus::Frame;
-use crate::event::pattern::{compile_regex, Matcher, TypePattern, MAX_PATTERN_LEN};
 use super::extract::{Query, WebSocketUpgrade};
+use super::{ApiError, AppState};
+use crate::event::pattern::{compile_regex, Matcher, TypePattern, MAX_PATTERN_LEN};
+use crate::router::bus::Frame;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::response::Response;

@@ -14,16 +14,16 @@
 //! write.
 
 use super::pipeline::{Core, Job, Pipeline};
-use crate::event::{Failure, FailureKind};
-use crate::wasm::Checked;
-use std::sync::atomic::Ordering;
 use crate::event::body::{too_deep, MAX_DATA_DEPTH};
 use crate::event::pattern::TypePattern;
 use crate::event::{Body, Event, Outcome, MAX_ID_BYTES};
+use crate::event::{Failure, FailureKind};
 use crate::schema::{EventType, Rejection, Violation};
 use crate::store::status::State;
 use crate::store::{Appended, Batch, StoreError};
+use crate::wasm::Checked;
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 
 /// Who offers events to [`Pipeline::admit`]: what idempotency keys are scoped by, and
 /// whether its response events may answer RPC callers.
@@ -166,7 +166,13 @@ impl Pipeline {
 impl Core {
     /// The rest of [`Pipeline::admit`] once room is reserved (`reserve`: for how many):
     /// the append, then the announcements and the queue, or the reservation given back.
-    async fn commit(&self, events: Vec<Event>, routed: Vec<bool>, reserve: usize, producer: Producer<'_>) -> Result<Vec<String>, AcceptError> {
+    async fn commit(
+        &self,
+        events: Vec<Event>,
+        routed: Vec<bool>,
+        reserve: usize,
+        producer: Producer<'_>,
+    ) -> Result<Vec<String>, AcceptError> {
         let batch = Batch { events, routed, producer: producer.token };
         let appended = match self.log.append(batch).await {
             Ok(appended) => appended,

@@ -55,7 +55,8 @@ mod tests {
     #[test]
     fn a_run_is_held_until_its_guard_is_dropped_and_each_worker_has_its_own() {
         let holding = Holding::new(2);
-        let (a, b) = (RootWork::new(event("a"), RootBudget::default()), RootWork::new(event("b"), RootBudget::default()));
+        let (a, b) =
+            (RootWork::new(event("a"), RootBudget::default()), RootWork::new(event("b"), RootBudget::default()));
         let first = holding.hold(0, &[a]);
         {
             let _second = holding.hold(1, &[b]);

@@ -6,25 +6,25 @@
 //! fails that event for that plugin only: it becomes a dead letter.
 
 use super::bus::Bus;
-use crate::store::dead_letters::{self, DeadLetter, DeadLetters};
-use super::queue::JobQueue;
-use super::retry::{Clock, RetryTask, Scheduler};
 use super::completion::{Completions, Finished};
-use super::rpc::Waiters;
-use crate::store::status::{State, Status};
+use super::config::{PipelineConfig, RootBudget};
 use super::metrics::{PipelineCounters, WORKER_PANIC};
+use super::queue::JobQueue;
 use super::retry::with_retry_count;
+use super::retry::{Clock, RetryTask, Scheduler};
+use super::rpc::Waiters;
 use super::settle::{RootWork, Run};
 use super::{Route, RouteHandler};
 use crate::event::{Body, Event};
-use super::config::{PipelineConfig, RootBudget};
+use crate::event::{Emission, FailureNote, Outcome};
+use crate::event::{Failure, FailureKind};
 use crate::metrics::PluginSamples;
 use crate::schema::Registry;
-use crate::event::{Emission, FailureNote, Outcome};
+use crate::store::dead_letters::{self, DeadLetter, DeadLetters};
+use crate::store::status::{State, Status};
 use crate::store::EventLog;
 use crate::wasm::bindings::Verdict;
 use crate::wasm::host::PluginEvent;
-use crate::event::{Failure, FailureKind};
 use crate::wasm::{Checked, Plugin};
 use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering;
@@ -275,7 +275,8 @@ impl Core {
             return false;
         }
         self.plugins.store(Arc::new(plugins.iter().filter(|p| p.name() != name).cloned().collect()));
-        let uses = |r: &Route| r.filters.iter().any(|p| p.name() == name) || r.handlers.iter().any(|p| p.name() == name);
+        let uses =
+            |r: &Route| r.filters.iter().any(|p| p.name() == name) || r.handlers.iter().any(|p| p.name() == name);
         let routes = self.routes.load();
         let next = routes
             .iter()
@@ -391,7 +392,10 @@ impl Core {
             self.finish_logged(done);
         });
         if std::panic::catch_unwind(work).is_err() {
-            tracing::warn!(events = roots.len(), "a panic while processing a run; its events are processed again one by one");
+            tracing::warn!(
+                events = roots.len(),
+                "a panic while processing a run; its events are processed again one by one"
+            );
             for root in &roots {
                 self.execute(worker, Job::Event { event: root.event.clone(), reserved: false });
             }
@@ -483,7 +487,14 @@ impl Core {
     /// are routed at once and its failure retried or dead-lettered; a sink's delivery is
     /// pending work of the accepted event until its answer comes back as a job and is settled
     /// ([`Core::delivered`]).
-    fn call_handler(&self, at: (&Route, usize, usize), event: &Event, wit: &Arc<PluginEvent>, attempt: u32, run: &mut Run) {
+    fn call_handler(
+        &self,
+        at: (&Route, usize, usize),
+        event: &Event,
+        wit: &Arc<PluginEvent>,
+        attempt: u32,
+        run: &mut Run,
+    ) {
         let (route, ri, hi) = at;
         match &route.handlers[hi] {
             RouteHandler::Plugin(plugin) => self.handled(at, event, plugin.call(wit), attempt, run),
@@ -506,7 +517,14 @@ impl Core {
 
     /// What handler `at` answered about `event` (`attempt`: calls made before this one): its
     /// emitted events are routed at once, its failure retried or dead-lettered.
-    fn handled(&self, at: (&Route, usize, usize), event: &Event, answer: Result<Vec<Checked>, Failure>, attempt: u32, run: &mut Run) {
+    fn handled(
+        &self,
+        at: (&Route, usize, usize),
+        event: &Event,
+        answer: Result<Vec<Checked>, Failure>,
+        attempt: u32,
+        run: &mut Run,
+    ) {
         let (route, ri, hi) = at;
         match answer {
             Ok(events) => {
@@ -565,7 +583,12 @@ impl Core {
     /// `event` through the filters of `route`: what they kept (maybe rewritten) and its
     /// plugin view, or `None` when one dropped it, failed on it (a dead letter) or its budget
     /// is spent.
-    fn filtered<'e>(&self, route: &Route, event: &'e Event, run: &mut Run) -> Option<(std::borrow::Cow<'e, Event>, Arc<PluginEvent>)> {
+    fn filtered<'e>(
+        &self,
+        route: &Route,
+        event: &'e Event,
+        run: &mut Run,
+    ) -> Option<(std::borrow::Cow<'e, Event>, Arc<PluginEvent>)> {
         let mut current = std::borrow::Cow::Borrowed(event);
         let mut wit = plugin_event(&current);
         for f in &route.filters {
@@ -620,7 +643,11 @@ impl Core {
             Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
-        run.outcome.emitted.push(Emission { plugin: from.clone(), type_name: event.type_name.clone(), id: event.id.clone() });
+        run.outcome.emitted.push(Emission {
+            plugin: from.clone(),
+            type_name: event.type_name.clone(),
+            id: event.id.clone(),
+        });
         if !routed {
             return;
         }

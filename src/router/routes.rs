@@ -58,9 +58,7 @@ pub fn build(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>], sinks: &[Arc<dy
     let bad = |key: &str, message: String| Invalid::new(format!("route[{i}].{key}"), message);
     let matcher = match (&r.glob, &r.regex) {
         (Some(g), _) => Matcher::Glob(TypePattern::parse(g).map_err(|e| bad("match", e.to_string()))?),
-        (None, Some(re)) => {
-            Matcher::Regex(compile_regex(re).map_err(|e| bad("regex", e.to_string()))?)
-        }
+        (None, Some(re)) => Matcher::Regex(compile_regex(re).map_err(|e| bad("regex", e.to_string()))?),
         (None, None) => return Err(bad("match", "set `match` or `regex`".into())),
     };
     let pick = |names: &[String]| -> Vec<Arc<Plugin>> {
@@ -76,7 +74,8 @@ pub fn build(i: usize, r: &RouteConfig, plugins: &[Arc<Plugin>], sinks: &[Arc<dy
         .map(|p| Handler::new(p.clone()).map(RouteHandler::Plugin).ok_or_else(|| world("handlers", &p)))
         .collect::<Result<Vec<_>, _>>()?;
     for name in &r.sinks {
-        let sink = sinks.iter().find(|s| s.name() == name).ok_or_else(|| bad("sinks", format!("no sink named `{name}`")))?;
+        let sink =
+            sinks.iter().find(|s| s.name() == name).ok_or_else(|| bad("sinks", format!("no sink named `{name}`")))?;
         handlers.push(RouteHandler::Sink(sink.clone()));
     }
     Ok(Route {
@@ -133,4 +132,3 @@ pub fn parse_upload(name: &str, text: &str, component: &Path) -> Result<(PluginC
     }
     Ok((plugin, out))
 }
-

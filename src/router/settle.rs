@@ -131,7 +131,12 @@ impl Core {
             let plugin = routes[task.route].handlers[task.handler].name().to_string();
             let now = time::OffsetDateTime::now_utc();
             let next_at = now.checked_add(delay.try_into().unwrap_or(time::Duration::MAX)).unwrap_or(now);
-            let state = State::Retrying { plugin: plugin.clone(), attempt: task.attempt, next_at, last_error: last_error.clone() };
+            let state = State::Retrying {
+                plugin: plugin.clone(),
+                attempt: task.attempt,
+                next_at,
+                last_error: last_error.clone(),
+            };
             self.log.progress(id, state);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             if let Some(outcome) = alone.take() {
@@ -170,9 +175,10 @@ impl Core {
             return Job::Event { event, reserved: true };
         };
         let routes = self.routes();
-        let target = routes.iter().position(|r| r.name == note.route && !r.disabled).and_then(|ri| {
-            routes[ri].handlers.iter().position(|h| h.name() == note.plugin).map(|hi| (ri, hi))
-        });
+        let target = routes
+            .iter()
+            .position(|r| r.name == note.route && !r.disabled)
+            .and_then(|ri| routes[ri].handlers.iter().position(|h| h.name() == note.plugin).map(|hi| (ri, hi)));
         let Some((route, handler)) = target else { return Job::Event { event, reserved: true } };
         let root = RootWork::new(event, self.root_budget);
         root.calls.store(note.calls, Ordering::Relaxed);
@@ -219,7 +225,15 @@ impl Core {
     /// Charges work to the accepted event's budget before it is done: false when the
     /// budget is spent (the first time, the accepted event becomes a `root_budget` dead
     /// letter naming `plugin` and `route`), and the work is skipped.
-    pub(super) fn charge(&self, run: &mut Run, plugin: &str, route: &Route, calls: u64, emits: u64, bytes: u64) -> bool {
+    pub(super) fn charge(
+        &self,
+        run: &mut Run,
+        plugin: &str,
+        route: &Route,
+        calls: u64,
+        emits: u64,
+        bytes: u64,
+    ) -> bool {
         let root = run.root.clone();
         if root.exhausted() {
             return false;
@@ -238,7 +252,15 @@ impl Core {
 
     /// A handler call failed: retried later when the failure may pass and the route allows
     /// more attempts, else a dead letter.
-    pub(super) fn handler_failed(&self, event: &Event, route: usize, handler: usize, fail: Failure, attempts: u32, run: &mut Run) {
+    pub(super) fn handler_failed(
+        &self,
+        event: &Event,
+        route: usize,
+        handler: usize,
+        fail: Failure,
+        attempts: u32,
+        run: &mut Run,
+    ) {
         let routes = self.routes();
         let policy = routes[route].retry;
         if fail.retryable && attempts < policy.max_attempts && !run.root.exhausted() {

@@ -116,7 +116,9 @@ impl Inner {
                 "no queue takes it: exchange `{}`, routing key `{key}` ({} {})",
                 c.exchange, returned.reply_code, returned.reply_text
             ))),
-            Ok(Confirmation::Nack(_)) => Err(refused(format!("the broker refused it (nack): exchange `{}`", c.exchange))),
+            Ok(Confirmation::Nack(_)) => {
+                Err(refused(format!("the broker refused it (nack): exchange `{}`", c.exchange)))
+            }
             Ok(Confirmation::NotRequested) => Err(unavailable("the channel is not in confirm mode".into())),
             Err(e) => {
                 self.drop_link(&e.to_string()).await;
@@ -199,10 +201,20 @@ pub struct SinksMetrics(pub Vec<Arc<AmqpSink>>);
 impl Render for SinksMetrics {
     fn render(&self, out: &mut String) {
         let series: [PartSeries<Counters>; 4] = [
-            ("eventyard_amqp_sink_connected", "1 while the AMQP sink holds a connection to its broker.", |c| &c.connected),
-            ("eventyard_amqp_sink_connects_total", "Connections the AMQP sink made (the first and each after a drop).", |c| &c.connects),
+            ("eventyard_amqp_sink_connected", "1 while the AMQP sink holds a connection to its broker.", |c| {
+                &c.connected
+            }),
+            (
+                "eventyard_amqp_sink_connects_total",
+                "Connections the AMQP sink made (the first and each after a drop).",
+                |c| &c.connects,
+            ),
             ("eventyard_amqp_sink_published_total", "Events the AMQP sink's broker confirmed.", |c| &c.published),
-            ("eventyard_amqp_sink_failures_total", "Deliveries that failed (retried by the route, then dead-lettered).", |c| &c.failed),
+            (
+                "eventyard_amqp_sink_failures_total",
+                "Deliveries that failed (retried by the route, then dead-lettered).",
+                |c| &c.failed,
+            ),
         ];
         let parts: Vec<(&str, &Counters)> = self.0.iter().map(|s| (s.name(), &s.inner.counters)).collect();
         render_per_part(out, "sink", &parts, &series);

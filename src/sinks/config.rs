@@ -90,11 +90,23 @@ impl AmqpSinkConfig {
         Resolved {
             name: self.name.clone(),
             url: self.url.clone(),
-            exchange: self.exchange.clone().unwrap_or_else(|| if infrahub { "infrahub.events".into() } else { String::new() }),
+            exchange: self.exchange.clone().unwrap_or_else(|| {
+                if infrahub {
+                    "infrahub.events".into()
+                } else {
+                    String::new()
+                }
+            }),
             exchange_type: self.exchange_type.clone().unwrap_or_else(|| "topic".into()),
             declare: self.declare.unwrap_or(true),
             routing_key: self.routing_key.clone(),
-            strip_prefix: self.strip_prefix.clone().unwrap_or_else(|| if infrahub { "infrahub/".into() } else { String::new() }),
+            strip_prefix: self.strip_prefix.clone().unwrap_or_else(|| {
+                if infrahub {
+                    "infrahub/".into()
+                } else {
+                    String::new()
+                }
+            }),
             headers: self.headers.clone(),
             mandatory: self.mandatory.unwrap_or(true),
             confirm_timeout_ms: self.confirm_timeout_ms,
@@ -136,10 +148,17 @@ mod tests {
     #[test]
     fn the_infrahub_preset_publishes_to_its_bus_by_type() {
         let r = parse("name = \"ih\"\nurl = \"amqp://x\"\npreset = \"infrahub\"").resolve();
-        assert_eq!((r.exchange.as_str(), r.exchange_type.as_str(), r.strip_prefix.as_str()), ("infrahub.events", "topic", "infrahub/"));
+        assert_eq!(
+            (r.exchange.as_str(), r.exchange_type.as_str(), r.strip_prefix.as_str()),
+            ("infrahub.events", "topic", "infrahub/")
+        );
         assert!(r.declare && r.mandatory && r.routing_key.is_none());
         let plain = parse("name = \"q\"\nurl = \"amqp://x\"").resolve();
-        assert_eq!((plain.exchange.as_str(), plain.strip_prefix.as_str()), ("", ""), "the default exchange, the full type");
+        assert_eq!(
+            (plain.exchange.as_str(), plain.strip_prefix.as_str()),
+            ("", ""),
+            "the default exchange, the full type"
+        );
     }
 
     #[test]

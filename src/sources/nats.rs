@@ -105,22 +105,28 @@ impl NatsSource {
 
     async fn take(&self, registry: &Registry, pipeline: &Pipeline, message: jetstream::Message) {
         let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
-        let type_name = header("ce-type").or_else(|| {
-            message.subject.strip_prefix(&format!("{}.in.", self.prefix)).map(String::from)
-        });
+        let type_name = header("ce-type")
+            .or_else(|| message.subject.strip_prefix(&format!("{}.in.", self.prefix)).map(String::from));
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         let envelope = Envelope {
             id: header("ce-id").or_else(|| header("Nats-Msg-Id")).or_else(|| Some(format!("nats-in-{sequence}"))),
             source: header("ce-source"),
-            time: header("ce-time").and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()),
-            priority: header("ce-priority").or_else(|| header("priority")).and_then(|p| p.parse().ok()).filter(|p| (1..=5).contains(p)),
+            time: header("ce-time")
+                .and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()),
+            priority: header("ce-priority")
+                .or_else(|| header("priority"))
+                .and_then(|p| p.parse().ok())
+                .filter(|p| (1..=5).contains(p)),
         };
         let prepared = match type_name.as_deref().map(|t| registry.get(t)) {
             Some(Ok(ty)) => {
                 let text = String::from_utf8_lossy(&message.payload);
                 prepare(ty, Data::Text(&text), envelope).map_err(Reason::of)
             }
-            _ => Err((Reason::UnknownType, json!([{ "message": format!("no event type {:?}", type_name.as_deref().unwrap_or("")) }]))),
+            _ => Err((
+                Reason::UnknownType,
+                json!([{ "message": format!("no event type {:?}", type_name.as_deref().unwrap_or("")) }]),
+            )),
         };
         let outcome = match prepared {
             Ok(event) => match pipeline.admit(vec![event], Producer::default()).await {

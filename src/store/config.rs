@@ -83,7 +83,10 @@ impl StoreConfig {
             self.nats.check()?;
         }
         if self.segment_bytes < 4096 || self.max_bytes < self.segment_bytes {
-            return Err(Invalid::new("store", "segment_bytes must be at least 4096 and max_bytes at least segment_bytes"));
+            return Err(Invalid::new(
+                "store",
+                "segment_bytes must be at least 4096 and max_bytes at least segment_bytes",
+            ));
         }
         Ok(())
     }

@@ -196,7 +196,10 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     assert!(matches!(log.status(&ok.id).await.map(|s| s.state), Some(State::InProgress)));
     let emitted = event("kit/emitted", None);
     log.track(&emitted, State::InProgress);
-    assert!(matches!(log.status(&emitted.id).await.map(|s| s.state), Some(State::InProgress)), "emitted events are tracked");
+    assert!(
+        matches!(log.status(&emitted.id).await.map(|s| s.state), Some(State::InProgress)),
+        "emitted events are tracked"
+    );
     let outcome = Outcome { dropped: vec![("filter".into(), "not today".into())], ..Outcome::default() };
     let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
     // Finished together, as a worker finishes its run (one at a time: the recovery case).
@@ -213,13 +216,17 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
     assert_eq!((&*s.type_name, s.priority), (ROUTED, 3), "the status names the type and priority");
 }
 
-async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: EventLog + 'static, F: Future<Output = L>>(
+async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<
+    L: EventLog + 'static,
+    F: Future<Output = L>,
+>(
     open: &impl Fn(&Path) -> F,
     dir: &Path,
 ) {
     let (finished, unfinished) = {
         let log = open(dir).await;
-        let events = vec![event(ROUTED, Some("keyed")), event(ROUTED, None), event(ROUTED, None), event(UNROUTED, None)];
+        let events =
+            vec![event(ROUTED, Some("keyed")), event(ROUTED, None), event(ROUTED, None), event(UNROUTED, None)];
         let appended = log.append(batch(events, Some("token-a"))).await.unwrap();
         let ids: Vec<String> = appended.ids.clone();
         let work = claimed(&log, Some(&appended), 3).await;
@@ -240,8 +247,14 @@ async fn recovery_hands_back_unfinished_events_once_and_remembers_the_rest<L: Ev
     expected.sort();
     assert_eq!(recovered, expected, "exactly the unfinished routed events come back");
     assert!(claimed(&log, None, 0).await.is_empty(), "each recovered event is handed out once");
-    assert!(matches!(log.status(&finished).await.map(|s| s.state), Some(State::Processed { .. })), "finished stays finished");
-    assert!(matches!(log.status(&unfinished[1]).await.map(|s| s.state), Some(State::Queued)), "unfinished is queued again");
+    assert!(
+        matches!(log.status(&finished).await.map(|s| s.state), Some(State::Processed { .. })),
+        "finished stays finished"
+    );
+    assert!(
+        matches!(log.status(&unfinished[1]).await.map(|s| s.state), Some(State::Queued)),
+        "unfinished is queued again"
+    );
     let again = log.append(batch(vec![event(ROUTED, Some("keyed"))], Some("token-a"))).await.unwrap();
     assert_eq!(again.duplicates, 1, "idempotency survives a restart");
 }

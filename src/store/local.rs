@@ -6,8 +6,8 @@
 
 use super::segment::{self, Command, Writer};
 use super::{Ack, Durability, Record, Recovered, StoreError};
-use crate::event::Outcome;
 use crate::event::Event;
+use crate::event::Outcome;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -378,13 +378,21 @@ mod tests {
     fn a_borrowed_done_record_is_the_same_json_as_an_owned_one() {
         let outcome = Outcome {
             emitted: vec![crate::event::Emission { plugin: "p".into(), type_name: "t/y".into(), id: "e\"1".into() }],
-            failed: vec![crate::event::FailureNote { plugin: "q".into(), kind: "trap".into(), message: "m".into(), attempts: 2 }],
+            failed: vec![crate::event::FailureNote {
+                plugin: "q".into(),
+                kind: "trap".into(),
+                message: "m".into(),
+                attempts: 2,
+            }],
             dropped: vec![("f".into(), "r".into())],
         };
         let owned = serde_json::to_string(&Record::Done { id: "a\"b".into(), outcome: outcome.clone() }).unwrap();
         assert_eq!(serde_json::to_string(&DoneRef { id: "a\"b", outcome: &outcome }).unwrap(), owned);
         assert!(outcome.is_bounded());
-        let long = Outcome { failed: vec![crate::event::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }], ..outcome };
+        let long = Outcome {
+            failed: vec![crate::event::FailureNote { message: "x".repeat(5000), ..outcome.failed[0].clone() }],
+            ..outcome
+        };
         assert!(!long.is_bounded());
     }
 

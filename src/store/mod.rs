@@ -16,8 +16,8 @@
 
 pub mod config;
 pub mod config_docs;
-pub mod dead_letters;
 pub mod conformance;
+pub mod dead_letters;
 pub mod lease;
 pub mod local;
 pub mod log;
@@ -31,8 +31,8 @@ pub use nats::NatsLog;
 
 use crate::event::{Event, Outcome};
 use futures_util::future::BoxFuture;
-use status::{State, Status};
 use serde::{Deserialize, Serialize};
+use status::{State, Status};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

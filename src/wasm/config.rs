@@ -155,7 +155,10 @@ impl PluginConfig {
             ));
         }
         if l.deadline_ms == 0 || l.recycle_after_calls == 0 || l.fuel == Some(0) {
-            return Err(Invalid::new(key("limits"), "deadline_ms, recycle_after_calls and fuel must be greater than 0"));
+            return Err(Invalid::new(
+                key("limits"),
+                "deadline_ms, recycle_after_calls and fuel must be greater than 0",
+            ));
         }
         if self.world == World::Filter && self.capabilities.contains(&Capability::Emit) {
             return Err(Invalid::new(key("capabilities"), "a filter cannot emit; it answers with a verdict"));

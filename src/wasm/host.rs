@@ -4,13 +4,13 @@
 //! and fails the event with `capability_denied`.
 
 use super::bindings::{config, emit, Emitted};
+use super::config::{Capability, PluginConfig};
 use super::engine::EPOCH_TICK;
 use super::output::Captured;
 use super::Checked;
-use crate::event::{Failure, FailureKind};
-use super::config::{Capability, PluginConfig};
-use crate::metrics::PluginSamples;
 use crate::event::Body;
+use crate::event::{Failure, FailureKind};
+use crate::metrics::PluginSamples;
 use crate::schema::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

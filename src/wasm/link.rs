@@ -36,9 +36,9 @@
 //! guest actually waits.
 
 use super::bindings::handler::eventyard::plugin::{config, emit, log, types};
+use super::config::Capability;
 use super::host::HostState;
 use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
-use super::config::Capability;
 use crate::metrics::SampleKind;
 use wasmtime::component::{ComponentType, HasSelf, Lift, Linker, Resource, WasmList, WasmStr};
 use wasmtime::{Engine, StoreContextMut, Trap};

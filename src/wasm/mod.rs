@@ -28,7 +28,6 @@ pub mod plugin;
 pub use engine::WasmEngine;
 pub use plugin::Plugin;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum WasmError {
     #[error("wasm engine: {0}")]

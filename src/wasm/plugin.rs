@@ -7,13 +7,13 @@
 //! away with its last call. Name, manifest, breaker and statistics stay with the plugin.
 
 use super::bindings::{batch_handler, filter, handler, Emitted, Verdict};
+use super::config::{PluginConfig, World};
 use super::engine::{WasmEngine, EPOCH_TICK};
-use super::host::{event_rep, CallState, MAX_CALL_EVENTS, EventHandle, HostState, PluginContext, PluginEvent};
+use super::host::{event_rep, CallState, EventHandle, HostState, PluginContext, PluginEvent, MAX_CALL_EVENTS};
 use super::link::Grants;
 use super::{Checked, WasmError};
 use crate::event::text::{clean, MAX_PLUGIN_MESSAGE_BYTES};
 use crate::event::{Failure, FailureKind};
-use super::config::{PluginConfig, World};
 use crate::metrics::{Histogram, PluginSamples};
 use crate::schema::Registry;
 use arc_swap::ArcSwap;
@@ -290,7 +290,10 @@ impl Plugin {
                 self.stats.latency.observe(start.elapsed().as_secs_f64() / n as f64);
                 for r in &results {
                     if self.breaker.record(r.is_ok()) {
-                        tracing::error!(plugin = self.name(), "circuit breaker tripped; calls paused for the cool-down");
+                        tracing::error!(
+                            plugin = self.name(),
+                            "circuit breaker tripped; calls paused for the cool-down"
+                        );
                     }
                     if let Err(f) = r {
                         self.count_failure(f);
@@ -300,7 +303,11 @@ impl Plugin {
             }
             Err(whole) => {
                 self.stats.batch_fallbacks.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(plugin = self.name(), kind = whole.kind.as_str(), "a batch call failed; its events are handled one by one");
+                tracing::debug!(
+                    plugin = self.name(),
+                    kind = whole.kind.as_str(),
+                    "a batch call failed; its events are handled one by one"
+                );
                 alone()
             }
         }

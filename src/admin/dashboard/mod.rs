@@ -23,14 +23,14 @@
 //! `GET /v1/cluster` (the instances sharing a NATS log).
 
 use crate::http::events::{prepare_typed, Data, Envelope};
+use crate::http::extract::{Path, Query, WebSocketUpgrade};
+use crate::http::openapi::{shape, Guard, Operation};
 use crate::http::subscribe::{capped, lagged, MAX_CLIENT_MESSAGE_BYTES};
 use crate::http::{auth, body, ApiError, AppState};
 use crate::router::bus::Frame;
 use crate::store::dead_letters::Query as LetterQuery;
 use crate::store::nats::instances::Instances;
 use axum::body::Body;
-use crate::http::extract::{Path, Query, WebSocketUpgrade};
-use crate::http::openapi::{shape, Guard, Operation};
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -148,8 +148,11 @@ pub fn operations(registry: &crate::schema::Registry) -> Vec<Operation> {
         page("/ui/", "The dashboard (no data without the admin token)", "text/html"),
         page("/ui/app.js", "The dashboard's script", "text/javascript"),
         page("/ui/style.css", "The dashboard's styles", "text/css"),
-        admin(Operation::post("/ui/ticket", "A one-use ticket that opens the dashboard's live stream within 30 s"))
-            .ok(200, "the ticket", shape::object(&["ticket", "expires_in_secs"])),
+        admin(Operation::post("/ui/ticket", "A one-use ticket that opens the dashboard's live stream within 30 s")).ok(
+            200,
+            "the ticket",
+            shape::object(&["ticket", "expires_in_secs"]),
+        ),
         shape::websocket(Operation::get("/ui/live", "The dashboard's live stream: every event, and stats every 2 s"))
             .query("ticket", text.clone(), "from POST /ui/ticket (required)")
             .fails(401, "unauthorized (no, a used or an expired ticket)")
@@ -161,8 +164,11 @@ pub fn operations(registry: &crate::schema::Registry) -> Vec<Operation> {
             .fails(400, "malformed_json")
             .fails(404, "unknown_event_type")
             .fails(413, "payload_too_large"),
-        admin(Operation::get("/v1/cluster", "The instances sharing this router's log (NATS), or `local`"))
-            .ok(200, "the backend and its instances", shape::object(&["backend"])),
+        admin(Operation::get("/v1/cluster", "The instances sharing this router's log (NATS), or `local`")).ok(
+            200,
+            "the backend and its instances",
+            shape::object(&["backend"]),
+        ),
     ]
 }
 

@@ -185,8 +185,7 @@ impl Actors {
             .filter(|(_, a)| !a.subscriptions.is_empty())
             .map(|(id, a)| (id, &a.subscriptions))
             .collect();
-        let write =
-            || -> std::io::Result<()> { crate::files::write_atomic(path, &serde_json::to_vec_pretty(&saved)?) };
+        let write = || -> std::io::Result<()> { crate::files::write_atomic(path, &serde_json::to_vec_pretty(&saved)?) };
         write().map_err(|e| ActorError::Io(format!("{}: {e}", path.display())))
     }
 

@@ -19,11 +19,11 @@
 //! listeners count against `subscribers.max_connections`; subscriber ids and timeouts are
 //! bounded by [`crate::protocols::fixinventory::actors`].
 
+use crate::http::extract::{Path, Query, WebSocketUpgrade};
 use crate::http::subscribe::capped;
 use crate::http::{ApiError, AppState, Grant};
 use crate::protocols::fixinventory::actors::{ActorError, Subscription};
 use crate::protocols::fixinventory::workflows::WorkflowError;
-use crate::http::extract::{Path, Query, WebSocketUpgrade};
 use axum::extract::ws::Message;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -261,7 +261,10 @@ pub async fn replace(
     Ok(Json(fi.workflows.actors.replace(&id, subs)?).into_response())
 }
 
-pub async fn subscriber(axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn subscriber(
+    axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let view = fi.workflows.actors.get(&id).ok_or(ApiError::UnknownSubscriber { id })?;
     Ok(Json(view).into_response())
 }
@@ -284,7 +287,9 @@ pub async fn run_workflow(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let expected = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("expected {{\"steps\": {{\"<step>\": {{...}}}}}}: {e}"));
+    let expected = |e: &dyn std::fmt::Display| {
+        ApiError::BadRequest(format!("expected {{\"steps\": {{\"<step>\": {{...}}}}}}: {e}"))
+    };
     let body: RunBody = match body.is_empty() {
         true => RunBody::default(),
         // An object: serde would also take a struct from an array (`[]` as no steps).
@@ -311,7 +316,10 @@ pub async fn tasks(axum::Extension(fi): axum::Extension<Arc<super::FixInventory>
     Json(json!({ "count": tasks.len(), "tasks": tasks }))
 }
 
-pub async fn task(axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn task(
+    axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let task = fi.workflows.task(&id).ok_or(ApiError::UnknownTask { id })?;
     Ok(Json(task).into_response())
 }

@@ -8,9 +8,9 @@
 //! The document is stored before its event is accepted: a crash in between keeps the
 //! document and loses only the notification.
 
+use crate::http::extract::{Path, Query};
 use crate::http::{body, ApiError, AppState};
 use crate::store::config_docs::{ConfigDoc, ConfigDocs, ConfigError};
-use crate::http::extract::{Path, Query};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,10 @@ pub async fn list(axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>
     Ok(Json(json!({ "count": ids.len(), "ids": ids })))
 }
 
-pub async fn get(axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    axum::Extension(fi): axum::Extension<Arc<super::FixInventory>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let doc = blocking(&fi, move |docs| docs.get(&id)).await?;
     Ok(document(StatusCode::OK, doc))
 }

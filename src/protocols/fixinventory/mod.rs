@@ -49,7 +49,10 @@ pub fn routes(state: &Arc<AppState>, fi: Arc<FixInventory>) -> axum::Router<Arc<
         .route("/subscribers", get(bus::subscribers).route_layer(fixinventory()))
         .route("/subscriber/{id}", get(bus::subscriber).put(bus::replace).route_layer(fixinventory()))
         .route("/subscriber/{id}/handle", get(bus::handle).route_layer(fixinventory()))
-        .route("/subscriber/{id}/{message_type}", post(bus::subscribe).delete(bus::unsubscribe).route_layer(fixinventory()))
+        .route(
+            "/subscriber/{id}/{message_type}",
+            post(bus::subscribe).delete(bus::unsubscribe).route_layer(fixinventory()),
+        )
         .layer(axum::Extension(fi))
 }
 
@@ -64,7 +67,8 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
     };
     let document = shape::object(&["id", "revision", "config"]);
     let steps: Vec<&str> = registry.iter().filter_map(|t| t.name.strip_prefix("fixinventory/")).collect();
-    let subscriber = json!({ "type": "string", "minLength": 1, "maxLength": crate::event::MAX_ID_BYTES, "pattern": "^[^/]+$" });
+    let subscriber =
+        json!({ "type": "string", "minLength": 1, "maxLength": crate::event::MAX_ID_BYTES, "pattern": "^[^/]+$" });
     let timeout = json!({ "type": "integer", "minimum": 0, "maximum": actors::MAX_SUBSCRIPTION_TIMEOUT_SECS });
     let subscription = json!({
         "type": "object",
@@ -78,7 +82,8 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
     let fi = |op: Operation| op.guard(Guard::FixInventory);
     // One path per workflow: which step names the body may carry depends on the workflow.
     let runs = workflows::WORKFLOWS.iter().map(|(name, steps)| {
-        let extra = steps.iter().map(|s| (s.to_string(), json!({ "type": "object" }))).collect::<serde_json::Map<_, _>>();
+        let extra =
+            steps.iter().map(|s| (s.to_string(), json!({ "type": "object" }))).collect::<serde_json::Map<_, _>>();
         Operation::post(format!("/v1/workflows/{name}/run"), format!("Start a run of `{name}` (a task)"))
             .template("/v1/workflows/{name}/run")
             .guard(Guard::Admin)
@@ -94,23 +99,30 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
     });
     let mut ops: Vec<Operation> = runs.collect();
     ops.extend([
-        Operation::get("/v1/config", "Ids of the config service's documents").guard(Guard::Admin).ok(200, "ids", shape::object(&["count", "ids"])),
+        Operation::get("/v1/config", "Ids of the config service's documents").guard(Guard::Admin).ok(
+            200,
+            "ids",
+            shape::object(&["count", "ids"]),
+        ),
         Operation::get("/v1/config/{id}", "A config document; its revision is the ETag")
             .guard(Guard::Admin)
             .path_param("id", config_id.clone())
             .ok(200, "the document", document.clone())
             .fails(404, "unknown_config"),
         revision(
-            Operation::put("/v1/config/{id}", "Store a JSON object as the document's next revision; emits fixinventory/config-updated")
-                .guard(Guard::Admin)
-                .path_param("id", config_id.clone())
-                .body([("application/json", json!({ "type": "object" }))])
-                .ok(200, "the document", document)
-                .link(200, Method::GET, "/v1/config/{id}", &[("id", "$request.path.id")])
-                .link(200, Method::DELETE, "/v1/config/{id}", &[("id", "$request.path.id")])
-                .fails(400, "malformed_json, bad_request")
-                .fails(413, "payload_too_large")
-                .fails(415, "unsupported_media_type"),
+            Operation::put(
+                "/v1/config/{id}",
+                "Store a JSON object as the document's next revision; emits fixinventory/config-updated",
+            )
+            .guard(Guard::Admin)
+            .path_param("id", config_id.clone())
+            .body([("application/json", json!({ "type": "object" }))])
+            .ok(200, "the document", document)
+            .link(200, Method::GET, "/v1/config/{id}", &[("id", "$request.path.id")])
+            .link(200, Method::DELETE, "/v1/config/{id}", &[("id", "$request.path.id")])
+            .fails(400, "malformed_json, bad_request")
+            .fails(413, "payload_too_large")
+            .fails(415, "unsupported_media_type"),
         ),
         revision(
             Operation::delete("/v1/config/{id}", "Delete a document; emits fixinventory/config-deleted")
@@ -119,7 +131,11 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                 .answers(204, "deleted", None)
                 .fails(404, "unknown_config"),
         ),
-        Operation::get("/v1/workflows", "The workflows, their steps and triggers").ok(200, "workflows", json!({ "type": "object" })),
+        Operation::get("/v1/workflows", "The workflows, their steps and triggers").ok(
+            200,
+            "workflows",
+            json!({ "type": "object" }),
+        ),
         Operation::get("/v1/tasks", "Workflow runs, newest first")
             .ok(200, "tasks", shape::object(&["count", "tasks"]))
             .link(200, Method::GET, "/v1/tasks/{id}", &[("id", "$response.body#/tasks/0/id")]),
@@ -127,13 +143,19 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
             .path_param("id", json!({ "type": "string" }))
             .ok(200, "the task", json!({ "type": "object" }))
             .fails(404, "unknown_task"),
-        shape::websocket(fi(Operation::get("/events", "WebSocket listener: every fixinventory/* event as a wire message; messages sent in are ingested")
-            .query("show", json!({ "type": "string" }), "comma-separated message types; all when absent or `*`")
-            .query("id", subscriber.clone(), "the listener's name in message-listener-* events")
-            .fails(400, "id_too_long")
-            .fails(503, "too_many_connections"))),
-        fi(Operation::get("/subscribers", "Every subscriber: subscriptions, whether connected, pending actions")
-            .ok(200, "subscribers", shape::object(&["subscribers"]))),
+        shape::websocket(fi(Operation::get(
+            "/events",
+            "WebSocket listener: every fixinventory/* event as a wire message; messages sent in are ingested",
+        )
+        .query("show", json!({ "type": "string" }), "comma-separated message types; all when absent or `*`")
+        .query("id", subscriber.clone(), "the listener's name in message-listener-* events")
+        .fails(400, "id_too_long")
+        .fails(503, "too_many_connections"))),
+        fi(Operation::get("/subscribers", "Every subscriber: subscriptions, whether connected, pending actions").ok(
+            200,
+            "subscribers",
+            shape::object(&["subscribers"]),
+        )),
         fi(Operation::get("/subscriber/{id}", "One subscriber")
             .path_param("id", subscriber.clone())
             .ok(200, "the subscriber", json!({ "type": "object" }))
@@ -145,18 +167,30 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
             .fails(400, "bad_request, id_too_long")
             .fails(404, "unknown_event_type")
             .fails(409, "too_many_subscribers")),
-        shape::websocket(fi(Operation::get("/subscriber/{id}/handle", "WebSocket actor channel: `action` messages of the subscribed steps; answers come back")
-            .path_param("id", subscriber.clone())
-            .fails(400, "id_too_long")
-            .fails(404, "unknown_subscriber")
-            .fails(409, "already_connected, too_many_subscribers"))),
+        shape::websocket(fi(Operation::get(
+            "/subscriber/{id}/handle",
+            "WebSocket actor channel: `action` messages of the subscribed steps; answers come back",
+        )
+        .path_param("id", subscriber.clone())
+        .fails(400, "id_too_long")
+        .fails(404, "unknown_subscriber")
+        .fails(409, "already_connected, too_many_subscribers"))),
         fi(Operation::post("/subscriber/{id}/{message_type}", "Subscribe to one step")
             .path_param("id", subscriber.clone())
             .path_param("message_type", shape::one_of(steps.iter().copied()))
             .query("timeout", timeout, "seconds a step waits for this subscriber")
-            .query("wait_for_completion", json!({ "type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])$" }), "true or false in any case, or 1 / 0")
+            .query(
+                "wait_for_completion",
+                json!({ "type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])$" }),
+                "true or false in any case, or 1 / 0",
+            )
             .ok(200, "the subscriber", json!({ "type": "object" }))
-            .link(200, Method::DELETE, "/subscriber/{id}/{message_type}", &[("id", "$request.path.id"), ("message_type", "$request.path.message_type")])
+            .link(
+                200,
+                Method::DELETE,
+                "/subscriber/{id}/{message_type}",
+                &[("id", "$request.path.id"), ("message_type", "$request.path.message_type")],
+            )
             .fails(400, "bad_request, id_too_long")
             .fails(404, "unknown_event_type")
             .fails(409, "too_many_subscribers")),

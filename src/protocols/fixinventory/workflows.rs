@@ -10,10 +10,10 @@
 //! never overlap: a trigger while one is going makes the next wait its turn. Triggers: a
 //! cron schedule, an event type, or `POST /v1/workflows/{name}/run`.
 
-use super::config::WorkflowConfig;
-use crate::http::AppState;
-use crate::event::pattern::TypePattern;
 use super::actors::Actors;
+use super::config::WorkflowConfig;
+use crate::event::pattern::TypePattern;
+use crate::http::AppState;
 use crate::store::lease::Leases;
 use serde::Serialize;
 use serde_json::{json, Value};

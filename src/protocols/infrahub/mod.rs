@@ -35,7 +35,11 @@ pub fn operations(registry: &Registry) -> Vec<Operation> {
                     "seconds to wait (default 30)",
                 )
                 .body([("application/json", event_schema(&t.name))])
-                .ok(200, "the response message, or `{\"meta\", \"passed\": false, \"errors\"}` when the handlers failed", json!({ "type": "object" }))
+                .ok(
+                    200,
+                    "the response message, or `{\"meta\", \"passed\": false, \"errors\"}` when the handlers failed",
+                    json!({ "type": "object" }),
+                )
                 .fails(400, "validation_failed, malformed_json, too_deep, id_too_long, bad_request")
                 .fails(403, "forbidden_type")
                 .fails(413, "payload_too_large")

@@ -16,9 +16,9 @@
 //! disconnects leaves no waiter behind.
 
 use crate::http::events::{prepare, Data, Envelope};
+use crate::http::extract::{Path, Query};
 use crate::http::{body, ApiError, AppState};
 use crate::router::rpc::{MAX_CORRELATION_ID_BYTES, RESPONSE_PREFIX};
-use crate::http::extract::{Path, Query};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};

@@ -191,7 +191,13 @@ impl AmqpSourceConfig {
                 Some(Preset::Idem) => "idem/".into(),
                 None => String::new(),
             }),
-            type_field: self.type_field.as_deref().unwrap_or(if idem { "tags.type" } else { "type" }).split('.').map(String::from).collect(),
+            type_field: self
+                .type_field
+                .as_deref()
+                .unwrap_or(if idem { "tags.type" } else { "type" })
+                .split('.')
+                .map(String::from)
+                .collect(),
             type_map: if self.type_map.is_empty() && idem {
                 IDEM_TYPES.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
             } else {
@@ -215,7 +221,9 @@ impl AmqpSourceConfig {
             at_most(format!("{key}.max_priority"), p, MAX_QUEUE_PRIORITY)?;
         }
         match self.type_from {
-            Some(TypeFrom::Fixed) if self.fixed_type.is_none() => Err(bad("type", "type_from = \"fixed\" needs `type`")),
+            Some(TypeFrom::Fixed) if self.fixed_type.is_none() => {
+                Err(bad("type", "type_from = \"fixed\" needs `type`"))
+            }
             Some(TypeFrom::Body) if self.type_field.is_none() && self.preset != Some(Preset::Idem) => {
                 Err(bad("type_field", "type_from = \"body\" needs `type_field` (e.g. \"tags.type\")"))
             }
@@ -239,9 +247,16 @@ mod tests {
         assert_eq!(infrahub.queue, "infrahub.rpcs");
         assert_eq!(infrahub.max_priority, Some(5));
         assert_eq!(infrahub.exchange, Some(("infrahub.events".into(), "topic".into())));
-        assert_eq!((infrahub.bindings, infrahub.type_from, infrahub.type_prefix.as_str(), infrahub.reply), (keys, TypeFrom::RoutingKey, "infrahub/", true));
-        let idem = parse("name = \"idem\"\nurl = \"amqp://localhost\"\npreset = \"idem\"\nqueue = \"runs\"\n").resolve();
-        assert_eq!((idem.queue.as_str(), idem.type_from, idem.type_field.clone()), ("runs", TypeFrom::Body, vec!["tags".to_string(), "type".to_string()]));
+        assert_eq!(
+            (infrahub.bindings, infrahub.type_from, infrahub.type_prefix.as_str(), infrahub.reply),
+            (keys, TypeFrom::RoutingKey, "infrahub/", true)
+        );
+        let idem =
+            parse("name = \"idem\"\nurl = \"amqp://localhost\"\npreset = \"idem\"\nqueue = \"runs\"\n").resolve();
+        assert_eq!(
+            (idem.queue.as_str(), idem.type_from, idem.type_field.clone()),
+            ("runs", TypeFrom::Body, vec!["tags".to_string(), "type".to_string()])
+        );
         assert_eq!(idem.type_map["state-status"], "idem/idem-status");
         assert!(!idem.reply);
     }

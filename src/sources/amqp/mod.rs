@@ -19,9 +19,9 @@
 
 pub mod config;
 
+use super::Reason;
 use crate::files;
 use crate::metrics::{render_per_part, PartSeries, Render};
-use super::Reason;
 use crate::router::admit::{prepare, Data, Envelope, Producer};
 use crate::router::{AcceptError, Pipeline};
 use crate::schema::Registry;
@@ -29,8 +29,8 @@ use config::{Resolved, TypeFrom};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -87,7 +87,9 @@ impl AmqpSource {
         loop {
             match self.session(&registry, &pipeline).await {
                 Ok(()) => tracing::warn!(source = %self.config.name, "AMQP consumer ended; connecting again"),
-                Err(e) => tracing::warn!(source = %self.config.name, error = %e, "AMQP connection lost or refused; connecting again"),
+                Err(e) => {
+                    tracing::warn!(source = %self.config.name, error = %e, "AMQP connection lost or refused; connecting again")
+                }
             }
             // A session that got as far as consuming starts the back-off afresh.
             if self.counters.connected.swap(0, Ordering::Relaxed) == 1 {
@@ -117,13 +119,20 @@ impl AmqpSource {
                 crate::amqp::declare_exchange(&consume, exchange, kind).await?;
                 for key in &c.bindings {
                     let (q, e) = (c.queue.as_str().into(), exchange.as_str().into());
-                    consume.queue_bind(q, e, key.as_str().into(), QueueBindOptions::default(), FieldTable::default()).await?;
+                    consume
+                        .queue_bind(q, e, key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+                        .await?;
                 }
             }
         }
         consume.basic_qos(c.prefetch, BasicQosOptions::default()).await?;
         let consumer = consume
-            .basic_consume(c.queue.as_str().into(), format!("eventyard-{}", c.name).as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                c.queue.as_str().into(),
+                format!("eventyard-{}", c.name).as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         self.counters.connected.store(1, Ordering::Relaxed);
         tracing::info!(source = %c.name, queue = %c.queue, "AMQP source consuming");
@@ -166,7 +175,10 @@ impl AmqpSource {
         };
         let prepared = match type_name.as_deref().map(|t| registry.get(t)) {
             Some(Ok(ty)) => prepare(ty, Data::Text(&body), envelope).map_err(Reason::of),
-            _ => Err((Reason::UnknownType, json!([{ "message": format!("no event type {:?}", type_name.as_deref().unwrap_or("")) }]))),
+            _ => Err((
+                Reason::UnknownType,
+                json!([{ "message": format!("no event type {:?}", type_name.as_deref().unwrap_or("")) }]),
+            )),
         };
         let event = match prepared {
             Ok(event) => event,
@@ -255,7 +267,16 @@ impl AmqpSource {
             .with_type(response.type_name.as_ref().into())
             .with_message_id(response.id.as_str().into());
         let body = response.data.text().as_bytes();
-        match crate::amqp::publish_confirmed(&link.publish, "", &reply_to, BasicPublishOptions::default(), body, properties).await {
+        match crate::amqp::publish_confirmed(
+            &link.publish,
+            "",
+            &reply_to,
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        {
             Ok(c) if c.is_ack() => {
                 self.counters.replies.fetch_add(1, Ordering::Relaxed);
             }
@@ -329,11 +350,25 @@ impl Render for SourcesMetrics {
     fn render(&self, out: &mut String) {
         let series: [PartSeries<Counters>; 7] = [
             ("eventyard_amqp_connected", "1 while the AMQP source is connected and consuming.", |c| &c.connected),
-            ("eventyard_amqp_reconnects_total", "Times the AMQP source lost its connection and connected again.", |c| &c.reconnects),
+            (
+                "eventyard_amqp_reconnects_total",
+                "Times the AMQP source lost its connection and connected again.",
+                |c| &c.reconnects,
+            ),
             ("eventyard_amqp_messages_total", "Messages the AMQP source received.", |c| &c.consumed),
-            ("eventyard_amqp_accepted_total", "Messages made into durable events (duplicates included) and acked.", |c| &c.accepted),
-            ("eventyard_amqp_rejected_total", "Messages that were not valid events, kept as rejected records.", |c| &c.rejected),
-            ("eventyard_amqp_handed_back_total", "Messages handed back to the broker because the router could not take them then.", |c| &c.handed_back),
+            (
+                "eventyard_amqp_accepted_total",
+                "Messages made into durable events (duplicates included) and acked.",
+                |c| &c.accepted,
+            ),
+            ("eventyard_amqp_rejected_total", "Messages that were not valid events, kept as rejected records.", |c| {
+                &c.rejected
+            }),
+            (
+                "eventyard_amqp_handed_back_total",
+                "Messages handed back to the broker because the router could not take them then.",
+                |c| &c.handed_back,
+            ),
             ("eventyard_amqp_replies_total", "Requests answered on their reply_to queue.", |c| &c.replies),
         ];
         let parts: Vec<(&str, &Counters)> = self.0.iter().map(|s| (s.config.name.as_str(), &s.counters)).collect();

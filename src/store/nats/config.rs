@@ -93,7 +93,10 @@ impl NatsConfig {
             return Err(Invalid::new("store.nats.stream", "letters, digits, `-` and `_` only"));
         }
         if !is_name(&self.subject_prefix) {
-            return Err(Invalid::new("store.nats.subject_prefix", "one subject token: letters, digits, `-` and `_` only"));
+            return Err(Invalid::new(
+                "store.nats.subject_prefix",
+                "one subject token: letters, digits, `-` and `_` only",
+            ));
         }
         positive("store.nats.replicas", self.replicas as u64)?;
         at_most("store.nats.replicas", self.replicas as u64, MAX_REPLICAS as u64)?;

@@ -94,7 +94,9 @@ impl Leases for NatsLeases {
 /// (a timeout, a reconnect) moved it on without this instance learning the new revision.
 async fn still_ours(kv: &kv::Store, key: &str, me: &str) -> Option<u64> {
     match kv.entry(key.to_string()).await {
-        Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() => Some(entry.revision),
+        Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == me.as_bytes() => {
+            Some(entry.revision)
+        }
         _ => None,
     }
 }

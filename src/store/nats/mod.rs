@@ -365,7 +365,12 @@ pub async fn connect_client(config: &NatsConfig) -> Result<async_nats::Client, S
 
 /// The KV bucket `<stream>_<suffix>` (created, or updated to `config`); `max_age` zero:
 /// entries stay until deleted.
-async fn bucket(js: &jetstream::Context, config: &NatsConfig, suffix: &str, max_age: Duration) -> Result<kv::Store, StoreError> {
+async fn bucket(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    suffix: &str,
+    max_age: Duration,
+) -> Result<kv::Store, StoreError> {
     let name = format!("{}_{suffix}", config.stream);
     js.create_or_update_key_value(kv::Config {
         bucket: name.clone(),
@@ -436,8 +441,11 @@ impl Shared {
         let mut out = Appended { ids: Vec::with_capacity(batch.events.len()), ..Appended::default() };
         let mut undo = Undo::default();
         // Producer ids: duplicates within the batch first, then the server (all at once).
-        let dedup: Vec<Option<String>> =
-            batch.events.iter().map(|e| e.keyed.then(|| dedup_key(batch.producer, e.source.as_deref(), &e.id))).collect();
+        let dedup: Vec<Option<String>> = batch
+            .events
+            .iter()
+            .map(|e| e.keyed.then(|| dedup_key(batch.producer, e.source.as_deref(), &e.id)))
+            .collect();
         let mut first_in_batch: HashMap<&str, usize> = HashMap::new();
         let mut duplicate_of: Vec<Option<usize>> = vec![None; dedup.len()];
         for (i, key) in dedup.iter().enumerate() {
@@ -461,7 +469,9 @@ impl Shared {
         let created = join_all(creates).await;
         // Every key this append made is given back on failure, those made after a failed
         // one included.
-        undo.keys.extend(created.iter().filter(|(_, c)| matches!(c, Ok(Created::Made))).filter_map(|(i, _)| dedup[*i].clone()));
+        undo.keys.extend(
+            created.iter().filter(|(_, c)| matches!(c, Ok(Created::Made))).filter_map(|(i, _)| dedup[*i].clone()),
+        );
         let mut theirs = Vec::new();
         for (i, created) in created {
             match created {
@@ -578,7 +588,9 @@ impl Shared {
         let first = Some(key_parts(&entry.value).0).filter(|first| !first.is_empty()).unwrap_or_else(|| id.to_string());
         let (claim_timeout, max_age) =
             (Duration::from_millis(self.config.claim_timeout_ms), Duration::from_secs(self.config.max_age_secs));
-        let age_of = |created: time::OffsetDateTime| Duration::try_from(time::OffsetDateTime::now_utc() - created).unwrap_or_default();
+        let age_of = |created: time::OffsetDateTime| {
+            Duration::try_from(time::OffsetDateTime::now_utc() - created).unwrap_or_default()
+        };
         let wait_until = std::time::Instant::now() + CLAIM_WAIT;
         loop {
             let age = age_of(entry.created);
@@ -827,8 +839,11 @@ impl Shared {
                     }
                 }
                 Kind::Done => {
-                    if let Ok(Status { id, state: State::Processed { outcome } | State::DeadLettered { outcome }, .. }) =
-                        serde_json::from_slice::<Status>(&message.payload)
+                    if let Ok(Status {
+                        id,
+                        state: State::Processed { outcome } | State::DeadLettered { outcome },
+                        ..
+                    }) = serde_json::from_slice::<Status>(&message.payload)
                     {
                         feed.finished(&id, &outcome);
                     }
@@ -941,7 +956,8 @@ impl EventLog for NatsLog {
             for (level, found) in s.messages(id, 0..=LEVELS).await {
                 if let Ok(message) = found {
                     let event: Event = serde_json::from_slice(&message.payload).ok()?;
-                    let state = if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
+                    let state =
+                        if level == 0 { State::Processed { outcome: Outcome::default() } } else { State::Queued };
                     return Some(status_of(&event, state));
                 }
             }
@@ -976,11 +992,31 @@ impl EventLog for NatsLog {
         let connected = matches!(s.client.connection_state(), async_nats::connection::State::Connected);
         for (name, help, v) in [
             ("eventyard_nats_connected", "1 while connected to NATS.", u64::from(connected)),
-            ("eventyard_nats_held_events", "Events this instance holds (handed out to it, not finished).", s.inflight.lock().expect("inflight").len() as u64),
-            ("eventyard_nats_redelivered_total", "Events redelivered to this instance (another holder died, or an ack was lost).", s.redelivered.load(Ordering::Relaxed)),
-            ("eventyard_nats_deferred_total", "Retries handed back to the stream (delivered again after their back-off, to any instance).", s.deferred.load(Ordering::Relaxed)),
-            ("eventyard_nats_redelivered_finished_total", "Redelivered events found finished already, acked without running.", s.skipped_finished.load(Ordering::Relaxed)),
-            ("eventyard_nats_outcome_retries_total", "Outcome writes retried because NATS did not take them.", s.outcome_retries.load(Ordering::Relaxed)),
+            (
+                "eventyard_nats_held_events",
+                "Events this instance holds (handed out to it, not finished).",
+                s.inflight.lock().expect("inflight").len() as u64,
+            ),
+            (
+                "eventyard_nats_redelivered_total",
+                "Events redelivered to this instance (another holder died, or an ack was lost).",
+                s.redelivered.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_nats_deferred_total",
+                "Retries handed back to the stream (delivered again after their back-off, to any instance).",
+                s.deferred.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_nats_redelivered_finished_total",
+                "Redelivered events found finished already, acked without running.",
+                s.skipped_finished.load(Ordering::Relaxed),
+            ),
+            (
+                "eventyard_nats_outcome_retries_total",
+                "Outcome writes retried because NATS did not take them.",
+                s.outcome_retries.load(Ordering::Relaxed),
+            ),
         ] {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -1058,7 +1094,10 @@ mod tests {
         for id in ["order-7", "line\nbreak", "ends with\n", ""] {
             assert_eq!(key_parts(&key_value(id, &claim)), (id.to_string(), Some(claim.clone())), "{id:?}");
         }
-        assert_eq!(key_parts(b"0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091"), ("0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091".into(), None));
+        assert_eq!(
+            key_parts(b"0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091"),
+            ("0196a0b2-7c1e-7d2f-9a3b-4c5d6e7f8091".into(), None)
+        );
         assert_eq!(key_parts(b"a\nnot-a-claim"), ("a\nnot-a-claim".into(), None));
     }
 }

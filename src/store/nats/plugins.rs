@@ -40,7 +40,8 @@ impl SharedPlugins {
 
     /// Stores an upload (component, then manifest).
     pub async fn put(&self, name: &str, manifest: &str, component: &[u8]) -> Result<(), StoreError> {
-        for (object, mut bytes) in [(format!("{name}.wasm"), component), (format!("{name}.toml"), manifest.as_bytes())] {
+        for (object, mut bytes) in [(format!("{name}.wasm"), component), (format!("{name}.toml"), manifest.as_bytes())]
+        {
             self.store.put(object.as_str(), &mut bytes).await.map_err(|e| nats(&format!("store {object}"), e))?;
         }
         Ok(())

@@ -43,7 +43,10 @@ impl Publisher {
 
     /// Publishes one append's messages (subject and message each); answers each one's
     /// stream sequence once the stream acknowledged it (the PubAck), in order.
-    pub(super) async fn publish_all(self: &Arc<Self>, mut messages: Vec<(String, PublishMessage)>) -> Vec<Result<u64, StoreError>> {
+    pub(super) async fn publish_all(
+        self: &Arc<Self>,
+        mut messages: Vec<(String, PublishMessage)>,
+    ) -> Vec<Result<u64, StoreError>> {
         if messages.len() == 1 {
             let (subject, message) = messages.pop().expect("one message");
             return vec![self.grouped(subject, message).await];
@@ -134,9 +137,12 @@ mod tests {
             let publisher = Publisher::new(jetstream::new(client), handle);
             for _ in 0..2 {
                 let message = PublishMessage::build().payload(bytes::Bytes::from_static(b"{}"));
-                let answers = tokio::time::timeout(Duration::from_secs(5), publisher.publish_all(vec![("kit.ev.0.x".into(), message)]))
-                    .await
-                    .expect("answered, not left waiting");
+                let answers = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    publisher.publish_all(vec![("kit.ev.0.x".into(), message)]),
+                )
+                .await
+                .expect("answered, not left waiting");
                 assert!(matches!(&answers[..], [Err(_)]), "the append fails: {answers:?}");
             }
         });
