@@ -48,6 +48,19 @@ pub struct Event {
     pub keyed: bool,
 }
 
+/// A new router-made id: a UUIDv7 (time-ordered), lower-case and hyphenated, written
+/// straight into its string (the formatting machinery of `to_string` costs more than the
+/// uuid itself).
+pub fn new_id() -> String {
+    id_of(uuid::Uuid::now_v7())
+}
+
+/// The text of a router-made id: see [`new_id`].
+pub fn id_of(uuid: uuid::Uuid) -> String {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    uuid.hyphenated().encode_lower(&mut text).to_owned()
+}
+
 /// RFC 3339 in UTC with nanoseconds (`2026-11-23T18:04:31.191252000Z`), written digit by
 /// digit into a template: several times cheaper than the general formatter, and this runs
 /// on every plugin call.

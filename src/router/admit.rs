@@ -100,7 +100,7 @@ pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Eve
         }
     };
     let keyed = envelope.id.is_some();
-    let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = envelope.id.unwrap_or_else(crate::event::new_id);
     if id.len() > MAX_ID_BYTES {
         return Err(Refusal::IdTooLong { limit: MAX_ID_BYTES });
     }
@@ -226,14 +226,11 @@ impl Core {
         type_name: std::sync::Arc<str>,
         e: Checked,
     ) -> Result<(Event, bool), (Event, Failure)> {
-        // Written straight into their strings: the formatting machinery of `to_string` and
-        // `format!` cost more than the uuid itself (the same text: lower-case, hyphenated).
-        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
         let mut source = String::with_capacity("plugin:".len() + plugin.len());
         source.push_str("plugin:");
         source.push_str(plugin);
-        let event = Event {
-            id: uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id).to_owned(),
+        let mut event = Event {
+            id: String::new(),
             type_name,
             time: time::OffsetDateTime::now_utc(),
             priority: e.priority,
@@ -243,14 +240,18 @@ impl Core {
             keyed: false,
         };
         if event.hops > self.hop_limit {
+            // Not tracked: its dead letter, under the parent, is where it is seen.
+            event.id = crate::event::new_id();
             let message = format!("emitted event went past the hop limit of {}", self.hop_limit);
             return Err((event, Failure::new(FailureKind::HopLimit, message)));
         }
         self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-        self.announce(&event, true);
         let routed = self.is_routed(&event.type_name);
         let state = if routed { State::InProgress } else { State::Processed { outcome: Outcome::default() } };
-        self.log.track(&event, state);
+        // Named and tracked before it is announced: a subscriber that asks for its status
+        // finds it.
+        self.log.track_named(&mut event, state);
+        self.announce(&event, true);
         Ok((event, routed))
     }
 }

@@ -693,7 +693,8 @@ pub(super) mod tests {
             source: None,
             data: Body::from_value(serde_json::json!({ "message": "x" })),
             hops: 0,
-            keyed: false,
+            // As if the producer gave the id: the log keeps it, and the tests find it by it.
+            keyed: true,
         }
     }
 

@@ -116,9 +116,12 @@ fn batch(events: Vec<Event>, producer: Option<&str>) -> Batch<'_> {
 
 async fn appends_answer_ids_in_order_and_claim_routed_events(log: &impl EventLog) {
     let events = vec![event(ROUTED, None), event(UNROUTED, None), event(ROUTED, Some("given-1"))];
-    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let appended = log.append(batch(events, None)).await.expect("an append to a healthy log");
-    assert_eq!(appended.ids, ids, "one id per event, in order, the producer's when given");
+    // The producer's id when it gave one; a router-made one the log may replace by its own.
+    let ids = appended.ids.clone();
+    assert_eq!(ids.len(), 3, "one id per event");
+    assert_eq!(ids[2], "given-1", "in order, the producer's when given");
+    assert!(ids[0] != ids[1] && !ids[0].is_empty() && !ids[1].is_empty() && ids[0] != ids[2], "ids of their own");
     assert_eq!(appended.duplicates, 0);
     let claimed: Vec<(&str, bool)> =
         appended.fresh.iter().zip(&appended.routed).map(|(e, r)| (e.id.as_str(), *r)).collect();
@@ -154,18 +157,25 @@ async fn producer_ids_are_deduplicated_per_producer(log: &impl EventLog) {
 /// routed event is claimed exactly once.
 async fn concurrent_appends_each_get_their_own_answer(log: &impl EventLog) {
     let appends = (0..CONCURRENT_APPENDS).map(|i| {
+        // Each append's first event has a producer id (kept: it shows whose answer is whose);
+        // the others router-made ones (which the log may rename).
+        let own = format!("concurrent-{i}");
         let events = match i % ROUTED_EVERY {
-            0 => vec![event(ROUTED, None)],
-            1 => std::iter::once(event(ROUTED, None)).chain((1..BATCH).map(|_| event(UNROUTED, None))).collect(),
-            _ => vec![event(UNROUTED, None)],
+            0 => vec![event(ROUTED, Some(&own))],
+            1 => std::iter::once(event(ROUTED, Some(&own))).chain((1..BATCH).map(|_| event(UNROUTED, None))).collect(),
+            _ => vec![event(UNROUTED, Some(&own))],
         };
         let sent: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         async move { (sent, log.append(batch(events, None)).await.expect("an append to a healthy log")) }
     });
     let answers = futures_util::future::join_all(appends).await;
-    let mut routed = std::collections::HashSet::new();
+    let (mut routed, mut every) = (std::collections::HashSet::new(), std::collections::HashSet::new());
     for (sent, appended) in &answers {
-        assert_eq!(&appended.ids, sent, "each append is answered with its own events' ids, in order");
+        assert_eq!(appended.ids.len(), sent.len(), "an id per event");
+        assert_eq!(appended.ids[0], sent[0], "each append is answered with its own events' ids");
+        let fresh: Vec<&String> = appended.fresh.iter().map(|e| &e.id).collect();
+        assert!(appended.ids.iter().eq(fresh), "in order");
+        assert!(appended.ids.iter().all(|id| every.insert(id.clone())), "no id is answered twice");
         for (e, r) in appended.fresh.iter().zip(&appended.routed) {
             assert_eq!(*r, &*e.type_name == ROUTED);
             if *r {
@@ -200,6 +210,14 @@ async fn statuses_follow_each_event_to_its_outcome(log: &impl EventLog) {
         matches!(log.status(&emitted.id).await.map(|s| s.state), Some(State::InProgress)),
         "emitted events are tracked"
     );
+    // Named by the log: a fresh id, whatever the event had, under which its status moves on.
+    let mut named = event("kit/emitted", Some(&emitted.id));
+    log.track_named(&mut named, State::InProgress);
+    assert!(!named.id.is_empty() && named.id != emitted.id, "a named event gets an id of its own");
+    log.progress(&named.id, State::Processed { outcome: Outcome::default() });
+    let s = log.status(&named.id).await.expect("named events are tracked");
+    assert!(matches!(s.state, State::Processed { .. }));
+    assert_eq!((&*s.id, &*s.type_name), (named.id.as_str(), "kit/emitted"));
     let outcome = Outcome { dropped: vec![("filter".into(), "not today".into())], ..Outcome::default() };
     let failed = FailureNote { plugin: "h".into(), kind: "trap".into(), message: "boom".into(), attempts: 1 };
     // Finished together, as a worker finishes its run (one at a time: the recovery case).

@@ -70,14 +70,17 @@ impl LocalLog {
                 }
             }
             let state = if routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            if !self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone()) {
-                // Another producer's event has this id: this one gets its own.
-                let own = uuid::Uuid::now_v7().to_string();
-                if let Some(&key) = keys.last().filter(|_| e.keyed) {
-                    self.idempotency.renamed(key, &own);
+            if !e.keyed {
+                // A router-made id: no other event has it, so none is looked for. The board
+                // names the event anew instead, to find its status without the index (at
+                // admission and again when it is finished).
+                e.id = self.statuses.insert_named(e.type_name.clone(), e.priority, state);
+            } else if !self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone()) {
+                // Another producer's event has this id: this one gets a name of its own.
+                e.id = self.statuses.insert_named(e.type_name.clone(), e.priority, state);
+                if let Some(&key) = keys.last() {
+                    self.idempotency.renamed(key, &e.id);
                 }
-                e.id = own;
-                self.statuses.insert(&e.id, e.type_name.clone(), e.priority, state);
             }
             out.ids.push(e.id.clone());
             out.routed.push(routed);
@@ -116,6 +119,10 @@ impl EventLog for LocalLog {
 
     fn track(&self, event: &Event, state: State) {
         self.statuses.insert(&event.id, event.type_name.clone(), event.priority, state);
+    }
+
+    fn track_named(&self, event: &mut Event, state: State) {
+        event.id = self.statuses.insert_named(event.type_name.clone(), event.priority, state);
     }
 
     fn complete(&self, event: &Event, outcome: Outcome) {

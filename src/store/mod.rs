@@ -116,7 +116,11 @@ pub struct Batch<'a> {
 /// What an append made of a batch.
 #[derive(Debug, Default)]
 pub struct Appended {
-    /// Per offered event, in order: its id, or for a duplicate the id of the first.
+    /// Per offered event, in order: its id, or for a duplicate the id of the first. An id
+    /// the producer gave is kept (unless another producer's event has it); a router-made
+    /// one the log may replace by a name of its own (the local log names events so that
+    /// their statuses are found without a look-up): these ids, not the offered ones, are
+    /// what producers are told.
     pub ids: Vec<String>,
     /// The events that were new, durable now. Routed ones are claimed by this instance: it
     /// processes them and then [`EventLog::complete`]s them. (A shared log also hands work
@@ -156,6 +160,13 @@ pub trait EventLog: Send + Sync {
     /// Starts tracking the status of an event that is not in the log (a plugin emitted it
     /// while its root event was processed; the root's record is the durable unit).
     fn track(&self, event: &Event, state: State);
+    /// Names an emitted event (gives it its `id`) and starts tracking it, as
+    /// [`track`](Self::track) does. The name is the log's to choose so that it can say where
+    /// the status is kept: the local log's names are found without a look-up.
+    fn track_named(&self, event: &mut Event, state: State) {
+        event.id = crate::event::new_id();
+        self.track(event, state);
+    }
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).
     fn complete(&self, event: &Event, outcome: Outcome);
