@@ -61,6 +61,11 @@ pub struct Status {
     pub state: State,
 }
 
+/// Named entries a thread writes into one shard before it moves on to the next: its ring's
+/// head and lock stay in that thread's cache. (One shard per entry made every write a cache
+/// miss on the lock and on the slot.)
+const NAMED_RUN: usize = 64;
+
 /// Shards of the status board, each behind its own lock. Why: ingestion claims a status per
 /// event while the workers write three per event (in progress, an emitted event, finished);
 /// with one lock every write, itself a cold cache line, made the others wait (ingestion
@@ -207,25 +212,26 @@ impl Board {
             (s.type_name, s.priority, s.state) = (type_name, priority, state);
             return;
         }
-        let i =
+        let i = self.head;
+        let _evicted =
             self.push(Slot { key, indexed: true, id: SlotId::new(id), accepted_at: at, type_name, priority, state });
         self.index.insert(key, i as u32);
     }
 
     /// Writes `slot` into the next slot of the ring: the oldest entry leaves (and its index
-    /// entry, unless its id was accepted again since, into another slot).
-    fn push(&mut self, slot: Slot) -> usize {
+    /// entry, unless its id was accepted again since, into another slot), returned.
+    fn push(&mut self, slot: Slot) -> Option<Slot> {
         let i = self.head;
+        self.head = (i + 1) % self.capacity;
         if i == self.slots.len() {
             self.slots.push(slot);
-        } else {
-            let old = std::mem::replace(&mut self.slots[i], slot);
-            if old.indexed && self.index.get(&old.key) == Some(&(i as u32)) {
-                self.index.remove(&old.key);
-            }
+            return None;
         }
-        self.head = (i + 1) % self.capacity;
-        i
+        let old = std::mem::replace(&mut self.slots[i], slot);
+        if old.indexed && self.index.get(&old.key) == Some(&(i as u32)) {
+            self.index.remove(&old.key);
+        }
+        Some(old)
     }
 }
 
@@ -280,26 +286,31 @@ impl StatusBoard {
     /// was a sixth of the workers' time.
     pub fn insert_named(&self, type_name: Arc<str>, priority: u8, state: State) -> String {
         thread_local! {
-            /// The shard of this thread's next named entry: each thread goes round them all
-            /// (every ring fills as fast), from its own start (threads seldom wait on one lock).
-            static NEXT: std::cell::Cell<usize> = std::cell::Cell::new(fastrand::usize(..));
+            /// How many named entries this thread made: it writes [`NAMED_RUN`] of them into
+            /// one shard, then moves on to the next, going round them all (every ring fills as
+            /// fast) from its own start (threads seldom share a shard).
+            static MADE: std::cell::Cell<usize> = std::cell::Cell::new(fastrand::usize(..));
         }
-        let shard = NEXT.with(|n| {
-            let next = n.get();
-            n.set(next.wrapping_add(1));
-            next % self.shards.len()
+        let shard = MADE.with(|n| {
+            let made = n.get();
+            n.set(made.wrapping_add(1));
+            made / NAMED_RUN % self.shards.len()
         });
-        let mut b = self.shards[shard].lock().expect("status board");
         let at = time::OffsetDateTime::now_utc();
+        let mut b = self.shards[shard].lock().expect("status board");
         let id = self.name(at, shard, b.head);
-        b.push(Slot { key: 0, indexed: false, id: SlotId::new(&id), accepted_at: at, type_name, priority, state });
+        let evicted =
+            b.push(Slot { key: 0, indexed: false, id: SlotId::new(&id), accepted_at: at, type_name, priority, state });
+        drop(b);
+        // Freed outside the lock (an evicted outcome's memory is cold).
+        drop(evicted);
         id
     }
 
     /// The id of the entry that `slot` of `shard` is about to hold, made at `at` (see
     /// [`Self::place`]).
     fn name(&self, at: time::OffsetDateTime, shard: usize, slot: usize) -> String {
-        let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
+        let millis = u64::try_from(at.unix_timestamp()).unwrap_or_default() * 1000 + u64::from(at.millisecond());
         // The 10 bytes after the time: 26 random bits (around the version and variant), then
         // the place. Not the uuid crate's counter, which would be cut by the place.
         let mut rest = [0u8; 10];
@@ -685,8 +696,9 @@ mod tests {
         assert!(!board.claim(&a, t.clone(), 3, Duration::from_secs(60), State::Queued));
         assert!(board.claim(&a, t.clone(), 3, Duration::ZERO, State::Queued));
         assert!(matches!(board.get(&a).unwrap().state, State::Queued));
-        // Eight more entries fill both rings of four: the named `b` is forgotten.
-        for i in 0..8 {
+        // Enough more entries to go round both rings of four (named ones fill a shard
+        // NAMED_RUN at a time): the named `b` is forgotten.
+        for i in 0..2 * NAMED_RUN + 8 {
             board.insert_named(t.clone(), 4, State::Queued);
             board.insert(&i.to_string(), t.clone(), 4, State::Queued);
         }
