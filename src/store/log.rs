@@ -70,15 +70,14 @@ impl LocalLog {
                 }
             }
             let state = if routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            if !e.keyed {
-                // A router-made id: no other event has it, so none is looked for. The board
-                // names the event anew instead, to find its status without the index (at
-                // admission and again when it is finished).
+            // A router-made id is no other event's, so none is looked for: the board names the
+            // event anew, to find its status without the index (at admission and again when
+            // it is finished). So does a producer's id that another producer's event has.
+            let claimed =
+                e.keyed && self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone());
+            if !claimed {
                 e.id = self.statuses.insert_named(e.type_name.clone(), e.priority, state);
-            } else if !self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone()) {
-                // Another producer's event has this id: this one gets a name of its own.
-                e.id = self.statuses.insert_named(e.type_name.clone(), e.priority, state);
-                if let Some(&key) = keys.last() {
+                if let Some(&key) = keys.last().filter(|_| e.keyed) {
                     self.idempotency.renamed(key, &e.id);
                 }
             }

@@ -188,6 +188,11 @@ impl SlotId {
 }
 
 impl Slot {
+    /// A new state for the same id: it keeps its slot and its acceptance time.
+    fn update(&mut self, type_name: Arc<str>, priority: u8, state: State) {
+        (self.type_name, self.priority, self.state) = (type_name, priority, state);
+    }
+
     fn status(&self) -> Status {
         Status {
             accepted_at: self.accepted_at,
@@ -207,15 +212,24 @@ impl Board {
 
     fn put(&mut self, key: u64, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
         if let Some(i) = self.find(key, id) {
-            // Keeps its slot and its acceptance time.
-            let s = &mut self.slots[i];
-            (s.type_name, s.priority, s.state) = (type_name, priority, state);
+            self.slots[i].update(type_name, priority, state);
             return;
         }
         let i = self.head;
         let _evicted =
             self.push(Slot { key, indexed: true, id: SlotId::new(id), accepted_at: at, type_name, priority, state });
         self.index.insert(key, i as u32);
+    }
+
+    /// Forgets the entry in slot `i` (it stays in the ring, found by no id, until overwritten).
+    fn forget(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if !slot.indexed {
+            // Its place is in its id: the id goes.
+            slot.id = SlotId::new("");
+        } else if self.index.get(&slot.key) == Some(&(i as u32)) {
+            self.index.remove(&slot.key);
+        }
     }
 
     /// Writes `slot` into the next slot of the ring: the oldest entry leaves (and its index
@@ -270,8 +284,7 @@ impl StatusBoard {
     /// `time` (events recovered from the log count as accepted at the restart).
     pub fn insert(&self, id: &str, type_name: Arc<str>, priority: u8, state: State) {
         if let Some((mut b, i)) = self.named(id) {
-            let s = &mut b.slots[i];
-            (s.type_name, s.priority, s.state) = (type_name, priority, state);
+            b.slots[i].update(type_name, priority, state);
             return;
         }
         let key = self.key(id);
@@ -327,24 +340,26 @@ impl StatusBoard {
     /// if one slot is written twice within a millisecond (a whole ring: 12,500 entries at the
     /// default capacity), and then only once in 67 million.
     fn place(&self, id: &str) -> Option<(usize, usize)> {
-        let text = id.as_bytes();
-        if text.len() != uuid::fmt::Hyphenated::LENGTH || text[23] != b'-' {
+        if id.len() != uuid::fmt::Hyphenated::LENGTH {
             return None;
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let mut tail = [0u8; 6];
-        for (byte, pair) in tail.iter_mut().zip(text[24..].chunks_exact(2)) {
-            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        if u16::from_be_bytes([tail[0], tail[1]]) != self.marker {
+        let bytes = uuid::Uuid::try_parse(id).ok()?.into_bytes();
+        if u16::from_be_bytes([bytes[10], bytes[11]]) != self.marker {
             return None;
         }
-        let (shard, slot) = (tail[2] as usize, u32::from_be_bytes([0, tail[3], tail[4], tail[5]]) as usize);
+        let (shard, slot) = (bytes[12] as usize, u32::from_be_bytes([0, bytes[13], bytes[14], bytes[15]]) as usize);
         (shard < self.shards.len()).then_some((shard, slot))
+    }
+
+    /// The entry of `id` under its shard's lock: a named id's own place, else the index's.
+    fn entry(&self, id: &str) -> Option<(std::sync::MutexGuard<'_, Board>, usize)> {
+        if let Some(found) = self.named(id) {
+            return Some(found);
+        }
+        let key = self.key(id);
+        let b = self.shard(key);
+        let i = b.find(key, id)?;
+        Some((b, i))
     }
 
     /// The entry of a named id, under its shard's lock, if it is still there.
@@ -372,7 +387,7 @@ impl StatusBoard {
             if now - b.slots[i].accepted_at < window {
                 return false;
             }
-            b.slots[i].id = SlotId::new("");
+            b.forget(i);
         }
         let key = self.key(id);
         let mut b = self.shard(key);
@@ -381,7 +396,7 @@ impl StatusBoard {
                 return false;
             }
             // Seen before the window: a new event under an old id, with a fresh time and slot.
-            b.index.remove(&key);
+            b.forget(i);
         }
         b.put(key, id, type_name, priority, state, now);
         true
@@ -389,44 +404,23 @@ impl StatusBoard {
 
     /// Forgets a claim whose event was not accepted after all.
     pub fn unclaim(&self, id: &str) {
-        if let Some((mut b, i)) = self.named(id) {
-            b.slots[i].id = SlotId::new("");
-            return;
-        }
-        let key = self.key(id);
-        let mut b = self.shard(key);
-        if b.find(key, id).is_some() {
-            b.index.remove(&key);
+        if let Some((mut b, i)) = self.entry(id) {
+            b.forget(i);
         }
     }
 
     pub fn set(&self, id: &str, state: State) {
-        if let Some((mut b, i)) = self.named(id) {
-            b.slots[i].state = state;
-            return;
-        }
-        let key = self.key(id);
-        let mut b = self.shard(key);
-        if let Some(i) = b.find(key, id) {
+        if let Some((mut b, i)) = self.entry(id) {
             b.slots[i].state = state;
         }
     }
 
     pub fn get(&self, id: &str) -> Option<Status> {
-        if let Some((b, i)) = self.named(id) {
-            return Some(b.slots[i].status());
-        }
-        let key = self.key(id);
-        let b = self.shard(key);
-        b.find(key, id).map(|i| b.slots[i].status())
+        self.entry(id).map(|(b, i)| b.slots[i].status())
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        if self.named(id).is_some() {
-            return true;
-        }
-        let key = self.key(id);
-        self.shard(key).find(key, id).is_some()
+        self.entry(id).is_some()
     }
 }
 
@@ -696,6 +690,12 @@ mod tests {
         assert!(!board.claim(&a, t.clone(), 3, Duration::from_secs(60), State::Queued));
         assert!(board.claim(&a, t.clone(), 3, Duration::ZERO, State::Queued));
         assert!(matches!(board.get(&a).unwrap().state, State::Queued));
+        // A named entry whose event was not accepted after all is forgotten.
+        let c = board.insert_named(t.clone(), 4, State::Queued);
+        board.unclaim(&c);
+        assert!(board.get(&c).is_none() && !board.contains(&c));
+        board.set(&c, State::InProgress);
+        assert!(board.get(&c).is_none(), "a forgotten name stays forgotten");
         // Enough more entries to go round both rings of four (named ones fill a shard
         // NAMED_RUN at a time): the named `b` is forgotten.
         for i in 0..2 * NAMED_RUN + 8 {
