@@ -215,6 +215,16 @@ fn level_of(event: &Event, routed: bool) -> u8 {
     }
 }
 
+/// An accepted event's status until it is processed: queued, or finished at once when no
+/// route takes it.
+fn first_state(routed: bool) -> State {
+    if routed {
+        State::Queued
+    } else {
+        State::Processed { outcome: Outcome::default() }
+    }
+}
+
 fn is_final(state: &State) -> bool {
     matches!(state, State::Processed { .. } | State::DeadLettered { .. })
 }
@@ -394,7 +404,15 @@ impl Drop for NatsLog {
 
 impl Shared {
     fn subject(&self, level: u8, id: &str) -> String {
-        format!("{}.ev.{level}.{}", self.prefix, id_key(id))
+        debug_assert!(level <= LEVELS, "one digit");
+        let key = id_key(id);
+        let mut subject = String::with_capacity(self.prefix.len() + ".ev.0.".len() + key.len());
+        subject.push_str(&self.prefix);
+        subject.push_str(".ev.");
+        subject.push(char::from(b'0' + level));
+        subject.push('.');
+        subject.push_str(&key);
+        subject
     }
 
     /// The durable consumer of one priority level (created or updated to the config).
@@ -440,6 +458,16 @@ impl Shared {
     async fn claim(&self, batch: Batch<'_>) -> Result<(Appended, Undo), StoreError> {
         let mut out = Appended { ids: Vec::with_capacity(batch.events.len()), ..Appended::default() };
         let mut undo = Undo::default();
+        if !batch.events.iter().any(|e| e.keyed) {
+            // Router-made ids only (most single events): nothing to claim on the server.
+            for (mut e, routed) in batch.events.into_iter().zip(batch.routed) {
+                self.name(&mut e, routed);
+                out.ids.push(e.id.clone());
+                out.fresh.push(e);
+                out.routed.push(routed);
+            }
+            return Ok((out, undo));
+        }
         // Producer ids: duplicates within the batch first, then the server (all at once).
         let dedup: Vec<Option<String>> = batch
             .events
@@ -511,8 +539,8 @@ impl Shared {
             }
         }
         let claims = fresh.iter().filter(|(_, e, _)| e.keyed).map(|(i, e, routed)| {
-            let state = if *routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            let value = Bytes::from(serde_json::to_vec(&status_of(e, state)).expect("statuses serialise"));
+            let value =
+                Bytes::from(serde_json::to_vec(&status_of(e, first_state(*routed))).expect("statuses serialise"));
             // No read-back here: a status does not name the append that wrote it (the same
             // event from another producer writes the same bytes). One whose answer was lost
             // makes this event take a new id, which is safe: the id's entry stays queued.
@@ -536,12 +564,13 @@ impl Shared {
         for (i, e, routed) in &mut fresh {
             if taken.contains(i) {
                 // Another producer's event has this id: this one gets its own.
-                let own = uuid::Uuid::now_v7().to_string();
-                if let Some(key) = &dedup[*i] {
-                    let _ = self.keys.put(key, key_value(&own, claim)).await;
-                }
-                e.id = own;
                 e.keyed = false;
+                self.name(e, *routed);
+                if let Some(key) = &dedup[*i] {
+                    let _ = self.keys.put(key, key_value(&e.id, claim)).await;
+                }
+            } else if !e.keyed {
+                self.name(e, *routed);
             }
             index_of[*i] = out.fresh.len();
             out.fresh.push(e.clone());
@@ -562,6 +591,25 @@ impl Shared {
             out.ids.push(id);
         }
         Ok((out, undo))
+    }
+
+    /// Publishes an event a plugin emitted on this instance to the others' subscribers
+    /// (`<prefix>.emitted`, not stored: emitted events live in their parent's outcome).
+    fn tell_emitted(&self, event: &Event) {
+        if let Ok(payload) = serde_json::to_vec(event) {
+            let (client, subject, headers) = (self.client.clone(), format!("{}.emitted", self.prefix), self.headers());
+            self.runtime.spawn(async move {
+                let _ = client.publish_with_headers(subject, headers, payload.into()).await;
+            });
+        }
+    }
+
+    /// Gives an event whose id the router makes a name from this instance's status board,
+    /// with its status until the publish is acknowledged (see [`NatsLog::append`]): found
+    /// again without the board's index, when it is answered and when the event is finished.
+    /// (`keyed` stays false: the append tells the named events from the others by it.)
+    fn name(&self, event: &mut Event, routed: bool) {
+        event.id = self.local.insert_named(event.type_name.clone(), event.priority, first_state(routed));
     }
 
     /// The id that idempotency key `key`, made by another append (`entry`), stands for, once
@@ -897,13 +945,16 @@ impl EventLog for NatsLog {
                 }
             }
             if let Some(e) = failed {
+                for named in appended.fresh.iter().filter(|e| !e.keyed) {
+                    s.local.unclaim(&named.id);
+                }
                 s.undo(undo).await;
                 return Err(e);
             }
-            // This instance's view until the outcome is written (by whichever instance).
-            for (e, routed) in appended.fresh.iter().zip(&appended.routed) {
-                let state = if *routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-                s.local.insert(&e.id, e.type_name.clone(), e.priority, state);
+            // This instance's view until the outcome is written (by whichever instance); the
+            // events it named have theirs since the claim.
+            for (e, routed) in appended.fresh.iter().zip(&appended.routed).filter(|(e, _)| e.keyed) {
+                s.local.insert(&e.id, e.type_name.clone(), e.priority, first_state(*routed));
             }
             Ok(appended)
         })
@@ -916,12 +967,13 @@ impl EventLog for NatsLog {
     fn track(&self, event: &Event, state: State) {
         let s = &self.shared;
         s.local.insert(&event.id, event.type_name.clone(), event.priority, state);
-        if let Ok(payload) = serde_json::to_vec(event) {
-            let (client, subject, headers) = (s.client.clone(), format!("{}.emitted", s.prefix), s.headers());
-            s.runtime.spawn(async move {
-                let _ = client.publish_with_headers(subject, headers, payload.into()).await;
-            });
-        }
+        s.tell_emitted(event);
+    }
+
+    fn track_named(&self, event: &mut Event, state: State) {
+        let s = &self.shared;
+        event.id = s.local.insert_named(event.type_name.clone(), event.priority, state);
+        s.tell_emitted(event);
     }
 
     fn complete(&self, event: &Event, outcome: Outcome) {
