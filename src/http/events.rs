@@ -92,6 +92,9 @@ pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 
 /// `202 {"id": ...}`, written directly: this is the hot path.
 pub fn accepted(id: &str) -> Response {
-    let body = format!(r#"{{"id":{}}}"#, serde_json::Value::from(id));
+    let mut body = Vec::with_capacity(r#"{"id":""}"#.len() + id.len());
+    body.extend_from_slice(br#"{"id":"#);
+    serde_json::to_writer(&mut body, id).expect("a string serialises");
+    body.push(b'}');
     (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
