@@ -32,10 +32,16 @@ nats-server: a purge leaves it deleting blocks for a while):
   P-listen                 diagnostic: P-single plus what each router did on its connection
                            before no_echo (41dee64): a subscription to every event, its own
                            delivered back to it (`--listen`)
+Each publisher row is measured right between the two router rows compared with it (N1-single,
+P-single, N2-single; then N1-ndjson, P-batch, N2-ndjson), those three in the opposite order
+every other round: on these shared cores the whole machine runs fast or slow for tens of
+seconds at a time, so a publisher measured a minute after its router rows made the per-round
+ratios swing by a third (sessions 7-12).
 The body is benches/http/end_to_end.py's `infrahub/send.echo.request` event. Events/s of a
 router = its eventyard_events_accepted_total delta / wrk's duration. Also shown: CPU per
 event of the router(s), of nats-server and of the load generator (wrk or the publisher).
-Prints medians over the rounds and the ratios N / P (target: N1 >= 50% of P) and N / L.
+Prints medians over the rounds, the ratios N / P (target: N1 >= 50% of P) as the median of
+the rounds' paired ratios and as the ratio of the medians, and N / L.
 Raw results: target/bench-nats/results.json."""
 import argparse, json, os, pathlib, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -138,6 +144,23 @@ def parse_wrk(out):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     r["non2xx"] = int(m.group(1)) if m else 0
     return r
+
+
+# Router rows and the publisher row each is compared with (the target: N1 >= 50% of P).
+PAIRS = (("N1-single", "P-single"), ("N1-ndjson", "P-batch"), ("N2-single", "P-single"), ("N2-ndjson", "P-batch"))
+
+
+def round_order(plan, rnd):
+    """The plan of round `rnd`: the local rows, then each publisher row between the two
+    router rows it is compared with, those triples turned round every other round, so that
+    neither side of a pair is always measured first (a drift of the machine's speed within a
+    round then favours each side in turn)."""
+    local = [step for step in plan if step[0].startswith("L")]
+    paired = [step for step in plan if not step[0].startswith("L") and step[0] != "P-listen"]
+    triples = [paired[i:i + 3] for i in range(0, len(paired), 3)]
+    if rnd % 2:
+        triples = [t[::-1] for t in triples]
+    return local + [step for t in triples for step in t] + [step for step in plan if step[0] == "P-listen"]
 
 
 def main():
@@ -248,12 +271,13 @@ def main():
                 ("L-ndjson", lambda d: routers_run("L-ndjson", ["L"], "ndjson", d, None)),
                 ("Loff-single", lambda d: routers_run("Loff-single", ["Loff"], "single", d, None)),
                 ("Loff-ndjson", lambda d: routers_run("Loff-ndjson", ["Loff"], "ndjson", d, None)),
+                # Each publisher row between the two router rows it is compared with (PAIRED).
                 ("N1-single", lambda d: routers_run("N1-single", ["N1"], "single", d, "EYB")),
-                ("N1-ndjson", lambda d: routers_run("N1-ndjson", ["N1"], "ndjson", d, "EYB")),
-                ("N2-single", lambda d: routers_run("N2-single", ["N2a", "N2b"], "single", d, "EYC")),
-                ("N2-ndjson", lambda d: routers_run("N2-ndjson", ["N2a", "N2b"], "ndjson", d, "EYC")),
                 ("P-single", lambda d: publisher_run("P-single", "single", d)),
+                ("N2-single", lambda d: routers_run("N2-single", ["N2a", "N2b"], "single", d, "EYC")),
+                ("N1-ndjson", lambda d: routers_run("N1-ndjson", ["N1"], "ndjson", d, "EYB")),
                 ("P-batch", lambda d: publisher_run("P-batch", "batch", d)),
+                ("N2-ndjson", lambda d: routers_run("N2-ndjson", ["N2a", "N2b"], "ndjson", d, "EYC")),
                 # Diagnostic: the publisher also subscribed to every event, as each router is.
                 ("P-listen", lambda d: publisher_run("P-listen", "single", d, extra=["--listen"]))]
         print(f"warm-up (2 s each); then {ROUNDS} rounds of {DUR} s, {CONNS} connections; temp dir {tmp}", flush=True)
@@ -261,7 +285,7 @@ def main():
             if not label.startswith("P-"):
                 run(2)
         for rnd in range(ROUNDS):
-            for label, run in plan:
+            for label, run in round_order(plan, rnd):
                 results.append(measured(run, DUR, NOISY, RETRIES, round=rnd))
     finally:
         for p in procs.values():
@@ -285,12 +309,14 @@ def main():
         print(f"{label:11} {med(label):10,.0f} {min(eps):9,.0f} {max(eps):9,.0f} {med(label, 'p99_ms'):7.2f} "
               f"{med(label, 'router_us'):7.2f} {med(label, 'nats_us'):6.2f} {med(label, 'loadgen_us'):7.2f} {med(label, 'other_cores'):6.2f}")
     print()
-    for n, p in (("N1-single", "P-single"), ("N1-ndjson", "P-batch"), ("N2-single", "P-single"), ("N2-ndjson", "P-batch")):
-        # And per round (each against the publisher of the same round): on these shared cores
-        # a round is fast or slow as a whole, so the spread says how near the edge the median is.
+    for n, p in PAIRS:
+        # And per round, each against the publisher measured next to it: on these shared cores
+        # the machine is fast or slow for tens of seconds at a time, so the median of these
+        # paired ratios is the steadier figure, and their spread says how near the edge it is.
         of = lambda label: {r["round"]: r["eps"] for r in results if r["label"] == label}
-        rounds = ", ".join(f"{of(n)[k] / of(p)[k]:.0%}" for k in sorted(of(n)) if k in of(p))
-        print(f"{n} / {p} = {med(n) / med(p):.0%}   (per round: {rounds})")
+        paired = [of(n)[k] / of(p)[k] for k in sorted(of(n)) if k in of(p)]
+        rounds = ", ".join(f"{r:.0%}" for r in paired)
+        print(f"{n} / {p} = {statistics.median(paired):.0%} paired   {med(n) / med(p):.0%} of the medians   (per round: {rounds})")
     for n in ("N1-single", "N1-ndjson", "N2-single", "N2-ndjson"):
         mode = n.split("-")[1]
         print(f"{n} / L-{mode} = {med(n) / med('L-' + mode):.0%}   {n} / Loff-{mode} = {med(n) / med('Loff-' + mode):.0%}")
