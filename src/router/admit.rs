@@ -79,8 +79,10 @@ pub enum Refusal {
     IdTooLong { limit: usize },
 }
 
-/// Validates one event of type `ty` and gives it an id: the single path every producer's
-/// event goes through before [`Pipeline::admit`].
+/// Validates one event of type `ty`: the single path every producer's event goes through
+/// before [`Pipeline::admit`]. An event without a producer id is left without one: the log
+/// names it when it is appended ([`EventLog::append`](crate::store::EventLog::append)), so
+/// that the name says where its status is kept.
 pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Event, Refusal> {
     let (data, own_priority) = match data {
         Data::Text(text) => Body::check(ty, text.into()).map_err(|r| match r {
@@ -100,7 +102,7 @@ pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Eve
         }
     };
     let keyed = envelope.id.is_some();
-    let id = envelope.id.unwrap_or_else(crate::event::new_id);
+    let id = envelope.id.unwrap_or_default();
     if id.len() > MAX_ID_BYTES {
         return Err(Refusal::IdTooLong { limit: MAX_ID_BYTES });
     }

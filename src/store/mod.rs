@@ -140,7 +140,8 @@ pub struct Appended {
 ///   as configured (and only then does a producer get its 202); a producer-given id seen
 ///   from the same producer within the idempotency window is a duplicate, answered with
 ///   the first event's id and not stored again; the same id from another producer is
-///   another event and gets a new id;
+///   another event and gets a new id; an event without a producer id (`keyed` false,
+///   offered with an empty id) is named by the log;
 /// - claim: routed events are claimed for processing (at append, or at recovery for what a
 ///   crash left unfinished);
 /// - progress and complete: where an event is, and its outcome once finished (durable
