@@ -117,10 +117,10 @@ pub struct Batch<'a> {
 #[derive(Debug, Default)]
 pub struct Appended {
     /// Per offered event, in order: its id, or for a duplicate the id of the first. An id
-    /// the producer gave is kept (unless another producer's event has it); a router-made
-    /// one the log may replace by a name of its own (the local log names events so that
-    /// their statuses are found without a look-up): these ids, not the offered ones, are
-    /// what producers are told.
+    /// the producer gave is kept (unless another producer's event has it); an event offered
+    /// without one gets a name from the log (both logs name events so that their statuses
+    /// are found without a look-up): these ids, not the offered ones, are what producers
+    /// are told.
     pub ids: Vec<String>,
     /// The events that were new, durable now. Routed ones are claimed by this instance: it
     /// processes them and then [`EventLog::complete`]s them. (A shared log also hands work
