@@ -35,8 +35,8 @@ nats-server: a purge leaves it deleting blocks for a while):
 Each publisher row is measured right between the two router rows compared with it (N1-single,
 P-single, N2-single; then N1-ndjson, P-batch, N2-ndjson), those three in the opposite order
 every other round: on these shared cores the whole machine runs fast or slow for tens of
-seconds at a time, so a publisher measured a minute after its router rows made the per-round
-ratios swing by a third (sessions 7-12).
+seconds at a time, and a publisher measured a minute after its router rows was part of why the
+per-round ratios swung by a third (sessions 7-12; the router's own slow mode is the rest).
 The body is benches/http/end_to_end.py's `infrahub/send.echo.request` event. Events/s of a
 router = its eventyard_events_accepted_total delta / wrk's duration. Also shown: CPU per
 event of the router(s), of nats-server and of the load generator (wrk or the publisher).
@@ -271,7 +271,7 @@ def main():
                 ("L-ndjson", lambda d: routers_run("L-ndjson", ["L"], "ndjson", d, None)),
                 ("Loff-single", lambda d: routers_run("Loff-single", ["Loff"], "single", d, None)),
                 ("Loff-ndjson", lambda d: routers_run("Loff-ndjson", ["Loff"], "ndjson", d, None)),
-                # Each publisher row between the two router rows it is compared with (PAIRED).
+                # Each publisher row between the two router rows it is compared with (see PAIRS).
                 ("N1-single", lambda d: routers_run("N1-single", ["N1"], "single", d, "EYB")),
                 ("P-single", lambda d: publisher_run("P-single", "single", d)),
                 ("N2-single", lambda d: routers_run("N2-single", ["N2a", "N2b"], "single", d, "EYC")),
