@@ -118,7 +118,7 @@ fn batch(events: Vec<Event>, producer: Option<&str>) -> Batch<'_> {
 async fn appends_answer_ids_in_order_and_claim_routed_events(log: &impl EventLog) {
     let events = vec![event(ROUTED, None), event(UNROUTED, None), event(ROUTED, Some("given-1"))];
     let appended = log.append(batch(events, None)).await.expect("an append to a healthy log");
-    // The producer's id when it gave one; a router-made one the log may replace by its own.
+    // The producer's id when it gave one; else a name the log gives.
     let ids = appended.ids.clone();
     assert_eq!(ids.len(), 3, "one id per event");
     assert_eq!(ids[2], "given-1", "in order, the producer's when given");
@@ -159,7 +159,7 @@ async fn producer_ids_are_deduplicated_per_producer(log: &impl EventLog) {
 async fn concurrent_appends_each_get_their_own_answer(log: &impl EventLog) {
     let appends = (0..CONCURRENT_APPENDS).map(|i| {
         // Each append's first event has a producer id (kept: it shows whose answer is whose);
-        // the others router-made ones (which the log may rename).
+        // the others none (the log names them).
         let own = format!("concurrent-{i}");
         let events = match i % ROUTED_EVERY {
             0 => vec![event(ROUTED, Some(&own))],

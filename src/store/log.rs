@@ -70,9 +70,9 @@ impl LocalLog {
                 }
             }
             let state = if routed { State::Queued } else { State::Processed { outcome: Outcome::default() } };
-            // A router-made id is no other event's, so none is looked for: the board names the
-            // event anew, to find its status without the index (at admission and again when
-            // it is finished). So does a producer's id that another producer's event has.
+            // An event without a producer id has none to look for: the board names the
+            // event, to find its status without the index (at admission and again when
+            // it is finished), as it does when another producer's event has this one's id.
             let claimed =
                 e.keyed && self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone());
             if !claimed {
