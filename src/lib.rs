@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | vocabulary | [`settings`], [`files`], [`schema`], [`event`], [`metrics`] | the refused-setting shape, owner-only atomic files, the catalogue and compiled validators, the accepted event, outcomes and failures, Prometheus helpers |
+//! | vocabulary | [`settings`], [`files`], [`name`], [`schema`], [`event`], [`metrics`] | the refused-setting shape, owner-only atomic files, names shared by many events, the catalogue and compiled validators, the accepted event, outcomes and failures, Prometheus helpers |
 //! | state and sandbox | [`store`], [`wasm`] | the event log (the `EventLog` contract), statuses and dedup, dead letters, documents; the Wasm plugin host |
 //! | core | [`router`] | admission, routes, the workers that run plugins, settling, retries, telling whoever waits |
 //! | doors | [`http`], [`protocols`], [`admin`], [`sources`], [`sinks`] (and [`amqp`], the AMQP client pieces the last two share) | ingestion and reads over HTTP; Fix Inventory and Infrahub; plugins, dead letters and ops; events from brokers (NATS, AMQP); events out to brokers (AMQP) |
@@ -21,6 +21,7 @@ pub mod event;
 pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod name;
 pub mod protocols;
 pub mod router;
 pub mod schema;

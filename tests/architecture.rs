@@ -10,7 +10,7 @@ use std::path::Path;
 /// layer the listed `(from, to)` pairs are allowed too (the HTTP plumbing that the other
 /// doors build on; the AMQP client pieces the AMQP source and sink share).
 const LAYERS: &[&[&str]] = &[
-    &["settings", "files"],
+    &["settings", "files", "name"],
     &["schema"],
     &["event"],
     &["metrics"],

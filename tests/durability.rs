@@ -268,7 +268,7 @@ async fn event_status_shows_what_became_of_each_event() {
 fn event(i: usize) -> eventyard::event::Event {
     eventyard::event::Event {
         id: format!("e-{i}"),
-        type_name: "infrahub/send.echo.request".into(),
+        type_name: eventyard::name::Name::intern("infrahub/send.echo.request"),
         time: time::OffsetDateTime::now_utc(),
         priority: 3,
         source: None,

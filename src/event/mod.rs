@@ -13,8 +13,8 @@ pub use body::Body;
 pub use failure::{Failure, FailureKind};
 pub use outcome::{Emission, FailureNote, Outcome};
 
+use crate::name::Name;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Longest event id (a CloudEvents `id`, an NDJSON `id`, an `Idempotency-Key`) and RPC
 /// correlation id a producer may give: ids are kept in the status board, the idempotency
@@ -27,7 +27,7 @@ pub const MAX_ID_BYTES: usize = 256;
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
-    pub type_name: Arc<str>,
+    pub type_name: Name,
     /// The time the producer gave (CloudEvents `time`) or the time it was accepted;
     /// formatted (RFC 3339) only when someone reads it.
     #[serde(with = "time::serde::rfc3339")]

@@ -1,8 +1,8 @@
 //! What became of an accepted event: what each plugin emitted, which calls failed for
 //! good, which filters dropped it; capped ([`Outcome::bounded`]) before it is kept.
 
+use crate::name::Name;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Longest text of an outcome (a failure's message, a drop reason) kept in the log: the
 /// rest is cut at a character boundary and marked. Why: a plugin's error text is the
@@ -69,9 +69,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Emission {
     /// Shared with the plugin and the event type (no copy per emitted event).
-    pub plugin: Arc<str>,
+    pub plugin: Name,
     #[serde(rename = "type")]
-    pub type_name: Arc<str>,
+    pub type_name: Name,
     pub id: String,
 }
 

@@ -16,7 +16,7 @@
 use super::extract::{Query, WebSocketUpgrade};
 use super::{ApiError, AppState};
 use crate::event::pattern::{compile_regex, Matcher, TypePattern, MAX_PATTERN_LEN};
-use crate::router::bus::Frame;
+use crate::router::bus::Subscription;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::State;
 use axum::response::Response;
@@ -25,7 +25,6 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::broadcast::Receiver;
 
 /// Largest message a stream's client may send (they are read and ignored; pings and closes
 /// are tiny): a client cannot make the router buffer a large message.
@@ -111,7 +110,7 @@ pub fn lagged(state: &AppState, missed: u64) -> Message {
     Message::Text(format!(r#"{{"error":"lagged","missed":{missed}}}"#).into())
 }
 
-async fn stream(state: Arc<AppState>, pattern: Matcher, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
+async fn stream(state: Arc<AppState>, pattern: Matcher, mut rx: Subscription, socket: WebSocket) {
     let (mut tx, mut incoming) = socket.split();
     tracing::debug!(types = pattern.as_str(), "subscriber connected");
     loop {

@@ -225,7 +225,7 @@ impl Core {
         &self,
         plugin: &str,
         parent: &Event,
-        type_name: std::sync::Arc<str>,
+        type_name: crate::name::Name,
         e: Checked,
     ) -> Result<(Event, bool), (Event, Failure)> {
         let mut source = String::with_capacity("plugin:".len() + plugin.len());

@@ -19,6 +19,7 @@ use crate::event::{Body, Event};
 use crate::event::{Emission, FailureNote, Outcome};
 use crate::event::{Failure, FailureKind};
 use crate::metrics::PluginSamples;
+use crate::name::Name;
 use crate::schema::Registry;
 use crate::store::dead_letters::{self, DeadLetter, DeadLetters};
 use crate::store::status::{State, Status};
@@ -634,7 +635,7 @@ impl Core {
     }
 
     /// Routes one checked emitted event (of plugin `from`) like any other, one hop further.
-    fn emit(&self, from: &Arc<str>, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
+    fn emit(&self, from: &Name, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
         let Ok(ty) = self.registry.get(&e.type_name) else { return };
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
@@ -687,7 +688,7 @@ pub(super) mod tests {
     pub(in crate::router) fn event(id: &str) -> Event {
         Event {
             id: id.into(),
-            type_name: "infrahub/send.echo.request".into(),
+            type_name: Name::intern("infrahub/send.echo.request"),
             time: time::OffsetDateTime::now_utc(),
             priority: 3,
             source: None,
@@ -751,7 +752,11 @@ pub(super) mod tests {
         let mut watch = core.completions.watch("root");
 
         let mut first = Run::new(root.clone());
-        first.outcome.emitted.push(Emission { plugin: "h1".into(), type_name: "t".into(), id: "c1".into() });
+        first.outcome.emitted.push(Emission {
+            plugin: Name::intern("h1"),
+            type_name: Name::intern("t"),
+            id: "c1".into(),
+        });
         core.settle(first, 1);
         assert!(matches!(state(core, "root"), Some(State::InProgress)), "one retry is left");
         assert!(watch.finished.try_recv().is_err(), "not finished yet");

@@ -6,6 +6,7 @@ use super::config::{RouteConfig, MAX_WAIT_MS};
 use super::retry::RetryPolicy;
 use super::sink::Sink;
 use crate::event::pattern::{compile_regex, Matcher, TypePattern};
+use crate::name::Name;
 use crate::settings::Invalid;
 use crate::wasm::config::{PluginConfig, World};
 use crate::wasm::plugin::{Filter, Handler};
@@ -45,10 +46,10 @@ impl RouteHandler {
     }
 
     /// The name, shared (a plugin's; a sink's is copied: sinks emit nothing).
-    pub fn shared_name(&self) -> Arc<str> {
+    pub fn shared_name(&self) -> Name {
         match self {
             RouteHandler::Plugin(h) => h.ctx.name.clone(),
-            RouteHandler::Sink(s) => s.name().into(),
+            RouteHandler::Sink(s) => Name::intern(s.name()),
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::tape::{Tape, TapeJson};
 use super::{Rejection, SchemaError, Violation, DEFAULT_PRIORITY};
+use crate::name::Name;
 use crate::schema::catalog::{generate::schema_files, Catalog};
 use bytes::Bytes;
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -65,7 +66,7 @@ impl Strictness {
 /// One event type, ready for the hot path.
 pub struct EventType {
     /// The canonical name, `<family>/<name>`.
-    pub name: Arc<str>,
+    pub name: Name,
     /// The schema as compiled (after [`Strictness`]), for `GET /v1/schemas/{type}`.
     pub schema: Value,
     /// `schema` serialised once, so serving it never re-encodes.
@@ -182,7 +183,7 @@ impl Registry {
             .map_err(invalid)?;
         let default_priority = schema.get("x-priority").and_then(Value::as_u64).and_then(|p| u8::try_from(p).ok());
         let t = Arc::new(EventType {
-            name: name.as_str().into(),
+            name: Name::intern(&name),
             schema_json: Bytes::from(serde_json::to_vec(&schema).expect("a JSON value always serialises")),
             schema,
             default_priority,

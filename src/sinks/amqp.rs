@@ -236,7 +236,7 @@ mod tests {
         let sink = Arc::new(runtime.block_on(async { AmqpSink::new(config.resolve()) }));
         let event = Event {
             id: "e1".into(),
-            type_name: "infrahub/send.echo.request".into(),
+            type_name: crate::name::Name::intern("infrahub/send.echo.request"),
             time: time::OffsetDateTime::now_utc(),
             priority: 3,
             source: None,

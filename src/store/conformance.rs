@@ -100,7 +100,7 @@ impl Feed for Collect {
 pub fn event(type_name: &str, id: Option<&str>) -> Event {
     Event {
         id: id.map_or_else(String::new, String::from),
-        type_name: type_name.into(),
+        type_name: crate::name::Name::intern(type_name),
         time: time::OffsetDateTime::now_utc(),
         priority: 3,
         source: None,

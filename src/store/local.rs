@@ -364,7 +364,7 @@ mod tests {
     fn event(id: &str) -> Event {
         Event {
             id: id.into(),
-            type_name: "t/x".into(),
+            type_name: crate::name::Name::intern("t/x"),
             time: time::OffsetDateTime::UNIX_EPOCH,
             priority: 3,
             source: None,
@@ -377,7 +377,11 @@ mod tests {
     #[test]
     fn a_borrowed_done_record_is_the_same_json_as_an_owned_one() {
         let outcome = Outcome {
-            emitted: vec![crate::event::Emission { plugin: "p".into(), type_name: "t/y".into(), id: "e\"1".into() }],
+            emitted: vec![crate::event::Emission {
+                plugin: crate::name::Name::intern("p"),
+                type_name: crate::name::Name::intern("t/y"),
+                id: "e\"1".into(),
+            }],
             failed: vec![crate::event::FailureNote {
                 plugin: "q".into(),
                 kind: "trap".into(),

@@ -58,6 +58,7 @@ impl LocalLog {
     fn claim(&self, batch: Batch<'_>) -> (Appended, Vec<u64>) {
         let mut out = Appended { ids: Vec::with_capacity(batch.events.len()), ..Appended::default() };
         let mut keys = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
         for (mut e, routed) in batch.events.into_iter().zip(batch.routed) {
             if e.keyed {
                 match self.idempotency.claim(batch.producer, e.source.as_deref(), &e.id) {
@@ -76,7 +77,7 @@ impl LocalLog {
             let claimed =
                 e.keyed && self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone());
             if !claimed {
-                e.id = self.statuses.insert_named(e.type_name.clone(), e.priority, state);
+                e.id = self.statuses.insert_named(e.type_name, e.priority, state, now);
                 if let Some(&key) = keys.last().filter(|_| e.keyed) {
                     self.idempotency.renamed(key, &e.id);
                 }
@@ -121,7 +122,8 @@ impl EventLog for LocalLog {
     }
 
     fn track_named(&self, event: &mut Event, state: State) {
-        event.id = self.statuses.insert_named(event.type_name.clone(), event.priority, state);
+        // An emitted event's time is the router's, taken as it was made.
+        event.id = self.statuses.insert_named(event.type_name, event.priority, state, event.time);
     }
 
     fn complete(&self, event: &Event, outcome: Outcome) {

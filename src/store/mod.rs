@@ -163,7 +163,8 @@ pub trait EventLog: Send + Sync {
     fn track(&self, event: &Event, state: State);
     /// Names an emitted event (gives it its `id`) and starts tracking it, as
     /// [`track`](Self::track) does. The name is the log's to choose so that it can say where
-    /// the status is kept: both logs' names are found without a look-up.
+    /// the status is kept: both logs' names are found without a look-up. The event's `time`
+    /// (the router's, for an emitted event) is when it was accepted.
     fn track_named(&self, event: &mut Event, state: State);
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).

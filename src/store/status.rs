@@ -7,7 +7,8 @@
 //! ([`Idempotency`]), kept apart from the statuses so that the window, not the status
 //! board's capacity, decides how long an id is remembered.
 
-use crate::event::Outcome;
+use crate::event::{Emission, Outcome};
+use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +56,7 @@ pub struct Status {
     pub accepted_at: time::OffsetDateTime,
     pub id: Arc<str>,
     #[serde(rename = "type")]
-    pub type_name: Arc<str>,
+    pub type_name: Name,
     pub priority: u8,
     #[serde(flatten)]
     pub state: State,
@@ -148,9 +149,47 @@ struct Slot {
     indexed: bool,
     id: SlotId,
     accepted_at: time::OffsetDateTime,
-    type_name: Arc<str>,
+    type_name: Name,
     priority: u8,
-    state: State,
+    state: Kept,
+}
+
+/// A slot's state, with the usual end of an event (processed: one event emitted, nothing
+/// failed or dropped) kept inline. Why: that outcome's list and the emitted id were made
+/// by the worker that finished the event, and the slot is evicted later by whichever thread
+/// writes the next entry into it (an HTTP thread admitting, most often); freeing memory of
+/// another thread is an atomic operation on that thread's allocator page, on a cold line,
+/// and it was half of the HTTP threads' `free` time on the end-to-end NDJSON row. Inline,
+/// the worker frees the outcome it made and eviction frees nothing.
+enum Kept {
+    Answered { plugin: Name, type_name: Name, id: SlotId },
+    Other(State),
+}
+
+impl Kept {
+    fn new(state: State) -> Kept {
+        if let State::Processed { outcome } = &state {
+            if let ([one], [], []) = (&outcome.emitted[..], &outcome.failed[..], &outcome.dropped[..]) {
+                if one.id.len() <= INLINE_ID_BYTES {
+                    return Kept::Answered { plugin: one.plugin, type_name: one.type_name, id: SlotId::new(&one.id) };
+                }
+            }
+        }
+        Kept::Other(state)
+    }
+
+    fn state(&self) -> State {
+        match self {
+            Kept::Answered { plugin, type_name, id } => State::Processed {
+                outcome: Outcome {
+                    emitted: vec![Emission { plugin: *plugin, type_name: *type_name, id: id.as_str().into() }],
+                    failed: Vec::new(),
+                    dropped: Vec::new(),
+                },
+            },
+            Kept::Other(state) => state.clone(),
+        }
+    }
 }
 
 /// Longest id kept inside a slot: a hyphenated UUID (36 bytes) and a little more.
@@ -189,8 +228,8 @@ impl SlotId {
 
 impl Slot {
     /// A new state for the same id: it keeps its slot and its acceptance time.
-    fn update(&mut self, type_name: Arc<str>, priority: u8, state: State) {
-        (self.type_name, self.priority, self.state) = (type_name, priority, state);
+    fn update(&mut self, type_name: Name, priority: u8, state: State) {
+        (self.type_name, self.priority, self.state) = (type_name, priority, Kept::new(state));
     }
 
     fn status(&self) -> Status {
@@ -199,7 +238,7 @@ impl Slot {
             id: self.id.as_str().into(),
             type_name: self.type_name.clone(),
             priority: self.priority,
-            state: self.state.clone(),
+            state: self.state.state(),
         }
     }
 }
@@ -210,14 +249,21 @@ impl Board {
         (self.slots[at].id.as_bytes() == id.as_bytes()).then_some(at)
     }
 
-    fn put(&mut self, key: u64, id: &str, type_name: Arc<str>, priority: u8, state: State, at: time::OffsetDateTime) {
+    fn put(&mut self, key: u64, id: &str, type_name: Name, priority: u8, state: State, at: time::OffsetDateTime) {
         if let Some(i) = self.find(key, id) {
             self.slots[i].update(type_name, priority, state);
             return;
         }
         let i = self.head;
-        let _evicted =
-            self.push(Slot { key, indexed: true, id: SlotId::new(id), accepted_at: at, type_name, priority, state });
+        let _evicted = self.push(Slot {
+            key,
+            indexed: true,
+            id: SlotId::new(id),
+            accepted_at: at,
+            type_name,
+            priority,
+            state: Kept::new(state),
+        });
         self.index.insert(key, i as u32);
     }
 
@@ -282,7 +328,7 @@ impl StatusBoard {
 
     /// Inserts (or updates) an entry accepted now: the router's time, never a producer's
     /// `time` (events recovered from the log count as accepted at the restart).
-    pub fn insert(&self, id: &str, type_name: Arc<str>, priority: u8, state: State) {
+    pub fn insert(&self, id: &str, type_name: Name, priority: u8, state: State) {
         if let Some((mut b, i)) = self.named(id) {
             b.slots[i].update(type_name, priority, state);
             return;
@@ -297,7 +343,11 @@ impl StatusBoard {
     /// index. Why: the index is a table of 100,000s of entries, and an insert into it (and
     /// the removal of the entry it evicts) misses the cache; for the events plugins emit this
     /// was a sixth of the workers' time.
-    pub fn insert_named(&self, type_name: Arc<str>, priority: u8, state: State) -> String {
+    ///
+    /// `at` is when the router accepted it (a clock read per event was 2% of the end-to-end
+    /// row's samples, so callers read it once per batch, or pass the time the router gave an
+    /// emitted event).
+    pub fn insert_named(&self, type_name: Name, priority: u8, state: State, at: time::OffsetDateTime) -> String {
         thread_local! {
             /// How many named entries this thread made: it writes [`NAMED_RUN`] of them into
             /// one shard, then moves on to the next, going round them all (every ring fills as
@@ -309,11 +359,17 @@ impl StatusBoard {
             n.set(made.wrapping_add(1));
             made / NAMED_RUN % self.shards.len()
         });
-        let at = time::OffsetDateTime::now_utc();
         let mut b = self.shards[shard].lock().expect("status board");
         let id = self.name(at, shard, b.head);
-        let evicted =
-            b.push(Slot { key: 0, indexed: false, id: SlotId::new(&id), accepted_at: at, type_name, priority, state });
+        let evicted = b.push(Slot {
+            key: 0,
+            indexed: false,
+            id: SlotId::new(&id),
+            accepted_at: at,
+            type_name,
+            priority,
+            state: Kept::new(state),
+        });
         drop(b);
         // Freed outside the lock (an evicted outcome's memory is cold).
         drop(evicted);
@@ -372,14 +428,7 @@ impl StatusBoard {
 
     /// Inserts `id` in `state` unless it was accepted less than `window` ago: false for a
     /// duplicate. Atomic, so two concurrent copies of one event cannot both be accepted.
-    pub fn claim(
-        &self,
-        id: &str,
-        type_name: Arc<str>,
-        priority: u8,
-        window: std::time::Duration,
-        state: State,
-    ) -> bool {
+    pub fn claim(&self, id: &str, type_name: Name, priority: u8, window: std::time::Duration, state: State) -> bool {
         let now = time::OffsetDateTime::now_utc();
         if let Some((mut b, i)) = self.named(id) {
             // A producer's event under the id of one the router named (copied from a
@@ -411,7 +460,7 @@ impl StatusBoard {
 
     pub fn set(&self, id: &str, state: State) {
         if let Some((mut b, i)) = self.entry(id) {
-            b.slots[i].state = state;
+            b.slots[i].state = Kept::new(state);
         }
     }
 
@@ -600,7 +649,7 @@ mod tests {
     #[test]
     fn short_and_long_ids_read_back_whole() {
         let board = StatusBoard::with_shards(1, 16);
-        let t: Arc<str> = "t/x".into();
+        let t: Name = crate::name::Name::intern("t/x");
         let uuid = "0192f0c4-6f0e-7cc1-9c4f-2b8d1d0e5a11";
         let edge = "é".repeat(INLINE_ID_BYTES / 2) + "x";
         let long = "ü".repeat(100);
@@ -621,7 +670,7 @@ mod tests {
     #[test]
     fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
-        let t: Arc<str> = "infrahub/send.echo.request".into();
+        let t: Name = crate::name::Name::intern("infrahub/send.echo.request");
         assert!(board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
         assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued), "duplicate");
         // With a zero window the old acceptance has expired: a new event under the old id...
@@ -638,7 +687,7 @@ mod tests {
     fn the_oldest_entries_leave_past_the_capacity_and_a_renewed_id_keeps_its_new_slot() {
         // One shard: the ring's order is exact.
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
-        let t: Arc<str> = "fixinventory/collect".into();
+        let t: Name = crate::name::Name::intern("fixinventory/collect");
         let long = Duration::from_secs(3600);
         assert!(board.claim("first", t.clone(), 3, long, State::Queued));
         assert!(board.claim("renewed", t.clone(), 3, long, State::Queued));
@@ -658,15 +707,40 @@ mod tests {
         assert!(matches!(board.get("renewed").unwrap().state, State::InProgress));
     }
 
+    /// An outcome reads back as it was set, whether the slot keeps it inline (one emitted
+    /// event, nothing else) or as it is.
+    #[test]
+    fn outcomes_read_back_as_they_were_set() {
+        let board = StatusBoard::with_shards(2, 8);
+        let name = crate::name::Name::intern;
+        let emission = |id: &str| Emission { plugin: name("echo"), type_name: name("t/response"), id: id.into() };
+        let note =
+            crate::event::FailureNote { plugin: "p".into(), kind: "trap".into(), message: "m".into(), attempts: 2 };
+        let outcomes = [
+            Outcome { emitted: vec![emission("019ac1f0-0000-7000-8000-000000000001")], ..Outcome::default() },
+            Outcome { emitted: vec![emission(&"x".repeat(INLINE_ID_BYTES + 1))], ..Outcome::default() },
+            Outcome { emitted: vec![emission("a"), emission("b")], ..Outcome::default() },
+            Outcome { emitted: vec![emission("a")], failed: vec![note], ..Outcome::default() },
+            Outcome { emitted: vec![emission("a")], dropped: vec![("f".into(), "why".into())], ..Outcome::default() },
+            Outcome::default(),
+        ];
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let id = board.insert_named(name("t/request"), 3, State::InProgress, time::OffsetDateTime::now_utc());
+            board.set(&id, State::Processed { outcome: outcome.clone() });
+            let State::Processed { outcome: read } = board.get(&id).unwrap().state else { panic!("processed") };
+            assert_eq!(read, outcome, "outcome {i}");
+        }
+    }
+
     /// Ids the board names are UUIDv7s found again without the index: read, changed and
     /// forgotten with the ring like the others; any other text, another board's names and
     /// names whose slot was written again are not found.
     #[test]
     fn named_ids_find_their_slot_without_the_index() {
         let board = StatusBoard::with_shards(2, 8);
-        let t: Arc<str> = "infrahub/response/send.echo.request".into();
-        let a = board.insert_named(t.clone(), 4, State::InProgress);
-        let b = board.insert_named(t.clone(), 4, State::Queued);
+        let t: Name = crate::name::Name::intern("infrahub/response/send.echo.request");
+        let a = board.insert_named(t.clone(), 4, State::InProgress, time::OffsetDateTime::now_utc());
+        let b = board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
         assert_ne!(a, b);
         assert_eq!(uuid::Uuid::parse_str(&a).expect("a UUID").get_version_num(), 7);
         assert!(board.shards.iter().all(|s| s.lock().unwrap().index.is_empty()), "nothing went into the index");
@@ -691,7 +765,7 @@ mod tests {
         assert!(board.claim(&a, t.clone(), 3, Duration::ZERO, State::Queued));
         assert!(matches!(board.get(&a).unwrap().state, State::Queued));
         // A named entry whose event was not accepted after all is forgotten.
-        let c = board.insert_named(t.clone(), 4, State::Queued);
+        let c = board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
         board.unclaim(&c);
         assert!(board.get(&c).is_none() && !board.contains(&c));
         board.set(&c, State::InProgress);
@@ -699,7 +773,7 @@ mod tests {
         // Enough more entries to go round both rings of four (named ones fill a shard
         // NAMED_RUN at a time): the named `b` is forgotten.
         for i in 0..2 * NAMED_RUN + 8 {
-            board.insert_named(t.clone(), 4, State::Queued);
+            board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
             board.insert(&i.to_string(), t.clone(), 4, State::Queued);
         }
         assert!(board.get(&b).is_none() && !board.contains(&b));
@@ -710,7 +784,7 @@ mod tests {
     #[test]
     fn a_sharded_board_keeps_its_capacity_and_the_recent_entries() {
         let board = StatusBoard::default();
-        let t: Arc<str> = "fixinventory/collect".into();
+        let t: Name = crate::name::Name::intern("fixinventory/collect");
         for i in 0..2 * STATUS_CAPACITY {
             board.insert(&i.to_string(), t.clone(), 3, State::Queued);
         }

@@ -11,6 +11,7 @@ use super::Checked;
 use crate::event::Body;
 use crate::event::{Failure, FailureKind};
 use crate::metrics::PluginSamples;
+use crate::name::Name;
 use crate::schema::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// What every instance of one plugin shares.
 pub struct PluginContext {
-    pub name: Arc<str>,
+    pub name: Name,
     pub manifest: PluginConfig,
     /// The plugin's `config` table as JSON, handed to `config.get`.
     pub config_json: String,
@@ -86,7 +87,7 @@ pub fn event_rep(tag: u16, index: usize) -> u32 {
 #[derive(Debug)]
 pub struct PluginEvent {
     pub id: String,
-    pub type_name: Arc<str>,
+    pub type_name: Name,
     pub source: Option<String>,
     pub time: time::OffsetDateTime,
     pub priority: u8,
@@ -318,7 +319,7 @@ mod tests {
     fn event(id: &str) -> Arc<PluginEvent> {
         Arc::new(PluginEvent {
             id: id.into(),
-            type_name: "infrahub/send.echo.request".into(),
+            type_name: crate::name::Name::intern("infrahub/send.echo.request"),
             source: None,
             time: time::OffsetDateTime::UNIX_EPOCH,
             priority: 3,

@@ -179,7 +179,7 @@ impl Plugin {
         let breaker = Breaker::new(manifest.breaker.failures, Duration::from_millis(manifest.breaker.cool_down_ms));
         let config_json = manifest.config.to_string();
         let ctx = Arc::new(PluginContext {
-            name: manifest.name.as_str().into(),
+            name: crate::name::Name::intern(&manifest.name),
             manifest,
             config_json,
             registry,

@@ -27,7 +27,7 @@ use crate::http::extract::{Path, Query, WebSocketUpgrade};
 use crate::http::openapi::{shape, Guard, Operation};
 use crate::http::subscribe::{capped, lagged, MAX_CLIENT_MESSAGE_BYTES};
 use crate::http::{auth, body, ApiError, AppState};
-use crate::router::bus::Frame;
+use crate::router::bus::Subscription;
 use crate::store::dead_letters::Query as LetterQuery;
 use crate::store::nats::instances::Instances;
 use axum::body::Body;
@@ -44,7 +44,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::broadcast::Receiver;
 
 /// How long a ticket opens `/ui/live`: the page asks for one right before it connects.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -195,7 +194,7 @@ async fn live(
     }))
 }
 
-async fn stream(state: Arc<AppState>, d: Arc<Dashboard>, mut rx: Receiver<Arc<Frame>>, socket: WebSocket) {
+async fn stream(state: Arc<AppState>, d: Arc<Dashboard>, mut rx: Subscription, socket: WebSocket) {
     let (mut tx, mut incoming) = socket.split();
     let mut tick = tokio::time::interval(STATS_EVERY);
     loop {

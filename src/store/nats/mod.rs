@@ -609,7 +609,8 @@ impl Shared {
     /// again without the board's index, when it is answered and when the event is finished.
     /// (`keyed` stays false: the append tells the named events from the others by it.)
     fn name(&self, event: &mut Event, routed: bool) {
-        event.id = self.local.insert_named(event.type_name.clone(), event.priority, first_state(routed));
+        let now = time::OffsetDateTime::now_utc();
+        event.id = self.local.insert_named(event.type_name, event.priority, first_state(routed), now);
     }
 
     /// The id that idempotency key `key`, made by another append (`entry`), stands for, once
@@ -972,7 +973,8 @@ impl EventLog for NatsLog {
 
     fn track_named(&self, event: &mut Event, state: State) {
         let s = &self.shared;
-        event.id = s.local.insert_named(event.type_name.clone(), event.priority, state);
+        // An emitted event's time is the router's, taken as it was made.
+        event.id = s.local.insert_named(event.type_name, event.priority, state, event.time);
         s.tell_emitted(event);
     }
 
