@@ -148,7 +148,7 @@ impl Pipeline {
         // Routes are matched once per event; duplicates give their reservation back. A
         // shared log hands work out itself (to whichever instance has room): nothing to
         // reserve or queue here.
-        let routed: Vec<bool> = events.iter().map(|e| self.core.is_routed(&e.type_name)).collect();
+        let routed = self.core.routed(&events);
         let reserve = if self.core.log.shared() { 0 } else { routed.iter().filter(|r| **r).count() };
         // A producer that hangs up while it waits for room leaves nothing behind.
         if self.core.queue.reserve_within(reserve, self.core.queue_wait).await.is_err() {

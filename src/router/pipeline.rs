@@ -316,7 +316,25 @@ impl Core {
 
     /// Whether a route takes events of this type now.
     pub fn is_routed(&self, type_name: &str) -> bool {
-        self.routes().iter().any(|r| !r.disabled && r.matcher.matches(type_name))
+        routed_by(&self.routes(), type_name)
+    }
+
+    /// [`is_routed`](Self::is_routed) for each of `events`, against one load of the routes,
+    /// matching each run of one type once (an NDJSON batch is mostly one type).
+    pub fn routed(&self, events: &[Event]) -> Vec<bool> {
+        let routes = self.routes();
+        let mut last: Option<(Name, bool)> = None;
+        events
+            .iter()
+            .map(|e| match last {
+                Some((name, routed)) if name == e.type_name => routed,
+                _ => {
+                    let routed = routed_by(&routes, &e.type_name);
+                    last = Some((e.type_name, routed));
+                    routed
+                }
+            })
+            .collect()
     }
 
     /// Runs one job on worker `worker`. A panic in it (a bug in the router or a host import)
@@ -591,7 +609,7 @@ impl Core {
         run: &mut Run,
     ) -> Option<(std::borrow::Cow<'e, Event>, Arc<PluginEvent>)> {
         let mut current = std::borrow::Cow::Borrowed(event);
-        let mut wit = plugin_event(&current);
+        let mut wit = plugin_view(&current, run);
         for f in &route.filters {
             if !self.charge(run, f.name(), route, 1, 0, 0) {
                 return None;
@@ -636,11 +654,10 @@ impl Core {
 
     /// Routes one checked emitted event (of plugin `from`) like any other, one hop further.
     fn emit(&self, from: &Name, route: &Route, parent: &Event, e: Checked, run: &mut Run) {
-        let Ok(ty) = self.registry.get(&e.type_name) else { return };
         if !self.charge(run, from, route, 0, 1, e.data.text().len() as u64) {
             return;
         }
-        let (event, routed) = match self.admit_emitted(from, parent, ty.name.clone(), e) {
+        let (event, routed) = match self.admit_emitted(from, parent, e.type_name, e) {
             Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
@@ -665,16 +682,24 @@ impl Core {
     }
 }
 
-/// The event as plugins receive it, shared by every plugin of a route.
+/// Whether one of `routes` takes events of this type.
+fn routed_by(routes: &[Arc<Route>], type_name: &str) -> bool {
+    routes.iter().any(|r| !r.disabled && r.matcher.matches(type_name))
+}
+
+/// The event as plugins receive it, shared by every plugin of a route: a copy of `e`.
 pub fn plugin_event(e: &Event) -> Arc<PluginEvent> {
-    Arc::new(PluginEvent {
-        id: e.id.clone(),
-        type_name: e.type_name.clone(),
-        source: e.source.clone(),
-        time: e.time,
-        priority: e.priority,
-        data: e.data.clone(),
-    })
+    Arc::new(e.clone())
+}
+
+/// [`plugin_event`] of an event of `run`: the accepted event's own work record when `event`
+/// is that event (no copy), else a copy (an emitted or a rewritten event).
+fn plugin_view(event: &Event, run: &Run) -> Arc<PluginEvent> {
+    if std::ptr::eq(event, &run.root.event) {
+        run.root.clone()
+    } else {
+        plugin_event(event)
+    }
 }
 
 #[cfg(test)]
@@ -726,6 +751,18 @@ pub(super) mod tests {
         let log = Arc::new(crate::store::LocalLog::open(&options, Duration::from_secs(60), |_| true).unwrap());
         let durable = Durable { log, dead_letters: Arc::default() };
         (Pipeline::with_routes(settings, registry, Vec::new(), vec![route], Arc::default(), durable, clock), dir)
+    }
+
+    /// Routes are matched per event, once per run of one type: events of a routed type, of
+    /// another, and of the routed one again each get their own answer.
+    #[test]
+    fn each_event_of_a_batch_is_matched_against_the_routes() {
+        let (pipeline, _dir) = pipeline();
+        let other = |id: &str| Event { type_name: Name::intern("fixinventory/collect"), ..event(id) };
+        let events = [event("a"), event("b"), other("c"), other("d"), event("e")];
+        assert_eq!(pipeline.core().routed(&events), [true, true, false, false, true]);
+        assert!(pipeline.core().is_routed("infrahub/send.echo.request"));
+        assert!(!pipeline.core().is_routed("fixinventory/collect"));
     }
 
     /// An event's state on the local log (whose lookups answer at once).

@@ -40,6 +40,13 @@ impl std::fmt::Debug for RootWork {
     }
 }
 
+/// The accepted event, for plugins (see [`crate::wasm::host::PluginEvent`]).
+impl std::borrow::Borrow<Event> for RootWork {
+    fn borrow(&self) -> &Event {
+        &self.event
+    }
+}
+
 impl RootWork {
     pub(super) fn new(event: Event, limits: RootBudget) -> Arc<Self> {
         Arc::new(Self {

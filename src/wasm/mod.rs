@@ -45,7 +45,7 @@ pub enum WasmError {
 /// An emitted event the host checked against the manifest and its schema.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    pub type_name: String,
+    pub type_name: crate::name::Name,
     /// Its own `meta.priority`, else its type's.
     pub priority: u8,
     /// The JSON text the plugin sent.
