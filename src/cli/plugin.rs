@@ -377,7 +377,7 @@ fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
         }
         events.push(Event {
             id: item["id"].as_str().map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string),
-            type_name: ty.name.clone(),
+            type_name: ty.name,
             time: time::OffsetDateTime::now_utc(),
             priority: ty.priority_of(&data),
             source: Some("eventyard plugin test".into()),

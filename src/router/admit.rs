@@ -109,7 +109,7 @@ pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Eve
     Ok(Event {
         keyed,
         id,
-        type_name: ty.name.clone(),
+        type_name: ty.name,
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
         priority: envelope.priority.unwrap_or(own_priority),
         source: envelope.source,

@@ -68,7 +68,7 @@ impl Bus {
         }
         let json = serde_json::to_string(event).expect("events always serialise");
         // A send error only means every receiver left in the meantime.
-        let frame = Frame { type_name: event.type_name.clone(), json: json.into(), data: event.data.clone() };
+        let frame = Frame { type_name: event.type_name, json: json.into(), data: event.data.clone() };
         let _ = self.tx.send(Arc::new(frame));
     }
 

@@ -649,7 +649,7 @@ impl Core {
         }
         let ty = self.registry.get(type_name).map_err(|e| bad(e.to_string()))?;
         let (data, priority) = Body::check(ty, raw.into()).map_err(|r| bad(format!("replacement {r}")))?;
-        Ok(Event { type_name: ty.name.clone(), priority, data, ..current.clone() })
+        Ok(Event { type_name: ty.name, priority, data, ..current.clone() })
     }
 
     /// Routes one checked emitted event (of plugin `from`) like any other, one hop further.
@@ -661,11 +661,7 @@ impl Core {
             Ok(admitted) => admitted,
             Err((event, failure)) => return self.dead_letter(&event, from, route, failure, 1, run),
         };
-        run.outcome.emitted.push(Emission {
-            plugin: from.clone(),
-            type_name: event.type_name.clone(),
-            id: event.id.clone(),
-        });
+        run.outcome.emitted.push(Emission { plugin: *from, type_name: event.type_name, id: event.id.clone() });
         if !routed {
             return;
         }

@@ -48,7 +48,7 @@ impl RouteHandler {
     /// The name, shared (a plugin's; a sink's is copied: sinks emit nothing).
     pub fn shared_name(&self) -> Name {
         match self {
-            RouteHandler::Plugin(h) => h.ctx.name.clone(),
+            RouteHandler::Plugin(h) => h.ctx.name,
             RouteHandler::Sink(s) => Name::intern(s.name()),
         }
     }

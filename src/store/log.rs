@@ -39,11 +39,11 @@ impl LocalLog {
         // is never shorter than documented.
         for (event, outcome) in recovered.finished {
             log.idempotency.recovered(event.source.as_deref(), &event.id);
-            log.statuses.insert(&event.id, event.type_name.clone(), event.priority, status::finished(outcome));
+            log.statuses.insert(&event.id, event.type_name, event.priority, status::finished(outcome));
         }
         for event in &recovered.pending {
             log.idempotency.recovered(event.source.as_deref(), &event.id);
-            log.statuses.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
+            log.statuses.insert(&event.id, event.type_name, event.priority, State::Queued);
         }
         *log.recovered.lock().expect("recovered") = recovered.pending;
         Ok(log)
@@ -74,8 +74,7 @@ impl LocalLog {
             // An event without a producer id has none to look for: the board names the
             // event, to find its status without the index (at admission and again when
             // it is finished), as it does when another producer's event has this one's id.
-            let claimed =
-                e.keyed && self.statuses.claim(&e.id, e.type_name.clone(), e.priority, self.window, state.clone());
+            let claimed = e.keyed && self.statuses.claim(&e.id, e.type_name, e.priority, self.window, state.clone());
             if !claimed {
                 e.id = self.statuses.insert_named(e.type_name, e.priority, state, now);
                 if let Some(&key) = keys.last().filter(|_| e.keyed) {
@@ -118,7 +117,7 @@ impl EventLog for LocalLog {
     }
 
     fn track(&self, event: &Event, state: State) {
-        self.statuses.insert(&event.id, event.type_name.clone(), event.priority, state);
+        self.statuses.insert(&event.id, event.type_name, event.priority, state);
     }
 
     fn track_named(&self, event: &mut Event, state: State) {

@@ -236,7 +236,7 @@ impl Slot {
         Status {
             accepted_at: self.accepted_at,
             id: self.id.as_str().into(),
-            type_name: self.type_name.clone(),
+            type_name: self.type_name,
             priority: self.priority,
             state: self.state.state(),
         }
@@ -654,7 +654,7 @@ mod tests {
         let edge = "é".repeat(INLINE_ID_BYTES / 2) + "x";
         let long = "ü".repeat(100);
         for id in ["", "a", uuid, edge.as_str(), long.as_str()] {
-            board.insert(id, t.clone(), 2, State::Queued);
+            board.insert(id, t, 2, State::Queued);
         }
         for id in ["", "a", uuid, edge.as_str(), long.as_str()] {
             let s = board.get(id).expect("kept");
@@ -671,12 +671,12 @@ mod tests {
     fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
         let t: Name = crate::name::Name::intern("infrahub/send.echo.request");
-        assert!(board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
-        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued), "duplicate");
+        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued));
+        assert!(!board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "duplicate");
         // With a zero window the old acceptance has expired: a new event under the old id...
-        assert!(board.claim("a", t.clone(), 3, Duration::ZERO, State::Queued));
+        assert!(board.claim("a", t, 3, Duration::ZERO, State::Queued));
         // ...whose own time starts a new window.
-        assert!(!board.claim("a", t.clone(), 3, Duration::from_secs(60), State::Queued));
+        assert!(!board.claim("a", t, 3, Duration::from_secs(60), State::Queued));
         board.unclaim("a");
         assert!(board.get("a").is_none());
         assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "unclaimed ids can come again");
@@ -689,18 +689,18 @@ mod tests {
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
         let t: Name = crate::name::Name::intern("fixinventory/collect");
         let long = Duration::from_secs(3600);
-        assert!(board.claim("first", t.clone(), 3, long, State::Queued));
-        assert!(board.claim("renewed", t.clone(), 3, long, State::Queued));
+        assert!(board.claim("first", t, 3, long, State::Queued));
+        assert!(board.claim("renewed", t, 3, long, State::Queued));
         board.unclaim("renewed");
         for i in 0..STATUS_CAPACITY - 3 {
-            board.insert(&i.to_string(), t.clone(), 3, State::Queued);
+            board.insert(&i.to_string(), t, 3, State::Queued);
         }
         // The ring is full; "renewed" comes again into the last slot.
-        assert!(board.claim("renewed", t.clone(), 3, long, State::Queued));
+        assert!(board.claim("renewed", t, 3, long, State::Queued));
         // Wrapping around overwrites "first", then the stale slot of "renewed": only the
         // first is forgotten.
-        board.insert("x", t.clone(), 3, State::Queued);
-        board.insert("y", t.clone(), 3, State::Queued);
+        board.insert("x", t, 3, State::Queued);
+        board.insert("y", t, 3, State::Queued);
         assert!(board.get("first").is_none());
         assert!(board.contains("renewed") && board.contains("x") && board.contains("y") && board.contains("0"));
         board.set("renewed", State::InProgress);
@@ -739,8 +739,8 @@ mod tests {
     fn named_ids_find_their_slot_without_the_index() {
         let board = StatusBoard::with_shards(2, 8);
         let t: Name = crate::name::Name::intern("infrahub/response/send.echo.request");
-        let a = board.insert_named(t.clone(), 4, State::InProgress, time::OffsetDateTime::now_utc());
-        let b = board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
+        let a = board.insert_named(t, 4, State::InProgress, time::OffsetDateTime::now_utc());
+        let b = board.insert_named(t, 4, State::Queued, time::OffsetDateTime::now_utc());
         assert_ne!(a, b);
         assert_eq!(uuid::Uuid::parse_str(&a).expect("a UUID").get_version_num(), 7);
         assert!(board.shards.iter().all(|s| s.lock().unwrap().index.is_empty()), "nothing went into the index");
@@ -749,7 +749,7 @@ mod tests {
         assert!(matches!(s.state, State::InProgress));
         board.set(&a, State::Processed { outcome: Outcome::default() });
         assert!(matches!(board.get(&a).unwrap().state, State::Processed { .. }));
-        board.insert(&b, t.clone(), 1, State::InProgress);
+        board.insert(&b, t, 1, State::InProgress);
         assert_eq!(board.get(&b).unwrap().priority, 1, "an insert under a named id updates it in place");
         assert!(board.shards.iter().all(|s| s.lock().unwrap().index.is_empty()));
         // Near misses: another digit, upper case, another board's marker.
@@ -761,11 +761,11 @@ mod tests {
         assert!(elsewhere.get(&a).is_none() && !elsewhere.contains(&a));
         // A producer's event under a named id is a duplicate within the window; after it,
         // the named entry makes way for the producer's.
-        assert!(!board.claim(&a, t.clone(), 3, Duration::from_secs(60), State::Queued));
-        assert!(board.claim(&a, t.clone(), 3, Duration::ZERO, State::Queued));
+        assert!(!board.claim(&a, t, 3, Duration::from_secs(60), State::Queued));
+        assert!(board.claim(&a, t, 3, Duration::ZERO, State::Queued));
         assert!(matches!(board.get(&a).unwrap().state, State::Queued));
         // A named entry whose event was not accepted after all is forgotten.
-        let c = board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
+        let c = board.insert_named(t, 4, State::Queued, time::OffsetDateTime::now_utc());
         board.unclaim(&c);
         assert!(board.get(&c).is_none() && !board.contains(&c));
         board.set(&c, State::InProgress);
@@ -773,8 +773,8 @@ mod tests {
         // Enough more entries to go round both rings of four (named ones fill a shard
         // NAMED_RUN at a time): the named `b` is forgotten.
         for i in 0..2 * NAMED_RUN + 8 {
-            board.insert_named(t.clone(), 4, State::Queued, time::OffsetDateTime::now_utc());
-            board.insert(&i.to_string(), t.clone(), 4, State::Queued);
+            board.insert_named(t, 4, State::Queued, time::OffsetDateTime::now_utc());
+            board.insert(&i.to_string(), t, 4, State::Queued);
         }
         assert!(board.get(&b).is_none() && !board.contains(&b));
     }
@@ -786,7 +786,7 @@ mod tests {
         let board = StatusBoard::default();
         let t: Name = crate::name::Name::intern("fixinventory/collect");
         for i in 0..2 * STATUS_CAPACITY {
-            board.insert(&i.to_string(), t.clone(), 3, State::Queued);
+            board.insert(&i.to_string(), t, 3, State::Queued);
         }
         let held: usize = board.shards.iter().map(|b| b.lock().unwrap().index.len()).sum();
         assert!(held <= STATUS_CAPACITY, "{held} entries held");

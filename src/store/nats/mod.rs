@@ -233,7 +233,7 @@ fn status_of(event: &Event, state: State) -> Status {
     Status {
         accepted_at: time::OffsetDateTime::now_utc(),
         id: event.id.as_str().into(),
-        type_name: event.type_name.clone(),
+        type_name: event.type_name,
         priority: event.priority,
         state,
     }
@@ -750,7 +750,7 @@ impl Shared {
                 self.noted.lock().expect("noted").insert(event.id.clone());
             }
         }
-        self.local.insert(&event.id, event.type_name.clone(), event.priority, State::Queued);
+        self.local.insert(&event.id, event.type_name, event.priority, State::Queued);
         self.inflight.lock().expect("inflight").insert(event.id.clone(), message);
         let feed = self.feed.lock().expect("feed").clone();
         if let Some(feed) = feed {
@@ -955,7 +955,7 @@ impl EventLog for NatsLog {
             // This instance's view until the outcome is written (by whichever instance); the
             // events it named have theirs since the claim.
             for (e, routed) in appended.fresh.iter().zip(&appended.routed).filter(|(e, _)| e.keyed) {
-                s.local.insert(&e.id, e.type_name.clone(), e.priority, first_state(*routed));
+                s.local.insert(&e.id, e.type_name, e.priority, first_state(*routed));
             }
             Ok(appended)
         })
@@ -967,7 +967,7 @@ impl EventLog for NatsLog {
 
     fn track(&self, event: &Event, state: State) {
         let s = &self.shared;
-        s.local.insert(&event.id, event.type_name.clone(), event.priority, state);
+        s.local.insert(&event.id, event.type_name, event.priority, state);
         s.tell_emitted(event);
     }
 
@@ -981,7 +981,7 @@ impl EventLog for NatsLog {
     fn complete(&self, event: &Event, outcome: Outcome) {
         let s = self.shared.clone();
         let state = status::finished(outcome);
-        s.local.insert(&event.id, event.type_name.clone(), event.priority, state.clone());
+        s.local.insert(&event.id, event.type_name, event.priority, state.clone());
         let message = s.inflight.lock().expect("inflight").remove(&event.id);
         let noted = s.noted.lock().expect("noted").remove(&event.id);
         let status = status_of(event, state);
