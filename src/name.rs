@@ -117,8 +117,9 @@ impl Borrow<str> for Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        // Kept names are unique, so the same text is the same pointer.
-        std::ptr::eq(self.0, other.0) || self.0 == other.0
+        // A name is only made by `find_or_keep`, which keeps one copy of each text: the same
+        // text is the same pointer (and length).
+        std::ptr::eq(self.0, other.0)
     }
 }
 

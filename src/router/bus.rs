@@ -85,8 +85,9 @@ impl Bus {
 mod tests {
     use super::*;
 
-    /// Events are serialised only while someone listens, and a subscriber gets every event
-    /// published after it subscribed.
+    /// The bus counts its subscribers itself: a subscriber gets the events published while it
+    /// lives (were it not counted, `publish` would skip them as unheard), and its end uncounts
+    /// it.
     #[test]
     fn subscribers_are_counted_while_they_live() {
         let bus = Bus::new(8);

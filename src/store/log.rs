@@ -74,7 +74,8 @@ impl LocalLog {
             // An event without a producer id has none to look for: the board names the
             // event, to find its status without the index (at admission and again when
             // it is finished), as it does when another producer's event has this one's id.
-            let claimed = e.keyed && self.statuses.claim(&e.id, e.type_name, e.priority, self.window, state.clone());
+            let claimed =
+                e.keyed && self.statuses.claim(&e.id, e.type_name, e.priority, self.window, state.clone(), now);
             if !claimed {
                 e.id = self.statuses.insert_named(e.type_name, e.priority, state, now);
                 if let Some(&key) = keys.last().filter(|_| e.keyed) {

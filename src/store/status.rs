@@ -428,8 +428,17 @@ impl StatusBoard {
 
     /// Inserts `id` in `state` unless it was accepted less than `window` ago: false for a
     /// duplicate. Atomic, so two concurrent copies of one event cannot both be accepted.
-    pub fn claim(&self, id: &str, type_name: Name, priority: u8, window: std::time::Duration, state: State) -> bool {
-        let now = time::OffsetDateTime::now_utc();
+    /// `now`: when the router accepted it (read once per admitted batch, as for
+    /// [`insert_named`](Self::insert_named)).
+    pub fn claim(
+        &self,
+        id: &str,
+        type_name: Name,
+        priority: u8,
+        window: std::time::Duration,
+        state: State,
+        now: time::OffsetDateTime,
+    ) -> bool {
         if let Some((mut b, i)) = self.named(id) {
             // A producer's event under the id of one the router named (copied from a
             // subscription, say): a duplicate within the window, else the old entry goes.
@@ -671,15 +680,21 @@ mod tests {
     fn a_claim_is_refused_inside_the_window_and_renewed_after_it() {
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
         let t: Name = crate::name::Name::intern("infrahub/send.echo.request");
-        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued));
-        assert!(!board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "duplicate");
+        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued, time::OffsetDateTime::now_utc()));
+        assert!(
+            !board.claim("a", t, 3, Duration::from_secs(60), State::Queued, time::OffsetDateTime::now_utc()),
+            "duplicate"
+        );
         // With a zero window the old acceptance has expired: a new event under the old id...
-        assert!(board.claim("a", t, 3, Duration::ZERO, State::Queued));
+        assert!(board.claim("a", t, 3, Duration::ZERO, State::Queued, time::OffsetDateTime::now_utc()));
         // ...whose own time starts a new window.
-        assert!(!board.claim("a", t, 3, Duration::from_secs(60), State::Queued));
+        assert!(!board.claim("a", t, 3, Duration::from_secs(60), State::Queued, time::OffsetDateTime::now_utc()));
         board.unclaim("a");
         assert!(board.get("a").is_none());
-        assert!(board.claim("a", t, 3, Duration::from_secs(60), State::Queued), "unclaimed ids can come again");
+        assert!(
+            board.claim("a", t, 3, Duration::from_secs(60), State::Queued, time::OffsetDateTime::now_utc()),
+            "unclaimed ids can come again"
+        );
         assert_eq!(board.shards[0].lock().unwrap().slots.len(), 3, "stale slots stay until overwritten, harmlessly");
     }
 
@@ -689,14 +704,14 @@ mod tests {
         let board = StatusBoard::with_shards(1, STATUS_CAPACITY);
         let t: Name = crate::name::Name::intern("fixinventory/collect");
         let long = Duration::from_secs(3600);
-        assert!(board.claim("first", t, 3, long, State::Queued));
-        assert!(board.claim("renewed", t, 3, long, State::Queued));
+        assert!(board.claim("first", t, 3, long, State::Queued, time::OffsetDateTime::now_utc()));
+        assert!(board.claim("renewed", t, 3, long, State::Queued, time::OffsetDateTime::now_utc()));
         board.unclaim("renewed");
         for i in 0..STATUS_CAPACITY - 3 {
             board.insert(&i.to_string(), t, 3, State::Queued);
         }
         // The ring is full; "renewed" comes again into the last slot.
-        assert!(board.claim("renewed", t, 3, long, State::Queued));
+        assert!(board.claim("renewed", t, 3, long, State::Queued, time::OffsetDateTime::now_utc()));
         // Wrapping around overwrites "first", then the stale slot of "renewed": only the
         // first is forgotten.
         board.insert("x", t, 3, State::Queued);
@@ -708,7 +723,7 @@ mod tests {
     }
 
     /// An outcome reads back as it was set, whether the slot keeps it inline (one emitted
-    /// event, nothing else) or as it is.
+    /// event with a short id, nothing else: only the first here) or as it is.
     #[test]
     fn outcomes_read_back_as_they_were_set() {
         let board = StatusBoard::with_shards(2, 8);
@@ -727,6 +742,8 @@ mod tests {
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let id = board.insert_named(name("t/request"), 3, State::InProgress, time::OffsetDateTime::now_utc());
             board.set(&id, State::Processed { outcome: outcome.clone() });
+            let inline = board.named(&id).map(|(b, at)| matches!(b.slots[at].state, Kept::Answered { .. }));
+            assert_eq!(inline, Some(i == 0), "outcome {i} kept inline");
             let State::Processed { outcome: read } = board.get(&id).unwrap().state else { panic!("processed") };
             assert_eq!(read, outcome, "outcome {i}");
         }
@@ -761,8 +778,8 @@ mod tests {
         assert!(elsewhere.get(&a).is_none() && !elsewhere.contains(&a));
         // A producer's event under a named id is a duplicate within the window; after it,
         // the named entry makes way for the producer's.
-        assert!(!board.claim(&a, t, 3, Duration::from_secs(60), State::Queued));
-        assert!(board.claim(&a, t, 3, Duration::ZERO, State::Queued));
+        assert!(!board.claim(&a, t, 3, Duration::from_secs(60), State::Queued, time::OffsetDateTime::now_utc()));
+        assert!(board.claim(&a, t, 3, Duration::ZERO, State::Queued, time::OffsetDateTime::now_utc()));
         assert!(matches!(board.get(&a).unwrap().state, State::Queued));
         // A named entry whose event was not accepted after all is forgotten.
         let c = board.insert_named(t, 4, State::Queued, time::OffsetDateTime::now_utc());

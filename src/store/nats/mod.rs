@@ -458,10 +458,11 @@ impl Shared {
     async fn claim(&self, batch: Batch<'_>) -> Result<(Appended, Undo), StoreError> {
         let mut out = Appended { ids: Vec::with_capacity(batch.events.len()), ..Appended::default() };
         let mut undo = Undo::default();
+        let now = time::OffsetDateTime::now_utc();
         if !batch.events.iter().any(|e| e.keyed) {
             // Router-made ids only (most single events): nothing to claim on the server.
             for (mut e, routed) in batch.events.into_iter().zip(batch.routed) {
-                self.name(&mut e, routed);
+                self.name(&mut e, routed, now);
                 out.ids.push(e.id.clone());
                 out.fresh.push(e);
                 out.routed.push(routed);
@@ -565,12 +566,12 @@ impl Shared {
             if taken.contains(i) {
                 // Another producer's event has this id: this one gets its own.
                 e.keyed = false;
-                self.name(e, *routed);
+                self.name(e, *routed, now);
                 if let Some(key) = &dedup[*i] {
                     let _ = self.keys.put(key, key_value(&e.id, claim)).await;
                 }
             } else if !e.keyed {
-                self.name(e, *routed);
+                self.name(e, *routed, now);
             }
             index_of[*i] = out.fresh.len();
             out.fresh.push(e.clone());
@@ -608,8 +609,8 @@ impl Shared {
     /// with its status until the publish is acknowledged (see [`NatsLog::append`]): found
     /// again without the board's index, when it is answered and when the event is finished.
     /// (`keyed` stays false: the append tells the named events from the others by it.)
-    fn name(&self, event: &mut Event, routed: bool) {
-        let now = time::OffsetDateTime::now_utc();
+    /// `now`: when the router accepted it, read once per batch.
+    fn name(&self, event: &mut Event, routed: bool, now: time::OffsetDateTime) {
         event.id = self.local.insert_named(event.type_name, event.priority, first_state(routed), now);
     }
 
