@@ -1,10 +1,12 @@
 //! The shared vocabulary every layer speaks: an accepted [`Event`] and its [`Body`], type
 //! [`pattern`]s, what became of an event ([`outcome`]), why a plugin call failed
-//! ([`failure`]), and the [`text`] rules for plugin-made strings. Nothing here knows of
-//! the log, the plugin host, the router or any door.
+//! ([`failure`]), the [`text`] rules for plugin-made strings, and the [`json`] strings
+//! written per event. Nothing here knows of the log, the plugin host, the router or any
+//! door.
 
 pub mod body;
 pub mod failure;
+pub mod json;
 pub mod outcome;
 pub mod pattern;
 pub mod text;
@@ -90,8 +92,73 @@ fn is_zero(n: &u8) -> bool {
     *n == 0
 }
 
+impl Event {
+    /// Appends the event as JSON that its `Deserialize` reads back, written by hand: the
+    /// data goes in as the producer's text (serde would check it again as a `RawValue` and
+    /// escape every other string byte by byte), and this is written for every event a log
+    /// keeps. The members are those serde writes, `hops` before `data`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"id":"#);
+        json::write_str(out, &self.id);
+        out.extend_from_slice(br#","type":"#);
+        json::write_str(out, &self.type_name);
+        out.extend_from_slice(br#","time":""#);
+        out.extend_from_slice(rfc3339(self.time).as_bytes());
+        out.extend_from_slice(br#"","priority":"#);
+        json::write_u8(out, self.priority);
+        if let Some(source) = &self.source {
+            out.extend_from_slice(br#","source":"#);
+            json::write_str(out, source);
+        }
+        if self.hops > 0 {
+            out.extend_from_slice(br#","hops":"#);
+            json::write_u8(out, self.hops);
+        }
+        out.extend_from_slice(br#","data":"#);
+        out.extend_from_slice(self.data.text().as_bytes());
+        out.push(b'}');
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_written_by_hand_reads_back_as_serde_writes_it() {
+        let rfc = &time::format_description::well_known::Rfc3339;
+        let base = Event {
+            id: "0192d3f4-aaaa-7bbb-8ccc-0123456789ab".into(),
+            type_name: Name::intern("infrahub/send.echo.request"),
+            time: time::OffsetDateTime::parse("2026-11-23T18:04:31.191252065Z", rfc).unwrap(),
+            priority: 3,
+            source: None,
+            data: Body::from_value(serde_json::json!({"message": "hi\n\"there\"", "n": [1, 2]})),
+            hops: 0,
+            keyed: false,
+        };
+        let cases = [
+            base.clone(),
+            Event {
+                id: "id \"quoted\"\\".into(),
+                source: Some("plugin:echo\u{1}".into()),
+                hops: 12,
+                priority: 5,
+                ..base
+            },
+        ];
+        for event in &cases {
+            let mut ours = Vec::new();
+            event.write_json(&mut ours);
+            let ours: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+            assert_eq!(ours, serde_json::to_value(event).unwrap());
+            let back: Event = serde_json::from_value(ours).unwrap();
+            assert_eq!((back.id, back.type_name, back.time), (event.id.clone(), event.type_name, event.time));
+            assert_eq!((back.priority, back.source, back.hops), (event.priority, event.source.clone(), event.hops));
+            assert_eq!(back.data.value(), event.data.value());
+        }
+    }
+
     #[test]
     fn rfc3339_matches_the_general_formatter() {
         let rfc = &time::format_description::well_known::Rfc3339;

@@ -1,6 +1,7 @@
 //! What became of an accepted event: what each plugin emitted, which calls failed for
 //! good, which filters dropped it; capped ([`Outcome::bounded`]) before it is kept.
 
+use super::json;
 use crate::name::Name;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,31 @@ impl Outcome {
             && self.dropped.len() <= n
             && self.failed.iter().all(|f| f.message.len() <= t)
             && self.dropped.iter().all(|(_, r)| r.len() <= t)
+    }
+
+    /// Appends the outcome's JSON, the same bytes serde writes. The usual outcome (what was
+    /// emitted, nothing failed or dropped) is written by hand: one goes into the log for
+    /// every finished event, and serde's escaping of its ids and names was the largest part
+    /// of finishing a run.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        if !self.failed.is_empty() || !self.dropped.is_empty() {
+            serde_json::to_writer(out, self).expect("outcomes serialise");
+            return;
+        }
+        out.extend_from_slice(br#"{"emitted":["#);
+        for (i, e) in self.emitted.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#"{"plugin":"#);
+            json::write_str(out, &e.plugin);
+            out.extend_from_slice(br#","type":"#);
+            json::write_str(out, &e.type_name);
+            out.extend_from_slice(br#","id":"#);
+            json::write_str(out, &e.id);
+            out.push(b'}');
+        }
+        out.extend_from_slice(br#"],"failed":[]}"#);
     }
 
     /// The outcome as the log keeps it: texts and lists capped
@@ -81,4 +107,37 @@ pub struct FailureNote {
     pub kind: String,
     pub message: String,
     pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emission(plugin: &str, type_name: &str, id: &str) -> Emission {
+        Emission { plugin: Name::intern(plugin), type_name: Name::intern(type_name), id: id.into() }
+    }
+
+    #[test]
+    fn written_by_hand_is_what_serde_writes() {
+        let failed = FailureNote { plugin: "q".into(), kind: "trap".into(), message: "m\n".into(), attempts: 2 };
+        let cases = [
+            Outcome::default(),
+            Outcome {
+                emitted: vec![emission("echo", "infrahub/response/send.echo.request", "0192-ab")],
+                ..Default::default()
+            },
+            Outcome {
+                emitted: vec![emission("p\"q", "t/y", "e\\1"), emission("p", "t/z", "e2"), emission("p", "t/z", "")],
+                ..Default::default()
+            },
+            Outcome { failed: vec![failed.clone()], ..Default::default() },
+            Outcome { emitted: vec![emission("p", "t/y", "e1")], failed: vec![failed], dropped: vec![] },
+            Outcome { dropped: vec![("f".into(), "why".into())], ..Default::default() },
+        ];
+        for outcome in &cases {
+            let mut ours = Vec::new();
+            outcome.write_json(&mut ours);
+            assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(outcome).unwrap());
+        }
+    }
 }

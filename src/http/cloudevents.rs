@@ -187,7 +187,7 @@ pub fn batch_response(results: impl Iterator<Item = (&'static str, usize, Result
             Ok(id) => {
                 accepted += 1;
                 let _ = write!(items, r#"{{"{key}":{position},"status":202,"id":"#);
-                serde_json::to_writer(&mut items, &id).expect("a string serialises");
+                crate::event::json::write_str(&mut items, &id);
                 items.push(b'}');
             }
             Err(e) => {

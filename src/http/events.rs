@@ -94,7 +94,7 @@ pub async fn status(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
 pub fn accepted(id: &str) -> Response {
     let mut body = Vec::with_capacity(r#"{"id":""}"#.len() + id.len());
     body.extend_from_slice(br#"{"id":"#);
-    serde_json::to_writer(&mut body, id).expect("a string serialises");
+    crate::event::json::write_str(&mut body, id);
     body.push(b'}');
     (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

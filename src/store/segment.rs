@@ -20,6 +20,7 @@
 //! earlier versions are still read, the old way: up to the first bad frame.
 
 use super::{Durability, Record, StoreError};
+use crate::event::{json, Outcome};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,46 +65,30 @@ pub enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// Frames one accepted event (read back as [`Record::Event`]), written by hand: the data
-/// goes in as the producer's JSON text when it is known, instead of re-serialising the
-/// parsed tree (the costliest step of an append). An event too large for a record is refused
-/// here, with nothing left in `out`.
+/// Frames one accepted event (read back as [`Record::Event`]), written by
+/// [`Event::write_json`](crate::event::Event::write_json): the data goes in as the
+/// producer's JSON text, not re-serialised (the costliest step of an append). An event too
+/// large for a record is refused here, with nothing left in `out`.
 pub fn frame_event(event: &crate::event::Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
-    out.extend_from_slice(br#"{"record":"event","event":{"id":"#);
-    json(out, &event.id.as_str());
-    out.extend_from_slice(br#","type":"#);
-    json(out, &&*event.type_name);
-    out.extend_from_slice(br#","time":""#);
-    out.extend_from_slice(crate::event::rfc3339(event.time).as_bytes());
-    out.extend_from_slice(br#"","priority":"#);
-    out.extend_from_slice(event.priority.to_string().as_bytes());
-    if let Some(source) = &event.source {
-        out.extend_from_slice(br#","source":"#);
-        json(out, &source.as_str());
-    }
-    if event.hops > 0 {
-        out.extend_from_slice(format!(r#","hops":{}"#, event.hops).as_bytes());
-    }
-    out.extend_from_slice(br#","data":"#);
-    out.extend_from_slice(event.data.text().as_bytes());
-    out.extend_from_slice(b"}}");
+    out.extend_from_slice(br#"{"record":"event","event":"#);
+    event.write_json(out);
+    out.push(b'}');
     finish(out, start)
 }
 
-/// Writing one JSON value into a frame (strings escaped by serde_json).
-mod erased {
-    pub trait Json {
-        fn write(&self, out: &mut Vec<u8>);
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn write(&self, out: &mut Vec<u8>) {
-            serde_json::to_writer(out, self).expect("JSON values always serialise");
-        }
-    }
+/// Frames a [`Record::Done`], written by hand (the same JSON serde writes): one is written
+/// for every finished event, by the plugin workers.
+pub fn frame_done(id: &str, outcome: &Outcome, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(br#"{"record":"done","id":"#);
+    json::write_str(out, id);
+    out.extend_from_slice(br#","outcome":"#);
+    outcome.write_json(out);
+    out.push(b'}');
+    finish(out, start)
 }
 
 /// Frames any record; one over [`MAX_RECORD_BYTES`] is refused, with nothing left in `out`.

@@ -243,7 +243,7 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 
     fn type_(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event(&h)?.type_name.to_string())
+        Ok(String::from(&*self.event(&h)?.type_name))
     }
 
     fn source(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
@@ -267,7 +267,8 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
     }
 
     fn data(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
-        Ok(self.event(&h)?.data.text().to_string())
+        // `String::from`, not `to_string`: an `Arc<str>` would go through `Display`.
+        Ok(String::from(&**self.event(&h)?.data.text()))
     }
 
     fn drop(&mut self, _: Resource<EventHandle>) -> wasmtime::Result<()> {

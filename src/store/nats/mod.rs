@@ -120,6 +120,13 @@ struct Shared {
     outcome_retries: AtomicU64,
 }
 
+/// An event as the body of its message ([`Event::write_json`]).
+fn message_body(event: &Event) -> Bytes {
+    let mut out = Vec::with_capacity(event.data.text().len() + 256);
+    event.write_json(&mut out);
+    out.into()
+}
+
 /// A NATS failure as the store's error (also the NATS source's).
 pub(crate) fn nats(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Shared { message: format!("{what}: {e}") }
@@ -597,12 +604,11 @@ impl Shared {
     /// Publishes an event a plugin emitted on this instance to the others' subscribers
     /// (`<prefix>.emitted`, not stored: emitted events live in their parent's outcome).
     fn tell_emitted(&self, event: &Event) {
-        if let Ok(payload) = serde_json::to_vec(event) {
-            let (client, subject, headers) = (self.client.clone(), format!("{}.emitted", self.prefix), self.headers());
-            self.runtime.spawn(async move {
-                let _ = client.publish_with_headers(subject, headers, payload.into()).await;
-            });
-        }
+        let payload = message_body(event);
+        let (client, subject, headers) = (self.client.clone(), format!("{}.emitted", self.prefix), self.headers());
+        self.runtime.spawn(async move {
+            let _ = client.publish_with_headers(subject, headers, payload).await;
+        });
     }
 
     /// Gives an event whose id the router makes a name from this instance's status board,
@@ -932,9 +938,8 @@ impl EventLog for NatsLog {
             let (appended, mut undo) = s.claim(batch).await?;
             let messages = appended.fresh.iter().zip(&appended.routed).map(|(e, routed)| {
                 let level = level_of(e, *routed);
-                let payload: Bytes = serde_json::to_vec(e).expect("events serialise").into();
                 let publish = jetstream::message::PublishMessage::build()
-                    .payload(payload)
+                    .payload(message_body(e))
                     .message_id(&e.id)
                     .header(INSTANCE_HEADER, s.instance.as_str());
                 (s.subject(level, &e.id), publish)
