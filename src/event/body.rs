@@ -32,6 +32,10 @@ pub fn too_deep(value: &Value) -> bool {
     deeper(value, MAX_DATA_DEPTH)
 }
 
+/// Bytes of an event's data [`Body::prefetch`] asks for: more than the events of the hot
+/// paths hold, and a plugin that reads a larger body streams through the rest anyway.
+pub const PREFETCH_TEXT_BYTES: usize = 512;
+
 pub struct Body {
     text: Arc<str>,
     /// Parsed on first use (the text is valid JSON by construction).
@@ -91,6 +95,14 @@ impl Body {
     }
 
     /// The JSON text.
+    /// Starts loading the text (its first [`PREFETCH_TEXT_BYTES`]) to be read and its
+    /// reference count to be written ([`super::prefetch`]).
+    pub fn prefetch(&self) {
+        super::prefetch::read(self.text.as_bytes(), PREFETCH_TEXT_BYTES);
+        // The count sits just before the text, in `Arc`'s allocation.
+        super::prefetch::write(self.text.as_ptr().wrapping_sub(std::mem::size_of::<usize>() * 2));
+    }
+
     pub fn text(&self) -> &Arc<str> {
         &self.text
     }

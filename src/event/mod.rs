@@ -9,6 +9,7 @@ pub mod failure;
 pub mod json;
 pub mod outcome;
 pub mod pattern;
+pub mod prefetch;
 pub mod text;
 
 pub use body::Body;
@@ -93,6 +94,13 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl Event {
+    /// Starts loading into this core's cache what handling the event will touch: its id and
+    /// its data ([`prefetch`]). For a run of events taken from another core's threads.
+    pub fn prefetch(&self) {
+        prefetch::read(self.id.as_bytes(), MAX_ID_BYTES);
+        self.data.prefetch();
+    }
+
     /// Appends the event as JSON that its `Deserialize` reads back, written by hand: the
     /// data goes in as the producer's text (serde would check it again as a `RawValue` and
     /// escape every other string byte by byte), and this is written for every event a log

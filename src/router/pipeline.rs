@@ -397,6 +397,8 @@ impl Core {
     /// ([`Core::execute`]), where it fails its own event alone (the others may emit twice, as
     /// after a crash).
     fn run_many(&self, worker: usize, events: Vec<Event>) {
+        // Made by another core's threads: their misses overlap if asked for all at once.
+        events.iter().for_each(Event::prefetch);
         let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
         let work = std::panic::AssertUnwindSafe(|| {
             let _held = self.holding.hold(worker, &roots);
