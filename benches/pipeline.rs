@@ -92,6 +92,7 @@ fn accept(registry: &Registry, body: &str) -> Event {
         data,
         hops: 0,
         keyed: false,
+        pin: Default::default(),
     }
 }
 

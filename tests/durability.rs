@@ -275,6 +275,7 @@ fn event(i: usize) -> eventyard::event::Event {
         data: eventyard::event::Body::from_value(json!({ "message": format!("m{i}") })),
         hops: 0,
         keyed: false,
+        pin: Default::default(),
     }
 }
 
@@ -293,12 +294,15 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     {
         let (store, recovered) = LocalStore::open(&options, |_| true).unwrap();
         assert!(recovered.pending.is_empty());
+        let mut appended = Vec::new();
         for chunk in (0..100).collect::<Vec<_>>().chunks(10) {
             let events: Vec<_> = chunk.iter().map(|&i| event(i)).collect();
             store.append(&events, &vec![true; events.len()]).unwrap().await.unwrap().unwrap();
+            appended.extend(events);
         }
-        for i in 0..50 {
-            store.complete(&[(&event(i), Outcome::default())]);
+        // Finished as the router finishes them: the events the log took, not copies.
+        for e in &appended[..50] {
+            store.complete(&[(e, Outcome::default())]);
         }
         store.flush().await.unwrap();
     }

@@ -384,6 +384,7 @@ fn read_events(path: &Path, registry: &Registry) -> anyhow::Result<Vec<Event>> {
             data: crate::event::Body::from_value(data),
             hops: 0,
             keyed: false,
+            pin: Default::default(),
         });
     }
     Ok(events)

@@ -18,6 +18,7 @@ pub use outcome::{Emission, FailureNote, Outcome};
 
 use crate::name::Name;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 
 /// Longest event id (a CloudEvents `id`, an NDJSON `id`, an `Idempotency-Key`) and RPC
 /// correlation id a producer may give: ids are kept in the status board, the idempotency
@@ -49,6 +50,46 @@ pub struct Event {
     /// deduplication (a router-made UUIDv7 cannot come again). Not stored or shown.
     #[serde(skip)]
     pub keyed: bool,
+    /// What a log holds for the event until it is finished ([`LogPin`]). Not stored or shown.
+    #[serde(skip)]
+    pub pin: LogPin,
+}
+
+/// What a log holds for an accepted event until it is finished: for the local log, the
+/// segment whose deletion the event holds back (0: nothing held). The log sets it when it
+/// appends or recovers the event and takes it back when the event is finished, so it needs
+/// no index of unfinished events by id (an index's look-up missed the cache for every event
+/// at both ends, on a lock both the HTTP threads and the workers took).
+///
+/// Released at most once: taking it leaves 0, and a clone of the event holds nothing (a
+/// copy, such as a dead letter's, is not the event the log counted). Code that finishes a
+/// copy instead of the event moves the pin over ([`Event::take_over`]). An event dropped
+/// unfinished with its pin keeps its segment until the next start, which recovers it.
+#[derive(Debug, Default)]
+pub struct LogPin(std::sync::atomic::AtomicU64);
+
+impl Clone for LogPin {
+    fn clone(&self) -> Self {
+        LogPin::default()
+    }
+}
+
+impl LogPin {
+    /// Holds `at` (non-zero) unless something is held already: whether it took it.
+    pub fn hold(&self, at: u64) -> bool {
+        debug_assert!(at != 0, "0 means nothing held");
+        self.0.compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// What was held, now let go of (once: later calls find nothing).
+    pub fn release(&self) -> Option<u64> {
+        Some(self.0.swap(0, Ordering::Relaxed)).filter(|&at| at != 0)
+    }
+
+    /// The pin moved out of this event, for a copy that will be finished in its place.
+    pub fn take(&self) -> LogPin {
+        LogPin(std::sync::atomic::AtomicU64::new(self.0.swap(0, Ordering::Relaxed)))
+    }
 }
 
 /// A new router-made id: a UUIDv7 (time-ordered), lower-case and hyphenated, written
@@ -94,6 +135,13 @@ fn is_zero(n: &u8) -> bool {
 }
 
 impl Event {
+    /// A copy to be finished in this event's place: it takes the [`LogPin`] over.
+    pub fn take_over(&self) -> Event {
+        let mut copy = self.clone();
+        copy.pin = self.pin.take();
+        copy
+    }
+
     /// Starts loading into this core's cache what handling the event will touch: its id and
     /// its data ([`prefetch`]). For a run of events taken from another core's threads.
     pub fn prefetch(&self) {
@@ -144,6 +192,7 @@ mod tests {
             data: Body::from_value(serde_json::json!({"message": "hi\n\"there\"", "n": [1, 2]})),
             hops: 0,
             keyed: false,
+            pin: Default::default(),
         };
         let cases = [
             base.clone(),
@@ -165,6 +214,19 @@ mod tests {
             assert_eq!((back.priority, back.source, back.hops), (event.priority, event.source.clone(), event.hops));
             assert_eq!(back.data.value(), event.data.value());
         }
+    }
+
+    #[test]
+    fn a_pin_is_released_once_and_a_clone_holds_nothing() {
+        let pin = LogPin::default();
+        assert_eq!(pin.release(), None);
+        assert!(pin.hold(7));
+        assert!(!pin.hold(9), "the first hold stays");
+        assert_eq!(pin.clone().release(), None, "a clone holds nothing");
+        let moved = pin.take();
+        assert_eq!(pin.release(), None, "taken");
+        assert_eq!(moved.release(), Some(7));
+        assert_eq!(moved.release(), None, "released once");
     }
 
     #[test]

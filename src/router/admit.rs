@@ -108,6 +108,7 @@ pub fn prepare(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Result<Eve
     }
     Ok(Event {
         keyed,
+        pin: Default::default(),
         id,
         type_name: ty.name,
         time: envelope.time.unwrap_or_else(time::OffsetDateTime::now_utc),
@@ -240,6 +241,7 @@ impl Core {
             data: e.data,
             hops: parent.hops.saturating_add(1),
             keyed: false,
+            pin: Default::default(),
         };
         if event.hops > self.hop_limit {
             // Not tracked: its dead letter, under the parent, is where it is seen.

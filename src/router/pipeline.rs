@@ -418,7 +418,7 @@ impl Core {
                 "a panic while processing a run; its events are processed again one by one"
             );
             for root in &roots {
-                self.execute(worker, Job::Event { event: root.event.clone(), reserved: false });
+                self.execute(worker, Job::Event { event: root.event.take_over(), reserved: false });
             }
         }
     }
@@ -719,6 +719,7 @@ pub(super) mod tests {
             hops: 0,
             // As if the producer gave the id: the log keeps it, and the tests find it by it.
             keyed: true,
+            pin: Default::default(),
         }
     }
 

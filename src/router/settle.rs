@@ -241,11 +241,12 @@ impl Core {
         emits: u64,
         bytes: u64,
     ) -> bool {
-        let root = run.root.clone();
-        if root.exhausted() {
+        if run.root.exhausted() {
             return false;
         }
-        let Some(limit) = root.spend(calls, emits, bytes) else { return true };
+        let Some(limit) = run.root.spend(calls, emits, bytes) else { return true };
+        // A clone only now (`dead_letter` takes the run): two atomic writes per call saved.
+        let root = run.root.clone();
         if !root.exhausted.swap(true, Ordering::AcqRel) {
             self.counters.over_budget.fetch_add(1, Ordering::Relaxed);
             let message = format!(

@@ -243,6 +243,7 @@ mod tests {
             data: crate::event::Body::from_value(serde_json::json!({ "message": "x" })),
             hops: 0,
             keyed: false,
+            pin: Default::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         sink.deliver(event, Box::new(move |result| tx.send(result).unwrap()));

@@ -66,7 +66,9 @@ pub async fn run<L: EventLog + 'static, F: Future<Output = L>>(open: impl Fn(&Pa
 pub async fn claimed(log: &dyn EventLog, appended: Option<&Appended>, expect: usize) -> Vec<Event> {
     if !log.shared() {
         return match appended {
-            Some(a) => a.fresh.iter().zip(&a.routed).filter(|(_, routed)| **routed).map(|(e, _)| e.clone()).collect(),
+            Some(a) => {
+                a.fresh.iter().zip(&a.routed).filter(|(_, routed)| **routed).map(|(e, _)| e.take_over()).collect()
+            }
             None => log.take_recovered(),
         };
     }
@@ -107,6 +109,7 @@ pub fn event(type_name: &str, id: Option<&str>) -> Event {
         data: Body::from_value(serde_json::json!({ "n": 1 })),
         hops: 0,
         keyed: id.is_some(),
+        pin: Default::default(),
     }
 }
 

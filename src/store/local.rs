@@ -102,45 +102,34 @@ fn flock_within(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, 
     Ok(file)
 }
 
-/// Which unfinished routed events live in which segment.
+/// How many unfinished routed events each segment holds. Each such event holds its segment
+/// in its own [`LogPin`](crate::event::LogPin) (the oldest, if it was appended twice), so
+/// finishing it needs no look-up by id.
 #[derive(Default)]
 struct Tracking {
-    /// By the 64-bit hash of the id (seeded per process): one insert per routed event at
-    /// ingestion and one remove per completion, with no copy of the id and no string
-    /// compare. Per hash: the oldest segment of the unfinished events that have it, and how
-    /// many they are; events sharing a hash (about one chance in 10^10) all pin the oldest
-    /// of their segments, so a collision can keep a segment longer, never delete one early.
-    segment_of: HashMap<u64, (u64, u32), foldhash::fast::RandomState>,
-    hasher: foldhash::fast::RandomState,
     unfinished: BTreeMap<u64, usize>,
     deleted_below: u64,
 }
 
 impl Tracking {
-    fn key(&self, id: &str) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(id)
+    /// Counts `event` as unfinished in segment `seg`, unless it holds a segment already.
+    fn track(&mut self, event: &Event, seg: u64) {
+        if event.pin.hold(seg) {
+            *self.unfinished.entry(seg).or_default() += 1;
+        }
     }
 
-    /// Counts `id` as unfinished in segment `seg` (segments only grow, so a hash already
-    /// present holds an older or the same one).
-    fn track(&mut self, id: &str, seg: u64) {
-        let key = self.key(id);
-        let (oldest, n) = self.segment_of.entry(key).or_insert((seg, 0));
-        *n += 1;
-        *self.unfinished.entry(*oldest).or_default() += 1;
-    }
-
-    /// Counts `id` as finished; the segment it pinned, if it was tracked.
-    fn untrack(&mut self, id: &str) -> Option<u64> {
-        let key = self.key(id);
-        let (oldest, n) = self.segment_of.get_mut(&key)?;
-        let seg = *oldest;
+    /// Counts `event` as finished: whether that was the last unfinished event of its
+    /// segment (which compaction may then delete).
+    fn untrack(&mut self, event: &Event) -> bool {
+        let Some(seg) = event.pin.release() else { return false };
+        let Some(n) = self.unfinished.get_mut(&seg) else { return false };
         *n -= 1;
         if *n == 0 {
-            self.segment_of.remove(&key);
+            self.unfinished.remove(&seg);
+            return true;
         }
-        Some(seg)
+        false
     }
 }
 
@@ -210,7 +199,7 @@ impl LocalStore {
             let mut t = self.tracking.lock().expect("tracking");
             let seg = self.current.load(Ordering::Acquire);
             for (event, _) in events.iter().zip(routed).filter(|(_, routed)| **routed) {
-                t.track(&event.id, seg);
+                t.track(event, seg);
             }
             // Segments of unrouted (finished on arrival) events go once the log has rolled
             // past them, even when no event is ever completed.
@@ -278,14 +267,7 @@ impl LocalStore {
         let mut t = self.tracking.lock().expect("tracking");
         let mut freed = false;
         for event in events {
-            let Some(seg) = t.untrack(&event.id) else { continue };
-            if let Some(n) = t.unfinished.get_mut(&seg) {
-                *n -= 1;
-                if *n == 0 {
-                    t.unfinished.remove(&seg);
-                    freed = true;
-                }
-            }
+            freed |= t.untrack(event);
         }
         if freed {
             self.compact(&mut t);
@@ -337,7 +319,7 @@ fn recover(dir: &Path, routed: impl Fn(&Event) -> bool) -> Result<(Recovered, Tr
         match done.remove(&event.id) {
             Some(outcome) => recovered.finished.push((event, outcome)),
             None if routed(&event) => {
-                tracking.track(&event.id, seg);
+                tracking.track(&event, seg);
                 recovered.pending.push(event);
             }
             None => recovered.finished.push((event, Outcome::default())),
@@ -363,6 +345,7 @@ mod tests {
             data: crate::event::Body::from_value(serde_json::json!({"a": 1})),
             hops: 0,
             keyed: false,
+            pin: Default::default(),
         }
     }
 
@@ -396,20 +379,23 @@ mod tests {
         assert!(!long.is_bounded());
     }
 
-    /// Events sharing an id hash (here: one id tracked twice, as a collision would look) all
-    /// pin the oldest of their segments until the last of them is finished.
+    /// An event counts once in the oldest segment it was appended to, and only the event
+    /// the log counted (not a copy of it) lets go of it, once.
     #[test]
-    fn ids_sharing_a_hash_pin_their_oldest_segment_until_all_are_finished() {
+    fn each_event_pins_one_segment_until_it_is_finished() {
         let mut t = Tracking::default();
-        t.track("a", 5);
-        t.track("a", 7);
-        t.track("b", 7);
-        assert_eq!(t.unfinished.get(&5), Some(&2), "the later one pins the older segment");
+        let (a, b) = (event("a"), event("b"));
+        t.track(&a, 5);
+        t.track(&a, 7);
+        t.track(&b, 7);
+        assert_eq!(t.unfinished.get(&5), Some(&1), "appended again, it keeps the older segment");
         assert_eq!(t.unfinished.get(&7), Some(&1));
-        assert_eq!(t.untrack("a"), Some(5));
-        assert_eq!(t.untrack("a"), Some(5));
-        assert_eq!(t.untrack("a"), None, "no longer tracked");
-        assert_eq!(t.untrack("b"), Some(7));
+        assert!(!t.untrack(&a.clone()), "a copy holds nothing");
+        assert!(t.untrack(&a), "segment 5 has nothing unfinished now");
+        assert!(!t.untrack(&a), "finished once");
+        assert_eq!(t.unfinished.get(&7), Some(&1));
+        assert!(t.untrack(&b));
+        assert!(t.unfinished.is_empty());
     }
 
     /// The directory's lock keeps other holders out while a store lives, names its holder,

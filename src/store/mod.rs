@@ -168,6 +168,9 @@ pub trait EventLog: Send + Sync {
     fn track_named(&self, event: &mut Event, state: State);
     /// A claimed event is finished with `outcome`: its final status, and a `done` record
     /// (not awaited: a crash before it is durable only means the event is processed again).
+    /// `event` is the one the log handed out (appended or recovered), or a copy that took
+    /// it over ([`Event::take_over`]): what the log holds for it goes with it
+    /// ([`LogPin`](crate::event::LogPin)).
     fn complete(&self, event: &Event, outcome: Outcome);
     /// Several claimed events finished together (a worker's run of events): the same as
     /// [`complete`](Self::complete) for each, in one go where the backend can (the local log

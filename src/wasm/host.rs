@@ -320,6 +320,7 @@ mod tests {
             data: crate::event::Body::from_value(serde_json::json!({ "message": "x" })),
             hops: 0,
             keyed: false,
+            pin: Default::default(),
         })
     }
 
