@@ -81,6 +81,11 @@ impl AppState {
         };
         match accepted {
             Ok(accepted) => {
+                // Made before the wait for the disk, maybe on the other core: the answer
+                // reads them all, and their misses overlap if asked for at once.
+                for id in &accepted {
+                    crate::event::prefetch::read(id.as_bytes(), crate::event::MAX_ID_BYTES);
+                }
                 let mut accepted = accepted.into_iter();
                 ids.into_iter().map(|r| r.map(|()| accepted.next().expect("one id per event"))).collect()
             }
