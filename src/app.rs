@@ -85,7 +85,7 @@ impl App {
         let serve = move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], text) };
         axum::Router::new()
             .merge(http::routes(state))
-            .merge(infrahub::routes(state))
+            .merge(infrahub::routes())
             .merge(fixinventory::routes(state, self.fixinventory.clone()))
             .merge(admin::routes(state, self.plugins.clone()))
             .merge(admin::dashboard::routes(state, self.instances.clone()))

@@ -617,7 +617,7 @@ fn post_in_process(req: &Request) -> (u16, Vec<u8>) {
     p.runtime.block_on(async {
         let res = eventyard::http::cloudevents::post(
             State(p.state.clone()),
-            axum::Extension(Grant::default()),
+            Grant::default(),
             req.header_map(),
             Body::from(fill_ids(&req.body)),
         )

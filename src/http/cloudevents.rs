@@ -22,12 +22,7 @@ const STRING_ATTRIBUTES: [&str; 8] =
 const ACCEPTED_TYPES: &str =
     "application/cloudevents+json, application/cloudevents-batch+json, application/x-ndjson, or application/json with ce-* headers";
 
-pub async fn post(
-    State(state): State<Arc<AppState>>,
-    axum::Extension(grant): axum::Extension<super::Grant>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn post(State(state): State<Arc<AppState>>, grant: super::Grant, headers: HeaderMap, body: Body) -> Response {
     let media = MediaType::of(&headers);
     let binary = headers.contains_key("ce-specversion");
     let limit = match media {

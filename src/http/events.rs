@@ -35,7 +35,7 @@ pub fn prepare_typed(ty: &EventType, data: Data<'_>, envelope: Envelope) -> Resu
 
 pub async fn post_native(
     State(state): State<Arc<AppState>>,
-    axum::Extension(grant): axum::Extension<super::Grant>,
+    grant: super::Grant,
     Path(type_name): Path<String>,
     headers: HeaderMap,
     body: Body,

@@ -136,11 +136,10 @@ impl AppState {
 /// The ingestion and read endpoints; `crate::app` adds the other doors' routes and the
 /// state.
 pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
-    // Ingestion finds the token's grant (see [`auth`]).
-    let ingest = || axum::middleware::from_fn_with_state(state.clone(), auth::ingest_grant);
+    // Ingestion takes the token's grant as an extractor (see [`auth`]).
     axum::Router::new()
-        .route("/v1/events", post(cloudevents::post).route_layer(ingest()))
-        .route("/v1/events/{*type}", post(events::post_native).route_layer(ingest()).get(events::status))
+        .route("/v1/events", post(cloudevents::post))
+        .route("/v1/events/{*type}", post(events::post_native).get(events::status))
         .route("/v1/schemas", get(schemas::list))
         .route("/v1/schemas/{*type}", get(schemas::get))
         .route(

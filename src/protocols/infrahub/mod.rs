@@ -4,15 +4,16 @@
 pub mod rpc;
 
 use crate::http::openapi::{event_schema, Guard, Operation};
-use crate::http::{auth, AppState};
+use crate::http::AppState;
 use crate::router::rpc::RESPONSE_PREFIX;
 use crate::schema::Registry;
 use serde_json::json;
 use std::sync::Arc;
 
-pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
-    let ingest = axum::middleware::from_fn_with_state(state.clone(), auth::ingest_grant);
-    axum::Router::new().route("/v1/rpc/{*type}", axum::routing::post(rpc::call).route_layer(ingest))
+/// The RPC route (its handler takes the token's grant as its first extractor, see
+/// [`crate::http::auth`]).
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new().route("/v1/rpc/{*type}", axum::routing::post(rpc::call))
 }
 
 /// This door's endpoints for `/openapi.json`: one RPC path per request type that has a

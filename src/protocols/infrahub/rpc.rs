@@ -42,7 +42,7 @@ pub struct Params {
 
 pub async fn call(
     State(state): State<Arc<AppState>>,
-    axum::Extension(grant): axum::Extension<crate::http::Grant>,
+    grant: crate::http::Grant,
     Path(type_name): Path<String>,
     Query(params): Query<Params>,
     headers: HeaderMap,
