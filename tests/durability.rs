@@ -328,6 +328,61 @@ async fn the_log_cuts_a_torn_tail_and_compacts_finished_segments() {
     assert!(before > 2 && after == 1, "segments before {before}, after {after}");
 }
 
+/// Events handled through the router (NDJSON runs through the echo handler) give their
+/// segments back: each finished event lets go of the segment it held ([`LogPin`]), so once
+/// all are processed the log is compacted down to its newest segments.
+///
+/// [`LogPin`]: eventyard::event::LogPin
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_of_events_handled_end_to_end_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(ECHO).unwrap();
+    config.store.dir = Some(dir.path().to_path_buf());
+    config.store.segment_bytes = 4096;
+    let s = Server::with_config(config).await;
+    let mut ids = Vec::new();
+    for batch in 0..8 {
+        let body: String = (0..60)
+            .map(|i| format!("{{\"type\":\"infrahub/send.echo.request\",\"data\":{{\"message\":\"m{batch}-{i}\"}}}}\n"))
+            .collect();
+        let res = client()
+            .post(s.url("/v1/events"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["accepted"], 60, "{v}");
+        ids.extend(v["results"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+    }
+    let segments = || eventyard::store::segment::segments(dir.path()).unwrap();
+    // Segment numbers only grow: the newest one's says how many were written.
+    let written = segments().last().unwrap().0;
+    assert!(written > 10, "the events took {written} segments");
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v: Value = client().get(s.url(&format!("/v1/events/{id}"))).send().await.unwrap().json().await.unwrap();
+            if v["state"] == "processed" {
+                assert_eq!(v["emitted"].as_array().map(Vec::len), Some(1), "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never finished: {v}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while segments().len() > 2 {
+        let kept = segments().len();
+        assert!(
+            Instant::now() < deadline,
+            "{kept} segments still kept after every event finished ({written} written while posting)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_resent_event_is_answered_like_the_first_and_processed_once() {
     let s = Server::with_config(Config::parse(&ECHO.replace("builtin:echo", &guest("echo"))).unwrap()).await;

@@ -94,7 +94,6 @@ impl Body {
         Body { correlation_id, text: value.to_string().into(), tree: value.into() }
     }
 
-    /// The JSON text.
     /// Starts loading the text (its first [`PREFETCH_TEXT_BYTES`]) to be read and its
     /// reference count to be written ([`super::prefetch`]).
     pub fn prefetch(&self) {
@@ -103,6 +102,7 @@ impl Body {
         super::prefetch::write(self.text.as_ptr().wrapping_sub(std::mem::size_of::<usize>() * 2));
     }
 
+    /// The JSON text.
     pub fn text(&self) -> &Arc<str> {
         &self.text
     }

@@ -107,10 +107,12 @@ pub fn id_of(uuid: uuid::Uuid) -> String {
 
 /// RFC 3339 in UTC with nanoseconds (`2026-11-23T18:04:31.191252000Z`), written digit by
 /// digit into a template: several times cheaper than the general formatter, and this runs
-/// on every plugin call.
+/// on every plugin call. A producer's time whose UTC year RFC 3339 cannot write (one at the
+/// edge of the range, `9999-12-31T23:30:00-01:00`) is written in its own offset, as given:
+/// every time the router takes was read as RFC 3339, so that always can be written.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let Ok(year) = u32::try_from(t.year()) else {
+    let utc = t.checked_to_offset(time::UtcOffset::UTC);
+    let Some((t, year)) = utc.and_then(|u| u32::try_from(u.year()).ok().filter(|y| *y <= 9999).map(|y| (u, y))) else {
         return t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     };
     fn put(field: &mut [u8], mut v: u32) {
@@ -120,7 +122,7 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         }
     }
     let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    put(&mut b[0..4], year.min(9999));
+    put(&mut b[0..4], year);
     put(&mut b[5..7], u8::from(t.month()).into());
     put(&mut b[8..10], t.day().into());
     put(&mut b[11..13], t.hour().into());
@@ -227,6 +229,17 @@ mod tests {
         assert_eq!(pin.release(), None, "taken");
         assert_eq!(moved.release(), Some(7));
         assert_eq!(moved.release(), None, "released once");
+    }
+
+    #[test]
+    fn rfc3339_writes_times_at_the_edge_of_the_range_in_their_own_offset() {
+        let rfc = &time::format_description::well_known::Rfc3339;
+        for given in ["9999-12-31T23:30:00-01:00", "0000-01-01T00:30:00+01:00"] {
+            let t = time::OffsetDateTime::parse(given, rfc).unwrap();
+            let written = super::rfc3339(t);
+            assert_eq!(written, given);
+            assert_eq!(time::OffsetDateTime::parse(&written, rfc).unwrap(), t);
+        }
     }
 
     #[test]

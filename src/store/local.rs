@@ -123,7 +123,10 @@ impl Tracking {
     /// segment (which compaction may then delete).
     fn untrack(&mut self, event: &Event) -> bool {
         let Some(seg) = event.pin.release() else { return false };
-        let Some(n) = self.unfinished.get_mut(&seg) else { return false };
+        let Some(n) = self.unfinished.get_mut(&seg) else {
+            debug_assert!(false, "a pin of segment {seg}, which counts no unfinished event");
+            return false;
+        };
         *n -= 1;
         if *n == 0 {
             self.unfinished.remove(&seg);
