@@ -111,9 +111,21 @@ pub fn id_of(uuid: uuid::Uuid) -> String {
 /// edge of the range, `9999-12-31T23:30:00-01:00`) is written in its own offset, as given:
 /// every time the router takes was read as RFC 3339, so that always can be written.
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    let mut out = Vec::with_capacity(RFC3339_UTC_BYTES);
+    write_rfc3339(&mut out, t);
+    String::from_utf8(out).expect("RFC 3339 is ASCII")
+}
+
+/// Length of [`rfc3339`]'s usual form (UTC, nanoseconds).
+const RFC3339_UTC_BYTES: usize = "0000-00-00T00:00:00.000000000Z".len();
+
+/// [`rfc3339`], appended to `out` (no string of its own: a log writes one per event).
+pub fn write_rfc3339(out: &mut Vec<u8>, t: time::OffsetDateTime) {
     let utc = t.checked_to_offset(time::UtcOffset::UTC);
     let Some((t, year)) = utc.and_then(|u| u32::try_from(u.year()).ok().filter(|y| *y <= 9999).map(|y| (u, y))) else {
-        return t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let given = t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        out.extend_from_slice(given.as_bytes());
+        return;
     };
     fn put(field: &mut [u8], mut v: u32) {
         for d in field.iter_mut().rev() {
@@ -129,7 +141,7 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     put(&mut b[14..16], t.minute().into());
     put(&mut b[17..19], t.second().into());
     put(&mut b[20..29], t.nanosecond());
-    String::from_utf8(b.to_vec()).expect("ASCII digits")
+    out.extend_from_slice(&b);
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -161,7 +173,7 @@ impl Event {
         out.extend_from_slice(br#","type":"#);
         json::write_str(out, &self.type_name);
         out.extend_from_slice(br#","time":""#);
-        out.extend_from_slice(rfc3339(self.time).as_bytes());
+        write_rfc3339(out, self.time);
         out.extend_from_slice(br#"","priority":"#);
         json::write_u8(out, self.priority);
         if let Some(source) = &self.source {

@@ -70,32 +70,36 @@ pub enum Command {
 /// producer's JSON text, not re-serialised (the costliest step of an append). An event too
 /// large for a record is refused here, with nothing left in `out`.
 pub fn frame_event(event: &crate::event::Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(br#"{"record":"event","event":"#);
-    event.write_json(out);
-    out.push(b'}');
-    finish(out, start)
+    framed(out, |out| {
+        out.extend_from_slice(br#"{"record":"event","event":"#);
+        event.write_json(out);
+        out.push(b'}');
+    })
 }
 
 /// Frames a [`Record::Done`], written by hand (the same JSON serde writes): one is written
 /// for every finished event, by the plugin workers.
 pub fn frame_done(id: &str, outcome: &Outcome, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(br#"{"record":"done","id":"#);
-    json::write_str(out, id);
-    out.extend_from_slice(br#","outcome":"#);
-    outcome.write_json(out);
-    out.push(b'}');
-    finish(out, start)
+    framed(out, |out| {
+        out.extend_from_slice(br#"{"record":"done","id":"#);
+        json::write_str(out, id);
+        out.extend_from_slice(br#","outcome":"#);
+        outcome.write_json(out);
+        out.push(b'}');
+    })
 }
 
 /// Frames any record; one over [`MAX_RECORD_BYTES`] is refused, with nothing left in `out`.
 pub fn frame(record: &impl serde::Serialize, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    framed(out, |out| serde_json::to_writer(out, record).expect("records always serialise"))
+}
+
+/// Appends one frame whose payload `write` appends: room for the header, the payload, then
+/// the header filled in ([`finish`]).
+fn framed(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
-    serde_json::to_writer(&mut *out, record).expect("records always serialise");
+    write(out);
     finish(out, start)
 }
 
