@@ -4,7 +4,7 @@
 //! bounded by the unfinished events plus at most one segment of finished ones... and by
 //! `max_bytes`, past which appends are refused (back-pressure) instead of filling the disk.
 
-use super::segment::{self, Command, Writer};
+use super::segment::{self, Command, Needed, Writer};
 use super::{Ack, Durability, Record, Recovered, StoreError};
 use crate::event::Event;
 use crate::event::Outcome;
@@ -27,7 +27,8 @@ pub struct LocalOptions {
 
 pub struct LocalStore {
     tx: crossbeam_channel::Sender<Command>,
-    /// The segment appends currently go to (never less than where they really land).
+    /// The segment appends currently go to (or the one before, just after a roll: an event
+    /// is never tracked in a segment newer than the one it lands in).
     current: Arc<AtomicU64>,
     /// Bytes of all segments on disk.
     bytes: Arc<AtomicU64>,
@@ -108,7 +109,8 @@ fn flock_within(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, 
 #[derive(Default)]
 struct Tracking {
     unfinished: BTreeMap<u64, usize>,
-    deleted_below: u64,
+    /// What the writer was last told ([`Command::Needed`]); `None` before it was told.
+    told: Option<Needed>,
 }
 
 impl Tracking {
@@ -176,11 +178,15 @@ impl LocalStore {
         self.side.clone()
     }
 
+    /// Tells the writer which segments are needed when that changed (it deletes the older
+    /// ones). Called under the tracking lock, before the append of any event tracked after
+    /// it is sent: the writer reads the two in that order, so it never deletes a segment an
+    /// unfinished event is written to.
     fn compact(&self, t: &mut Tracking) {
-        let oldest_needed = t.unfinished.keys().next().copied().unwrap_or_else(|| self.current.load(Ordering::Acquire));
-        if oldest_needed > t.deleted_below {
-            t.deleted_below = oldest_needed;
-            let _ = self.tx.send(Command::DeleteBelow(oldest_needed));
+        let needed = t.unfinished.keys().next().map_or(Needed::Current, |&n| Needed::From(n));
+        if t.told != Some(needed) {
+            t.told = Some(needed);
+            let _ = self.tx.send(Command::Needed(needed));
         }
     }
 }

@@ -53,14 +53,27 @@ const HEADER: usize = 12;
 /// A version-1 frame's header: length, checksum.
 const HEADER_V1: usize = 8;
 
+/// Which segments still hold unfinished events, as the store last told the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    /// This one and newer (it holds the oldest unfinished event).
+    From(u64),
+    /// Only the one being written: no event is unfinished. Said as this and not as a number
+    /// because the writer may roll after the store looked (the `done` records of the last
+    /// events may fill a segment or two): the writer knows which segment is current when it
+    /// reads the command, and again at each roll, so no finished segment is left behind.
+    Current,
+}
+
 /// One write request for the writer thread.
 pub enum Command {
     Append {
         frames: Vec<u8>,
         ack: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
-    /// Delete segments numbered below this one (everything in them is finished).
-    DeleteBelow(u64),
+    /// Which segments are needed from now on: older ones are deleted, now and (for
+    /// [`Needed::Current`]) at every roll until the next such command.
+    Needed(Needed),
     /// Write and sync everything queued, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -309,6 +322,8 @@ pub struct Writer {
     written: u64,
     /// Bytes of all segments on disk, shared with the store (back-pressure, metrics).
     bytes: Arc<AtomicU64>,
+    /// What the store last said it needs: anything older is deleted.
+    needed: Needed,
 }
 
 impl Writer {
@@ -335,6 +350,8 @@ impl Writer {
             file: Arc::new(file),
             written: SEGMENT_MAGIC.len() as u64,
             bytes: Arc::default(),
+            // Nothing is deleted until the store says what it needs.
+            needed: Needed::From(0),
         })
     }
 
@@ -387,7 +404,10 @@ impl Writer {
                             answer(&mut acks, &r);
                         }
                     }
-                    Command::DeleteBelow(n) => self.delete_below(n),
+                    Command::Needed(needed) => {
+                        self.needed = needed;
+                        self.compact();
+                    }
                     Command::Flush(done) => flushes.push(done),
                 }
                 // Bound a group so one ack never waits behind an unbounded burst.
@@ -459,15 +479,26 @@ impl Writer {
     }
 
     fn roll(&mut self, on_roll: &impl Fn(u64)) -> Result<(), StoreError> {
+        let needed = self.needed;
         *self = Writer::open(&self.dir, self.number + 1, self.durability, self.segment_bytes)?
             .with_bytes(self.bytes.clone());
+        self.needed = needed;
         on_roll(self.number);
+        if needed == Needed::Current {
+            self.compact();
+        }
         Ok(())
     }
 
-    fn delete_below(&self, n: u64) {
+    /// Deletes the segments older than what is [`needed`](Self::needed) (never the one
+    /// being written).
+    fn compact(&self) {
+        let below = match self.needed {
+            Needed::From(n) => n.min(self.number),
+            Needed::Current => self.number,
+        };
         let Ok(list) = segments(&self.dir) else { return };
-        for (number, path) in list.into_iter().filter(|(k, _)| *k < n && *k < self.number) {
+        for (number, path) in list.into_iter().filter(|(k, _)| *k < below) {
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             match std::fs::remove_file(&path) {
                 Ok(()) => {
