@@ -183,6 +183,16 @@ async fn echo_answers_with_the_response_type_and_correlation_id() {
     assert_eq!(r["data"]["meta"]["correlation_id"], "c-1");
     assert_eq!(r["data"]["passed"], true);
     assert_eq!(metric(&s, "eventyard_events_routed_total").await, Some(1.0));
+    // Text that must be escaped, in the message and the correlation id, comes back as sent;
+    // the response has the request's priority.
+    let message = "say \"hi\"\n\\ \u{1} ünïcode 🦀";
+    let meta = json!({ "correlation_id": "c\"2\\", "priority": 4 });
+    post(&s, "infrahub/send.echo.request", json!({ "message": message, "meta": meta })).await;
+    let r = next_json(&mut ws).await;
+    assert_eq!(r["data"]["data"]["response"], format!("Reply to: {message}"));
+    assert_eq!(r["data"]["meta"]["correlation_id"], "c\"2\\");
+    assert_eq!(r["data"]["meta"]["priority"], 4);
+    assert_eq!(r["priority"], 4);
 }
 
 #[tokio::test]

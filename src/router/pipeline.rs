@@ -398,7 +398,10 @@ impl Core {
     /// after a crash).
     fn run_many(&self, worker: usize, events: Vec<Event>) {
         // Made by another core's threads: their misses overlap if asked for all at once.
-        events.iter().for_each(Event::prefetch);
+        for event in &events {
+            event.prefetch();
+            self.log.prefetch(event);
+        }
         let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
         let work = std::panic::AssertUnwindSafe(|| {
             let _held = self.holding.hold(worker, &roots);

@@ -141,6 +141,10 @@ impl EventLog for LocalLog {
         Box::pin(std::future::ready(self.statuses.get(id)))
     }
 
+    fn prefetch(&self, event: &Event) {
+        self.statuses.prefetch(&event.id);
+    }
+
     fn take_recovered(&self) -> Vec<Event> {
         std::mem::take(&mut *self.recovered.lock().expect("recovered"))
     }

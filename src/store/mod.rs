@@ -180,6 +180,9 @@ pub trait EventLog: Send + Sync {
             self.complete(event, outcome);
         }
     }
+    /// A hint that `event` (claimed) is about to be [`complete`](Self::complete)d: the log
+    /// may start loading what that will write. Nothing by default.
+    fn prefetch(&self, _event: &Event) {}
     /// Where an accepted event is, if it was accepted within the status window (a shared
     /// log asks its server: any instance answers for every event).
     fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Status>>;
