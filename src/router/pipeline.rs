@@ -572,7 +572,7 @@ impl Core {
     fn process_many(&self, items: &mut [(&Event, &mut Run)]) {
         let routes = self.routes();
         for (route_index, route) in routes.iter().enumerate().filter(|(_, r)| !r.disabled) {
-            let mut kept = Vec::new();
+            let mut kept = Vec::with_capacity(items.len());
             for (i, (event, run)) in items.iter_mut().enumerate() {
                 let event: &Event = event;
                 if run.root.exhausted() || !route.matcher.matches(&event.type_name) {

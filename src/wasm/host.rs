@@ -230,7 +230,7 @@ impl CallState {
 }
 
 impl HostState {
-    fn event(&self, handle: &Resource<EventHandle>) -> wasmtime::Result<&crate::event::Event> {
+    pub(super) fn event(&self, handle: &Resource<EventHandle>) -> wasmtime::Result<&crate::event::Event> {
         self.call
             .event_at(handle.rep())
             .ok_or_else(|| wasmtime::Error::msg("an event handle used outside the call it was given to"))
@@ -266,6 +266,7 @@ impl super::bindings::handler::eventyard::plugin::types::HostEvent for HostState
         Ok(Vec::new())
     }
 
+    /// Linked in its place: [`super::link`]'s `lent_data`, which copies no string on the way.
     fn data(&mut self, h: Resource<EventHandle>) -> wasmtime::Result<String> {
         // `String::from`, not `to_string`: an `Arc<str>` would go through `Display`.
         Ok(String::from(&**self.event(&h)?.data.text()))

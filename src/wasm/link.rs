@@ -54,6 +54,7 @@ pub const MAX_LOG_BYTES_PER_CALL: usize = 64 * 1024;
 
 /// The WIT instances this module defines (the versions of `wit/eventyard.wit` and of
 /// wasmtime-wasi's `wasi:io`; components importing older 0.2 versions resolve to them).
+const TYPES: &str = "eventyard:plugin/types@0.2.0";
 const LOG: &str = "eventyard:plugin/log@0.2.0";
 const EMIT: &str = "eventyard:plugin/emit@0.2.0";
 const METRICS: &str = "eventyard:plugin/metrics@0.2.0";
@@ -106,6 +107,7 @@ pub(crate) fn linker(engine: &Engine, grants: Grants) -> wasmtime::Result<Linker
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     bound_waits(&mut linker)?;
     types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    lent_data(&mut linker)?;
     config::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
     let mut log = linker.instance(LOG)?;
@@ -160,6 +162,21 @@ fn bound_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let done =
                 wasmtime_wasi::runtime::in_tokio(async { tokio::time::timeout(left, table.block(pollable)).await });
             done.map_err(|_| Trap::Interrupt)?
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Replaces the generated `[method]event.data` (whose trait method answers a `String`, a
+/// copy of the text made only to be copied again into the guest) with one that lowers the
+/// event's own text: one copy, straight into the guest's memory, and no allocation.
+fn lent_data(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(TYPES)?.func_wrap(
+        "[method]event.data",
+        |store: StoreContextMut<'_, HostState>, (h,): (Resource<super::host::EventHandle>,)| {
+            Ok((store.data().event(&h)?.data.text().clone(),))
         },
     )?;
     linker.allow_shadowing(false);
