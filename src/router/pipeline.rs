@@ -397,11 +397,10 @@ impl Core {
     /// ([`Core::execute`]), where it fails its own event alone (the others may emit twice, as
     /// after a crash).
     fn run_many(&self, worker: usize, events: Vec<Event>) {
-        // Made by another core's threads: their misses overlap if asked for all at once.
-        for event in &events {
-            event.prefetch();
-            self.log.prefetch(event);
-        }
+        // Made by another core's threads: their misses overlap if asked for all at once. The
+        // status slots second: finding one reads the event's id, whose line is then on its way.
+        events.iter().for_each(Event::prefetch);
+        events.iter().for_each(|e| self.log.prefetch(e));
         let roots: Vec<Arc<RootWork>> = events.into_iter().map(|e| RootWork::new(e, self.root_budget)).collect();
         let work = std::panic::AssertUnwindSafe(|| {
             let _held = self.holding.hold(worker, &roots);
