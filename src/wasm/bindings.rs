@@ -46,3 +46,19 @@ pub mod batch_handler {
         },
     });
 }
+
+/// `handle-batch`'s answer as the host lifts it: each emitted event's data straight into
+/// the `Arc<str>` the router keeps (bindgen's `emitted` holds a `String`, which was copied
+/// once more into one: two allocations and two copies of every answer instead of one).
+pub type BatchAnswer = Vec<Result<Vec<LiftedEmitted>, HandlerError>>;
+
+/// WIT `emitted`, lifted with its data as an `Arc<str>` (see [`BatchAnswer`]). bindgen's
+/// `with` replaces resources only, so the batch export is called through a typed function
+/// of its own ([`crate::wasm::plugin`]).
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct LiftedEmitted {
+    #[component(name = "type")]
+    pub type_: String,
+    pub data: std::sync::Arc<str>,
+}

@@ -41,25 +41,31 @@ impl PluginContext {
 
     /// Checks one emitted event against the manifest and its schema.
     pub fn check_emitted(&self, e: Emitted, call: &mut CallState) -> Result<Checked, Failure> {
+        self.check_emitted_parts(&e.type_, e.data.into(), call)
+    }
+
+    /// [`check_emitted`](Self::check_emitted) of an event lifted as its parts (a batch's
+    /// answers are lifted with their data as an `Arc<str>` already).
+    pub fn check_emitted_parts(&self, type_: &str, data: Arc<str>, call: &mut CallState) -> Result<Checked, Failure> {
         let limits = &self.manifest.limits;
         call.emit_count += 1;
-        call.emit_bytes += e.data.len();
+        call.emit_bytes += data.len();
         if call.emit_count > limits.max_emits || call.emit_bytes > limits.max_emit_bytes {
             return Err(Failure::new(
                 FailureKind::EmitBudget,
                 format!("more than {} events or {} bytes emitted in one call", limits.max_emits, limits.max_emit_bytes),
             ));
         }
-        if !self.manifest.emits.iter().any(|t| t == &e.type_) {
+        if !self.manifest.emits.iter().any(|t| t == type_) {
             return Err(Failure::new(
                 FailureKind::EmitDenied,
-                format!("type `{}` is not in the manifest's `emits`", e.type_),
+                format!("type `{type_}` is not in the manifest's `emits`"),
             ));
         }
-        let ty = self.registry.get(&e.type_).map_err(|err| Failure::new(FailureKind::EmitInvalid, err.to_string()))?;
+        let ty = self.registry.get(type_).map_err(|err| Failure::new(FailureKind::EmitInvalid, err.to_string()))?;
         // Validated in place: the router keeps the plugin's text and builds no tree.
-        let (data, priority) = Body::check(ty, e.data.into())
-            .map_err(|r| Failure::new(FailureKind::EmitInvalid, format!("`{}` data {r}", e.type_)))?;
+        let (data, priority) =
+            Body::check(ty, data).map_err(|r| Failure::new(FailureKind::EmitInvalid, format!("`{type_}` data {r}")))?;
         Ok(Checked { type_name: ty.name, priority, data })
     }
 }

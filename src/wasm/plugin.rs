@@ -6,7 +6,7 @@
 //! the old one while new calls use the new one; the old version (and its instances) goes
 //! away with its last call. Name, manifest, breaker and statistics stay with the plugin.
 
-use super::bindings::{batch_handler, filter, handler, Emitted, Verdict};
+use super::bindings::{batch_handler, filter, handler, BatchAnswer, Emitted, LiftedEmitted, Verdict};
 use super::config::{PluginConfig, World};
 use super::engine::{WasmEngine, EPOCH_TICK};
 use super::host::{event_rep, CallState, EventHandle, HostState, PluginContext, PluginEvent, MAX_CALL_EVENTS};
@@ -33,8 +33,11 @@ enum Pre {
 enum Bound {
     Filter(filter::Filter),
     Handler(handler::Handler),
-    BatchHandler(batch_handler::BatchHandler),
+    /// The bindings (for `handle`) and `handle-batch` typed to lift [`BatchAnswer`].
+    BatchHandler(batch_handler::BatchHandler, BatchFunc),
 }
+
+type BatchFunc = wasmtime::component::TypedFunc<(Vec<Resource<EventHandle>>,), (BatchAnswer,)>;
 
 /// An instance kept warm between events.
 struct Warm {
@@ -329,7 +332,7 @@ impl Plugin {
             match bound {
                 Bound::Filter(f) => f.call_filter(store, handle).map(Raw::Verdict),
                 Bound::Handler(h) => h.call_handle(store, handle).map(Raw::Handled),
-                Bound::BatchHandler(h) => h.call_handle(store, handle).map(Raw::Handled),
+                Bound::BatchHandler(h, _) => h.call_handle(store, handle).map(Raw::Handled),
             }
         };
         self.in_sandbox(vec![event.clone()], run, |raw, call| self.classify(raw, call))
@@ -340,9 +343,9 @@ impl Plugin {
         let n = events.len();
         // Owned handles (see the WIT): the guest drops them, the host's `drop` does nothing.
         let run = |bound: &Bound, store: &mut Store<HostState>, tag| match bound {
-            Bound::BatchHandler(h) => {
+            Bound::BatchHandler(_, batch) => {
                 let handles: Vec<_> = (0..n).map(|i| Resource::<EventHandle>::new_own(event_rep(tag, i))).collect();
-                h.call_handle_batch(store, &handles)
+                batch.call(store, (handles,)).map(|(answers,)| answers)
             }
             _ => Err(wasmtime::Error::msg("this version of the plugin has no handle-batch")),
         };
@@ -355,10 +358,11 @@ impl Plugin {
                 let message = format!("handle-batch answered {} results for {n} events", answers.len());
                 return Err(Failure::new(FailureKind::BadOutput, message));
             }
-            let answer = |a: Result<Vec<Emitted>, super::bindings::HandlerError>| {
+            let answer = |a: Result<Vec<LiftedEmitted>, super::bindings::HandlerError>| {
                 // Each event has the per-call emit budget of its own.
                 let mut budget = CallState::default();
-                a.map_err(handler_error)?.into_iter().map(|e| self.ctx.check_emitted(e, &mut budget)).collect()
+                let check = |e: LiftedEmitted| self.ctx.check_emitted_parts(&e.type_, e.data, &mut budget);
+                a.map_err(handler_error)?.into_iter().map(check).collect()
             };
             Ok(answers.into_iter().map(answer).collect())
         })
@@ -477,7 +481,7 @@ impl Plugin {
         let bound = match &version.pre {
             Pre::Filter(p) => p.instantiate(&mut store).map(Bound::Filter),
             Pre::Handler(p) => p.instantiate(&mut store).map(Bound::Handler),
-            Pre::BatchHandler(p) => p.instantiate(&mut store).map(Bound::BatchHandler),
+            Pre::BatchHandler(p) => bind_batch(p, &mut store),
         }
         .map_err(|e| {
             let f = classify_error(&e);
@@ -540,6 +544,18 @@ impl Version {
 }
 
 /// SHA-256 of a component, hex.
+/// Instantiates a batch handler: its bindings, and `handle-batch` typed to lift each
+/// emitted event's data as an `Arc<str>` ([`BatchAnswer`]).
+fn bind_batch(
+    pre: &batch_handler::BatchHandlerPre<HostState>,
+    store: &mut Store<HostState>,
+) -> wasmtime::Result<Bound> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let bindings = batch_handler::BatchHandler::new(&mut *store, &instance)?;
+    let batch = instance.get_typed_func(&mut *store, "handle-batch")?;
+    Ok(Bound::BatchHandler(bindings, batch))
+}
+
 fn revision_of(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
