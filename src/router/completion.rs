@@ -5,6 +5,11 @@
 //! [`Completions::watch`] registers first and then looks at the status. So a watcher that
 //! comes before the finish is woken by it, one that comes after finds the final status:
 //! none waits forever. Nothing is done per event while nobody watches (one atomic load).
+//!
+//! The settler counts the watchers after it wrote the status (that count is the one that
+//! cannot miss a watcher); it may have counted before as well, to copy the outcome it then
+//! moves into the status. A watcher that came between the two counts is woken without an
+//! outcome ([`Completions::wake`]) and reads the final status, there by then.
 
 use crate::event::Outcome;
 use std::collections::HashMap;
@@ -30,18 +35,19 @@ impl Finished {
 #[derive(Default)]
 pub struct Completions {
     /// Event id -> (registration number, channel) of each watcher.
-    waiting: Mutex<HashMap<String, Vec<(u64, oneshot::Sender<Finished>)>>>,
+    waiting: Mutex<HashMap<String, Vec<(u64, oneshot::Sender<Option<Finished>>)>>>,
     count: AtomicUsize,
     next: AtomicU64,
 }
 
-/// One watcher's place: its receiver resolves when the event finishes; dropping it (the
-/// watcher gave up or timed out) removes it and only it.
+/// One watcher's place: its receiver resolves when the event finishes, with how it ended, or
+/// with `None` when the watcher is to read that from the event's final status (see the
+/// module doc); dropping it (the watcher gave up or timed out) removes it and only it.
 pub struct Watch<'a> {
     completions: &'a Completions,
     id: String,
     number: u64,
-    pub finished: oneshot::Receiver<Finished>,
+    pub finished: oneshot::Receiver<Option<Finished>>,
 }
 
 impl Drop for Watch<'_> {
@@ -75,13 +81,23 @@ impl Completions {
 
     /// Event `id` is finished (its final status is already set): wakes its watchers.
     pub fn finish(&self, id: &str, outcome: &Outcome) {
+        self.wake_with(id, || Some(Finished { outcome: Arc::new(outcome.clone()) }));
+    }
+
+    /// Event `id` is finished (its final status is already set), its outcome moved into that
+    /// status: wakes its watchers, who read it there.
+    pub fn wake(&self, id: &str) {
+        self.wake_with(id, || None);
+    }
+
+    fn wake_with(&self, id: &str, finished: impl FnOnce() -> Option<Finished>) {
         if self.watching() == 0 {
             return;
         }
         let watchers = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
         if let Some(watchers) = watchers {
             self.count.fetch_sub(watchers.len(), Ordering::Relaxed);
-            let finished = Finished { outcome: Arc::new(outcome.clone()) };
+            let finished = finished();
             for (_, tx) in watchers {
                 let _ = tx.send(finished.clone());
             }
@@ -107,8 +123,8 @@ mod tests {
         assert_eq!(c.watching(), 3);
         let outcome = Outcome { dropped: vec![("f".into(), "because".into())], ..Outcome::default() };
         c.finish("e1", &outcome);
-        assert_eq!(a.finished.try_recv().unwrap().outcome.dropped, outcome.dropped);
-        assert!(!b.finished.try_recv().unwrap().failed());
+        assert_eq!(a.finished.try_recv().unwrap().unwrap().outcome.dropped, outcome.dropped);
+        assert!(!b.finished.try_recv().unwrap().unwrap().failed());
         assert!(other.finished.try_recv().is_err(), "another event's watcher is not woken");
         assert_eq!(c.watching(), 1);
     }
@@ -125,5 +141,14 @@ mod tests {
         drop(second);
         assert_eq!(c.watching(), 0);
         assert!(c.waiting.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_wake_tells_the_watchers_to_read_the_status() {
+        let c = Completions::default();
+        let mut a = c.watch("e");
+        c.wake("e");
+        assert!(a.finished.try_recv().unwrap().is_none());
+        assert_eq!(c.watching(), 0);
     }
 }

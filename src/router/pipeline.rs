@@ -305,13 +305,14 @@ impl Core {
     pub async fn finished(&self, id: &str) -> Option<Finished> {
         // Watch first, then look (see `completion`): no finish falls in between.
         let mut watch = self.completions.watch(id);
-        match self.log.status(id).await?.state {
-            State::Processed { outcome } | State::DeadLettered { outcome } => {
-                return Some(Finished { outcome: Arc::new(outcome) })
-            }
-            _ => {}
+        if let Some(finished) = final_state(self.log.status(id).await?.state) {
+            return Some(finished);
         }
-        (&mut watch.finished).await.ok()
+        match (&mut watch.finished).await.ok()? {
+            Some(finished) => Some(finished),
+            // Woken without the outcome (see `completion`): the final status holds it.
+            None => final_state(self.log.status(id).await?.state),
+        }
     }
 
     /// Whether a route takes events of this type now.
@@ -682,6 +683,14 @@ impl Core {
     }
 }
 
+/// How an event ended, if `state` is final.
+fn final_state(state: State) -> Option<Finished> {
+    match state {
+        State::Processed { outcome } | State::DeadLettered { outcome } => Some(Finished { outcome: Arc::new(outcome) }),
+        _ => None,
+    }
+}
+
 /// Whether one of `routes` takes events of this type.
 fn routed_by(routes: &[Arc<Route>], type_name: &str) -> bool {
     routes.iter().any(|r| !r.disabled && r.matcher.matches(type_name))
@@ -802,7 +811,7 @@ pub(super) mod tests {
         let mut last = Run::new(root.clone());
         last.outcome.failed.push(note("h2"));
         core.settle(last, 1);
-        let finished = watch.finished.try_recv().expect("woken by the last part");
+        let finished = watch.finished.try_recv().expect("woken by the last part").expect("with the outcome");
         assert_eq!(finished.outcome.emitted.len(), 1, "the first part's emission is kept");
         assert_eq!(finished.outcome.failed, vec![note("h2")]);
         match state(core, "root") {

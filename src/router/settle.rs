@@ -205,8 +205,10 @@ impl Core {
     pub(super) fn finish_emitted(&self, event: &Event, outcome: Outcome) {
         let watched = (self.completions.watching() > 0).then(|| outcome.clone());
         self.log.progress(&event.id, crate::store::status::finished(outcome));
-        if let Some(outcome) = watched {
-            self.completions.finish(&event.id, &outcome);
+        match watched {
+            Some(outcome) => self.completions.finish(&event.id, &outcome),
+            // Counted again now that the status is written (see `completion`).
+            None => self.completions.wake(&event.id),
         }
     }
 
@@ -224,6 +226,14 @@ impl Core {
             false => Vec::new(),
         };
         self.log.complete_many(done.iter_mut().map(|(root, outcome)| (&root.event, std::mem::take(outcome))).collect());
+        if watched.is_empty() {
+            // Counted again now that the statuses are written (see `completion`): a watcher
+            // that came since the first count is woken to read its event's status.
+            if self.completions.watching() > 0 {
+                done.iter().for_each(|(root, _)| self.completions.wake(&root.event.id));
+            }
+            return;
+        }
         for ((root, _), outcome) in done.iter().zip(watched) {
             self.completions.finish(&root.event.id, &outcome);
         }
