@@ -23,7 +23,9 @@ queue stayed full past pipeline.queue_wait_ms; an NDJSON request answers these p
 wrk does not count them as errors) are shown too.
 Each row also shows the router's CPU per event, in all and by thread group (the plugin
 workers, the HTTP runtime that parses, validates and appends, the log writer and its syncers).
-Prints medians over the rounds and the ratios R/N. $ROWS (e.g. ROWS=R-ndjson) measures only the rows named; $R_CONFIG gives R
+Prints medians over the rounds and the ratios R/N. The routers' logs are kept in
+/tmp/eventyard-bench-e2e/{R,N}.log; should accepted events stay unhandled for 120 s, the run
+stops and leaves there the router's full /metrics and every thread's stack (gdb). $ROWS (e.g. ROWS=R-ndjson) measures only the rows named; $R_CONFIG gives R
 a config file instead of the embedded default; $EVENTYARD another build. Needs wrk (apt-get install -y wrk) and
 `cargo build --release`."""
 import json, os, pathlib, re, shutil, signal, statistics, subprocess, sys, time, urllib.request
@@ -82,7 +84,19 @@ def handled(m):
     return m["emitted"] + m["dead_lettered"]
 
 
-def wait_idle(port, timeout=120):
+def stalled(port, pid, what):
+    """Keeps what explains a stall in WORK (the full /metrics, every thread's stack) and fails."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    (WORK / f"stall-{port}-metrics.txt").write_text(text)
+    panics = re.findall(r"^eventyard_worker_panics_total.*$", text, re.M)
+    if shutil.which("gdb"):
+        with open(WORK / f"stall-{port}-threads.txt", "w") as out:
+            subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 20"], stdout=out,
+                           stderr=subprocess.STDOUT, timeout=120)
+    raise RuntimeError(f"port {port}: {what}; worker panics {panics}; metrics, stacks and logs in {WORK}")
+
+
+def wait_idle(port, pid, timeout=120):
     """Until everything accepted is handled (between measurements); the time it took."""
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -90,7 +104,7 @@ def wait_idle(port, timeout=120):
         if handled(m) >= m["accepted"]:
             return time.time() - t0
         time.sleep(0.005)
-    raise RuntimeError(f"port {port}: not idle after {timeout}s: {m}")
+    stalled(port, pid, f"not idle after {timeout}s: {m}")
 
 
 def wrk(port, mode, dur):
@@ -130,6 +144,8 @@ def measure(label, name, mode, dur, pid):
             m = metrics(port)
             if handled(m) - handled(before) >= accepted:
                 break
+            if time.time() - r["end"] > 120:
+                stalled(port, pid, f"{accepted - (handled(m) - handled(before))} events unhandled 120 s after wrk: {m}")
             time.sleep(0.002)
         done = time.time()
         res["lag_s"] = done - r["end"]
@@ -157,20 +173,21 @@ def main():
     try:
         for name, (port, argv, cwd) in SERVERS.items():
             cmd = (["taskset", "-c", "1"] if PINNED else []) + argv
-            procs[name] = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                           start_new_session=True)
+            # Logs kept: they and stall() explain a row that never finishes.
+            log = open(WORK / f"{name}.log", "w")
+            procs[name] = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             bench.wait_port(port)
         for name, (port, _, _) in SERVERS.items():  # warm-up: connections, allocator, warm instances
             for mode in ("single", "ndjson"):
                 wrk(port, mode, 2)
             if name == "R":
-                wait_idle(port)
+                wait_idle(port, procs[name].pid)
         results = []
         for rnd in range(ROUNDS):
             for label, name, mode in ROUND:
                 results.append(measure(label, name, mode, DUR, procs[name].pid) | {"round": rnd})
                 if name == "R":
-                    wait_idle(SERVERS[name][0])
+                    wait_idle(SERVERS[name][0], procs[name].pid)
     finally:
         for p in procs.values():
             os.killpg(p.pid, signal.SIGTERM)
