@@ -581,6 +581,49 @@ mod tests {
         (bytes, starts)
     }
 
+    /// A writer serving `commands` in `dir` with `SEGMENT`-byte segments (each append below
+    /// fills one, so each rolls the log), one command at a time (a flush after each: the
+    /// writer would write appends queued together as one group, with one roll); answers the
+    /// segment numbers on disk after them.
+    fn segments_after(dir: &Path, commands: Vec<Command>) -> Vec<u64> {
+        const SEGMENT: u64 = 64;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer = Writer::open(dir, 1, Durability::Off, SEGMENT).unwrap();
+        let serving = std::thread::spawn(move || writer.run(rx, |_| {}));
+        for c in commands {
+            tx.send(c).unwrap();
+            let (flushed, wait) = oneshot::channel();
+            tx.send(Command::Flush(flushed)).unwrap();
+            wait.blocking_recv().unwrap();
+        }
+        drop(tx);
+        serving.join().unwrap();
+        segments(dir).unwrap().into_iter().map(|(n, _)| n).collect()
+    }
+
+    fn append() -> Command {
+        let mut frames = Vec::new();
+        frame(&done(&"x".repeat(80)), &mut frames).unwrap();
+        Command::Append { frames, ack: None }
+    }
+
+    /// `Needed::Current` deletes every older segment when the writer reads it, and again at
+    /// each later roll (the `done` records of the last events can fill segments after the
+    /// store looked); `Needed::From(n)` keeps `n` and newer; nothing is deleted before the
+    /// store said what it needs.
+    #[test]
+    fn compaction_keeps_what_the_store_needs_and_current_holds_at_each_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let untold = segments_after(dir.path(), vec![append(), append(), append()]);
+        assert_eq!(untold, [1, 2, 3, 4], "nothing deleted untold; the fourth is the one being written");
+        let dir = tempfile::tempdir().unwrap();
+        let from = segments_after(dir.path(), vec![append(), append(), Command::Needed(Needed::From(2)), append()]);
+        assert_eq!(from, [2, 3, 4]);
+        let dir = tempfile::tempdir().unwrap();
+        let current = vec![append(), append(), Command::Needed(Needed::Current), append(), append()];
+        assert_eq!(segments_after(dir.path(), current), [5], "only the segment being written is left");
+    }
+
     #[test]
     fn a_damaged_frame_in_the_middle_is_skipped_and_a_torn_tail_cut() {
         let (mut bytes, starts) = segment(5);

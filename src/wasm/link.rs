@@ -176,7 +176,7 @@ fn lent_data(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.instance(TYPES)?.func_wrap(
         "[method]event.data",
         |store: StoreContextMut<'_, HostState>, (h,): (Resource<super::host::EventHandle>,)| {
-            Ok((store.data().event(&h)?.data.text().clone(),))
+            Ok((store.data().event_data(&h)?.clone(),))
         },
     )?;
     linker.allow_shadowing(false);
