@@ -220,22 +220,23 @@ impl Core {
     /// id and its hop count, is announced (plugins may answer RPC callers: their manifest
     /// lists the response types they emit) and is in progress until the worker has
     /// processed it; one no route takes (a response, most often) is finished as it is made,
-    /// with one status write. Answers the event and whether it is routed; past the hop
-    /// limit, the event and the `hop_limit` failure.
+    /// with one status write. Its time is `made` (when the plugin answered). Answers the
+    /// event and whether it is routed; past the hop limit, the event and the `hop_limit`
+    /// failure.
     pub(super) fn admit_emitted(
         &self,
         plugin: &str,
         parent: &Event,
-        type_name: crate::name::Name,
         e: Checked,
+        made: time::OffsetDateTime,
     ) -> Result<(Event, bool), (Event, Failure)> {
         let mut source = String::with_capacity("plugin:".len() + plugin.len());
         source.push_str("plugin:");
         source.push_str(plugin);
         let mut event = Event {
             id: String::new(),
-            type_name,
-            time: time::OffsetDateTime::now_utc(),
+            type_name: e.type_name,
+            time: made,
             priority: e.priority,
             source: Some(source),
             data: e.data,
@@ -250,7 +251,7 @@ impl Core {
             return Err((event, Failure::new(FailureKind::HopLimit, message)));
         }
         self.counters.emitted.fetch_add(1, Ordering::Relaxed);
-        let routed = self.is_routed(&event.type_name);
+        let routed = self.is_routed_name(event.type_name);
         let state = if routed { State::InProgress } else { State::Processed { outcome: Outcome::default() } };
         // Named and tracked before it is announced: a subscriber that asks for its status
         // finds it.
