@@ -193,6 +193,13 @@ async fn echo_answers_with_the_response_type_and_correlation_id() {
     assert_eq!(r["data"]["meta"]["correlation_id"], "c\"2\\");
     assert_eq!(r["data"]["meta"]["priority"], 4);
     assert_eq!(r["priority"], 4);
+    // A message larger than the guest's arena (its allocations go to the system allocator),
+    // then a small one again (the arena starts over): both answered in full.
+    for message in ["z".repeat(300 * 1024), "after the large one".to_string()] {
+        post(&s, "infrahub/send.echo.request", json!({ "message": message })).await;
+        let r = next_json(&mut ws).await;
+        assert_eq!(r["data"]["data"]["response"], format!("Reply to: {message}"));
+    }
 }
 
 #[tokio::test]
