@@ -619,9 +619,20 @@ impl Core {
         let routes = self.routes();
         for (route_index, route) in routes.iter().enumerate().filter(|(_, r)| !r.disabled) {
             let mut kept = Vec::with_capacity(items.len());
+            // Matched once per stretch of one type (a run is mostly one type; names compare
+            // as pointers): a match per event and route was 1.2% of the workers' time.
+            let mut last: Option<(Name, bool)> = None;
             for (i, (event, run)) in items.iter_mut().enumerate() {
                 let event: &Event = event;
-                if run.root.exhausted() || !route.matcher.matches(&event.type_name) {
+                let matches = match last {
+                    Some((name, matches)) if name == event.type_name => matches,
+                    _ => {
+                        let matches = route.matcher.matches(&event.type_name);
+                        last = Some((event.type_name, matches));
+                        matches
+                    }
+                };
+                if run.root.exhausted() || !matches {
                     continue;
                 }
                 self.counters.routed.fetch_add(1, Ordering::Relaxed);

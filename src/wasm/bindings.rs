@@ -47,6 +47,17 @@ pub mod batch_handler {
     });
 }
 
+/// WIT `batch-event` (world `batch-handler`) as the host lowers it: the event's own data
+/// text is copied straight into the guest (bindgen's `BatchEvent` holds a `String`, a copy
+/// made only to be copied again).
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+pub struct LentBatchEvent {
+    pub event: wasmtime::component::Resource<crate::wasm::host::EventHandle>,
+    pub data: std::sync::Arc<str>,
+    pub priority: u8,
+}
+
 /// `handle-batch`'s answer as the host lifts it: each emitted event's data straight into
 /// the `Arc<str>` the router keeps (bindgen's `emitted` holds a `String`, which was copied
 /// once more into one: two allocations and two copies of every answer instead of one).

@@ -6,7 +6,7 @@
 //! the old one while new calls use the new one; the old version (and its instances) goes
 //! away with its last call. Name, manifest, breaker and statistics stay with the plugin.
 
-use super::bindings::{batch_handler, filter, handler, BatchAnswer, Emitted, LiftedEmitted, Verdict};
+use super::bindings::{batch_handler, filter, handler, BatchAnswer, Emitted, LentBatchEvent, LiftedEmitted, Verdict};
 use super::config::{PluginConfig, World};
 use super::engine::{WasmEngine, EPOCH_TICK};
 use super::host::{event_rep, CallState, EventHandle, HostState, PluginContext, PluginEvent, MAX_CALL_EVENTS};
@@ -37,7 +37,7 @@ enum Bound {
     BatchHandler(batch_handler::BatchHandler, BatchFunc),
 }
 
-type BatchFunc = wasmtime::component::TypedFunc<(Vec<Resource<EventHandle>>,), (BatchAnswer,)>;
+type BatchFunc = wasmtime::component::TypedFunc<(Vec<LentBatchEvent>,), (BatchAnswer,)>;
 
 /// An instance kept warm between events.
 struct Warm {
@@ -342,10 +342,15 @@ impl Plugin {
     fn call_batch_sandboxed(&self, events: &[Arc<PluginEvent>]) -> Result<Vec<Result<Vec<Checked>, Failure>>, Failure> {
         let n = events.len();
         // Owned handles (see the WIT): the guest drops them, the host's `drop` does nothing.
+        // Each with its data and priority, which the guest would otherwise ask for per event.
         let run = |bound: &Bound, store: &mut Store<HostState>, tag| match bound {
             Bound::BatchHandler(_, batch) => {
-                let handles: Vec<_> = (0..n).map(|i| Resource::<EventHandle>::new_own(event_rep(tag, i))).collect();
-                batch.call(store, (handles,)).map(|(answers,)| answers)
+                let lent = events.iter().enumerate().map(|(i, e)| {
+                    let event: &crate::event::Event = (**e).borrow();
+                    let (data, priority) = (event.data.text().clone(), event.priority);
+                    LentBatchEvent { event: Resource::new_own(event_rep(tag, i)), data, priority }
+                });
+                batch.call(store, (lent.collect(),)).map(|(answers,)| answers)
             }
             _ => Err(wasmtime::Error::msg("this version of the plugin has no handle-batch")),
         };

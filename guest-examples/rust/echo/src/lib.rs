@@ -41,18 +41,18 @@ struct RequestMeta<'a> {
 
 impl Guest for Echo {
     fn handle(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
-        answer(event)
+        answer(&event.data(), || event.priority())
     }
 
-    fn handle_batch(events: Vec<Event>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
-        events.iter().map(answer).collect()
+    /// A batch call hands each event's data and priority over with it: no host call per event.
+    fn handle_batch(events: Vec<BatchEvent>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
+        events.iter().map(|e| answer(&e.data, || e.priority)).collect()
     }
 }
 
-/// The response to one request.
-fn answer(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
-    let data = event.data();
-    let request: Request = serde_json::from_str(&data)
+/// The response to one request (`data`), at the request's priority.
+fn answer(data: &str, priority: impl FnOnce() -> u8) -> Result<Vec<Emitted>, HandlerError> {
+    let request: Request = serde_json::from_str(data)
         .map_err(|e| HandlerError { message: format!("not an echo request: {e}"), retryable: false })?;
     let mut out = String::with_capacity(160 + 2 * request.message.len());
     out.push_str(r#"{"meta":{"correlation_id":"#);
@@ -62,7 +62,7 @@ fn answer(event: &Event) -> Result<Vec<Emitted>, HandlerError> {
     }
     out.push_str(r#","priority":"#);
     // A `u8` as text, without the formatting machinery.
-    let p = event.priority();
+    let p = priority();
     if p >= 100 {
         out.push(char::from(b'0' + p / 100));
     }

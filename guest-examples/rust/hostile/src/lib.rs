@@ -211,7 +211,8 @@ impl Guest for Hostile {
         }
     }
 
-    fn handle_batch(events: Vec<Event>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
+    fn handle_batch(events: Vec<BatchEvent>) -> Vec<Result<Vec<Emitted>, HandlerError>> {
+        let events: Vec<Event> = events.into_iter().map(|e| e.event).collect();
         let conf: Value = serde_json::from_str(&config::get()).unwrap_or(Value::Null);
         if conf["mode"] == "batch-differs" {
             // `handle` emits nothing in this mode: the two exports disagree.
