@@ -611,6 +611,25 @@ async fn a_run_of_events_is_one_batch_call_and_a_failed_batch_fails_only_its_bad
     assert!(m("batch_fallbacks_total", "short").await >= 1.0);
 }
 
+/// A component built against the earlier `batch-handler` world, whose `handle-batch` took
+/// `list<event>` (the prebuilt echo of `d4fb611`, kept in `tests/fixtures/`), no longer
+/// matches the export's type: it still loads, as a plain handler, and answers every event of
+/// a run with one `handle` call each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_built_against_the_earlier_world_runs_as_a_plain_handler() {
+    let fixture = crate::support::repo().join("tests/fixtures/echo-batch-list-event.wasm");
+    let toml = echo_plugin().replace(&guest("echo"), fixture.to_str().unwrap());
+    let s = Server::with_config(Config::parse(&toml).unwrap()).await;
+    let plugins: Value = client().get(s.url("/v1/plugins")).send().await.unwrap().json().await.unwrap();
+    let echo = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "echo").unwrap();
+    assert_eq!(echo["batches"], json!(false), "{plugins}");
+    let messages: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    post_echo_batch(&s, &messages).await;
+    wait_metric(&s, "eventyard_events_emitted_total", 20.0).await;
+    assert_eq!(metric(&s, "eventyard_plugin_calls_total{plugin=\"echo\"}").await, Some(20.0));
+    assert_eq!(metric(&s, "eventyard_plugin_batch_calls_total{plugin=\"echo\"}").await, Some(0.0));
+}
+
 /// In a batch call `emit.send` answers an error (an event sent there could not be told apart
 /// by the event it answers); alone, the same handler's send goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
