@@ -2,6 +2,11 @@
 """HTTP ingestion next to the peers, in the same run on the same body.
 
 usage: python3 benches/http/run.py [pinned|unpinned|both] [rounds] [seconds]
+       python3 benches/http/run.py end-to-end [rounds] [seconds] [--pinned]
+
+The second form runs the end-to-end case, end_to_end.py (events handled through the bundled
+echo handler, next to the same events on a router with no routes, in the same run); it
+drives two eventyard routers rather than the peers, so it lives in a script of its own.
 
 Reuses ../shared/bench/peers/bench.py (its servers, wrk runner and summary) and adds:
   E        eventyard, single events (POST /v1/events/infrahub/check.generator.run)
@@ -13,6 +18,11 @@ import json, os, pathlib, statistics, sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+if sys.argv[1:2] == ["end-to-end"]:
+    import runpy
+    sys.argv = [str(HERE / "end_to_end.py")] + sys.argv[2:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    sys.exit(0)
 PEERS = REPO.parent / "shared" / "bench" / "peers"
 sys.argv = [sys.argv[0]] + sys.argv[1:]
 sys.path.insert(0, str(PEERS))
