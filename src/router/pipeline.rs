@@ -844,6 +844,24 @@ pub(super) mod tests {
         assert!(!pipeline.core().is_routed("fixinventory/collect"));
     }
 
+    /// The per-thread memo of whether an emitted type is routed answers from the current
+    /// route table only: not from another core's, nor from a table replaced since.
+    #[test]
+    fn an_emitted_types_routing_is_remembered_per_route_table() {
+        let echo = Name::intern("infrahub/send.echo.request");
+        let (a, _a) = pipeline();
+        assert!(a.core().is_routed_name(echo));
+        let (b, _b) = pipeline();
+        b.core().store_routes(Vec::new());
+        assert!(!b.core().is_routed_name(echo), "another core's table");
+        assert!(a.core().is_routed_name(echo), "and the first one's again");
+        let routes: Vec<Arc<Route>> = a.core().routes().iter().cloned().collect();
+        a.core().store_routes(Vec::new());
+        assert!(!a.core().is_routed_name(echo), "a replaced table");
+        a.core().store_routes(routes);
+        assert!(a.core().is_routed_name(echo));
+    }
+
     /// An event's state on the local log (whose lookups answer at once).
     pub(in crate::router) fn state(core: &Core, id: &str) -> Option<State> {
         use futures_util::FutureExt;
