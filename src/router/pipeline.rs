@@ -364,18 +364,8 @@ impl Core {
     /// matching each run of one type once (an NDJSON batch is mostly one type).
     pub fn routed(&self, events: &[Event]) -> Vec<bool> {
         let routes = self.routes();
-        let mut last: Option<(Name, bool)> = None;
-        events
-            .iter()
-            .map(|e| match last {
-                Some((name, routed)) if name == e.type_name => routed,
-                _ => {
-                    let routed = routed_by(&routes, &e.type_name);
-                    last = Some((e.type_name, routed));
-                    routed
-                }
-            })
-            .collect()
+        let mut last = LastType::default();
+        events.iter().map(|e| last.answer(e.type_name, || routed_by(&routes, &e.type_name))).collect()
     }
 
     /// Runs one job on worker `worker`. A panic in it (a bug in the router or a host import)
@@ -625,19 +615,11 @@ impl Core {
         let routes = self.routes();
         for (route_index, route) in routes.iter().enumerate().filter(|(_, r)| !r.disabled) {
             let mut kept = Vec::with_capacity(items.len());
-            // Matched once per stretch of one type (a run is mostly one type; names compare
-            // as pointers): a match per event and route was 1.2% of the workers' time.
-            let mut last: Option<(Name, bool)> = None;
+            // A match per event and route was 1.2% of the workers' time.
+            let mut last = LastType::default();
             for (i, (event, run)) in items.iter_mut().enumerate() {
                 let event: &Event = event;
-                let matches = match last {
-                    Some((name, matches)) if name == event.type_name => matches,
-                    _ => {
-                        let matches = route.matcher.matches(&event.type_name);
-                        last = Some((event.type_name, matches));
-                        matches
-                    }
-                };
+                let matches = last.answer(event.type_name, || route.matcher.matches(&event.type_name));
                 if run.root.exhausted() || !matches {
                     continue;
                 }
@@ -757,6 +739,25 @@ fn final_state(state: State) -> Option<Finished> {
     match state {
         State::Processed { outcome } | State::DeadLettered { outcome } => Some(Finished { outcome: Arc::new(outcome) }),
         _ => None,
+    }
+}
+
+/// The answer about the last type name asked, kept while the same type comes again: a run or
+/// an NDJSON batch is mostly one type, and names compare as pointers.
+#[derive(Default)]
+struct LastType(Option<(Name, bool)>);
+
+impl LastType {
+    /// The answer for `name`: the kept one if it is the last name asked, else `compute`'s.
+    fn answer(&mut self, name: Name, compute: impl FnOnce() -> bool) -> bool {
+        match self.0 {
+            Some((last, answer)) if last == name => answer,
+            _ => {
+                let answer = compute();
+                self.0 = Some((name, answer));
+                answer
+            }
+        }
     }
 }
 
